@@ -1,0 +1,111 @@
+#include "base/cas_dir.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+
+namespace lazyfs {
+
+CasWriter::~CasWriter() {
+  if (!committed_) ::unlink(tmp_.c_str());
+}
+
+Status CasWriter::Write(const void* data, size_t len) {
+  hash_.Update(data, len);
+  written_ += len;
+  return WriteAll(fd_.get(), data, len).WithContext("while writing " + tmp_);
+}
+
+Status CasWriter::Commit() {
+  Digest got = hash_.Finish();
+  if (expected_size_ >= 0 && static_cast<uint64_t>(expected_size_) != written_) {
+    return DataLossError(expected_.Short() + ": got " + std::to_string(written_) +
+                         " bytes, expected " + std::to_string(expected_size_));
+  }
+  if (got != expected_) {
+    return DataLossError("digest mismatch: expected " + expected_.ToString() + ", got " +
+                         got.ToString());
+  }
+  if (::fdatasync(fd_.get()) != 0) return ErrnoError(errno, "fsync " + tmp_);
+  LAZYFS_RETURN_IF_ERROR(fd_.Close().WithContext("while closing " + tmp_));
+  const std::string final_path = dir_->PathFor(expected_);
+  if (::rename(tmp_.c_str(), final_path.c_str()) != 0) {
+    return ErrnoError(errno, "rename " + tmp_ + " to " + final_path);
+  }
+  committed_ = true;
+  dir_->MarkVerified(expected_);
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<CasDir>> CasDir::Open(const std::string& root) {
+  LAZYFS_RETURN_IF_ERROR(MakeDirs(root + "/sha256", 0700));
+  LAZYFS_RETURN_IF_ERROR(MakeDirs(root + "/tmp", 0700));
+  return std::unique_ptr<CasDir>(new CasDir(root));
+}
+
+std::string CasDir::PathFor(const Digest& d) const { return root_ + "/sha256/" + d.Hex(); }
+
+bool CasDir::Contains(const Digest& d) const {
+  return ::access(PathFor(d).c_str(), F_OK) == 0;
+}
+
+void CasDir::MarkVerified(const Digest& d) {
+  std::lock_guard lock(mu_);
+  verified_.insert(d);
+}
+
+Result<Fd> CasDir::OpenVerified(const Digest& d) {
+  const std::string path = PathFor(d);
+  LAZYFS_ASSIGN_OR_RETURN(Fd fd, OpenFile(path, O_RDONLY));
+  {
+    std::lock_guard lock(mu_);
+    if (verified_.count(d)) return fd;
+  }
+  Sha256 h;
+  static constexpr size_t kBuf = 1 << 20;
+  std::unique_ptr<char[]> buf(new char[kBuf]);
+  uint64_t off = 0;
+  for (;;) {
+    LAZYFS_ASSIGN_OR_RETURN(size_t n, PreadFull(fd.get(), buf.get(), kBuf, off));
+    if (n == 0) break;
+    h.Update(buf.get(), n);
+    off += n;
+  }
+  if (h.Finish() != d) {
+    ::unlink(path.c_str());
+    return NotFoundError("cached object " + d.ToString() + " was corrupt and was removed");
+  }
+  MarkVerified(d);
+  return fd;
+}
+
+Result<std::unique_ptr<CasWriter>> CasDir::BeginWrite(const Digest& expected,
+                                                      int64_t expected_size) {
+  static std::atomic<unsigned> counter{0};
+  std::string tmp = root_ + "/tmp/" + expected.Hex() + "." + std::to_string(::getpid()) + "." +
+                    std::to_string(counter.fetch_add(1));
+  LAZYFS_ASSIGN_OR_RETURN(Fd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600));
+  return std::unique_ptr<CasWriter>(
+      new CasWriter(this, expected, expected_size, std::move(tmp), std::move(fd)));
+}
+
+Status CasDir::Put(const Digest& expected, std::string_view data) {
+  LAZYFS_ASSIGN_OR_RETURN(auto w, BeginWrite(expected, static_cast<int64_t>(data.size())));
+  LAZYFS_RETURN_IF_ERROR(w->Write(data.data(), data.size()));
+  return w->Commit();
+}
+
+Status CasDir::Remove(const Digest& d) {
+  {
+    std::lock_guard lock(mu_);
+    verified_.erase(d);
+  }
+  if (::unlink(PathFor(d).c_str()) != 0 && errno != ENOENT) {
+    return ErrnoError(errno, "remove " + PathFor(d));
+  }
+  return Status::Ok();
+}
+
+}  // namespace lazyfs

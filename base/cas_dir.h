@@ -1,0 +1,84 @@
+// A content-addressed directory: objects named by their sha256, written atomically, never trusted
+// unverified.
+//
+// The one idea: an object becomes visible under its final name only after its bytes hashed to
+// that name (temporary file, fsync, rename), so a process killed at any moment leaves either no
+// object or a whole one. Reads still verify (once per object per process) because the disk, or
+// another program, may have changed a file since; a mismatching object is deleted and reported as
+// NotFound so the caller fetches it again. Used by the blob store (fetch/) and the content cache
+// (index/). Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_set>
+
+#include "base/digest.h"
+#include "base/fd.h"
+#include "base/status.h"
+
+namespace lazyfs {
+
+class CasDir;
+
+// Receives one object's bytes. Commit() checks the digest and renames it into place; destroying
+// an uncommitted writer removes the temporary file. Not thread-safe.
+class CasWriter {
+ public:
+  ~CasWriter();
+  CasWriter(const CasWriter&) = delete;
+  CasWriter& operator=(const CasWriter&) = delete;
+
+  Status Write(const void* data, size_t len);
+  uint64_t bytes_written() const { return written_; }
+  // Fails with DataLoss (and removes the temporary) if the bytes do not hash to the expected
+  // digest, or if expected_size was given and differs.
+  Status Commit();
+
+ private:
+  friend class CasDir;
+  CasWriter(CasDir* dir, Digest expected, int64_t expected_size, std::string tmp, Fd fd)
+      : dir_(dir), expected_(expected), expected_size_(expected_size), tmp_(std::move(tmp)),
+        fd_(std::move(fd)) {}
+  CasDir* dir_;
+  Digest expected_;
+  int64_t expected_size_;
+  std::string tmp_;
+  Fd fd_;
+  Sha256 hash_;
+  uint64_t written_ = 0;
+  bool committed_ = false;
+};
+
+class CasDir {
+ public:
+  // Creates root (and root/sha256, root/tmp) with mode 0700 if missing.
+  static Result<std::unique_ptr<CasDir>> Open(const std::string& root);
+
+  const std::string& root() const { return root_; }
+  // Where the object lives (whether or not it exists): root/sha256/<hex>.
+  std::string PathFor(const Digest& d) const;
+  bool Contains(const Digest& d) const;
+
+  // Opens an object for reading. The first open of an object in this process hashes it; on a
+  // mismatch the file is removed and NotFound is returned ("... was corrupt and was removed").
+  Result<Fd> OpenVerified(const Digest& d);
+  // Starts writing an object; expected_size < 0 means unknown.
+  Result<std::unique_ptr<CasWriter>> BeginWrite(const Digest& expected, int64_t expected_size = -1);
+  // Convenience: writes a whole object from memory.
+  Status Put(const Digest& expected, std::string_view data);
+  Status Remove(const Digest& d);
+
+ private:
+  friend class CasWriter;
+  explicit CasDir(std::string root) : root_(std::move(root)) {}
+  void MarkVerified(const Digest& d);
+
+  const std::string root_;
+  std::mutex mu_;
+  std::unordered_set<Digest> verified_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace lazyfs

@@ -1,0 +1,86 @@
+// fetch: from an image reference to verified blobs.
+//
+// Parses references (docker://, bare names, oci:), talks to OCI/Docker v2 registries with libcurl
+// (anonymous bearer tokens, basic credentials from ~/.docker/config.json), reads OCI layout
+// directories, resolves image indexes by platform, and keeps blobs in a content-addressed,
+// verified store. It knows nothing about tar or filesystems: what it hands on is an
+// ImageDescriptor and a BlobSource (base/image.h).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "base/digest.h"
+#include "base/image.h"
+#include "base/status.h"
+
+namespace lazyfs::fetch {
+
+enum class Transport { kDocker, kOciLayout };
+
+// A parsed image reference. Value type.
+struct ImageRef {
+  Transport transport = Transport::kDocker;
+  // kDocker: registry host[:port] as written after normalisation ("docker.io" for Docker Hub),
+  // repository ("library/alpine"), tag (defaults to "latest" when no digest is given) and/or digest.
+  std::string registry;
+  std::string repository;
+  std::string tag;
+  std::optional<Digest> digest;
+  // kOciLayout: the layout directory; `tag` is the org.opencontainers.image.ref.name to pick
+  // (empty: the index must hold exactly one manifest).
+  std::string path;
+
+  // Accepts: docker://HOST[:PORT]/REPO[:TAG][@DIGEST]; bare NAME[:TAG][@DIGEST] ("alpine",
+  // "library/alpine:3.20", "ghcr.io/o/r:t") normalised as other container tools do (no dot, colon
+  // or "localhost" in the first component means docker.io, and a one-component docker.io name
+  // gets "library/"); oci:DIR[:TAG]. Fails with InvalidArgument naming what is malformed.
+  static Result<ImageRef> Parse(std::string_view text);
+  // Canonical text: "docker://HOST/REPO:TAG", "docker://HOST/REPO@sha256:..", "oci:DIR:TAG".
+  std::string ToString() const;
+};
+
+struct Platform {
+  std::string os = "linux";
+  std::string architecture;  // GOARCH names: amd64, arm64, arm, 386, ppc64le, s390x, riscv64
+  std::string variant;       // "v7", "v8", or empty
+  // "os/arch[/variant]".
+  static Result<Platform> Parse(std::string_view text);
+  static Platform Host();
+  std::string ToString() const;
+};
+
+struct SourceOptions {
+  // Store root; blobs are kept under STORE/blobs.
+  std::string store_dir;
+  // Which manifest to pick from an image index.
+  Platform platform = Platform::Host();
+  // Allow plain HTTP (and unverified TLS) for every registry. Loopback registries
+  // (localhost, 127.0.0.0/8, ::1) fall back to HTTP without it, as other container tools do.
+  bool insecure = false;
+  // Docker credentials file; empty means $DOCKER_CONFIG/config.json or ~/.docker/config.json.
+  std::string docker_config;
+  // Overall timeouts (seconds) for a connection attempt and for a stalled transfer.
+  long connect_timeout_s = 30;
+  long low_speed_timeout_s = 60;
+};
+
+// One image's source: resolves the reference and serves its blobs (caching them, verified, in
+// the blob store). Thread-safe.
+class ImageSource : public BlobSource {
+ public:
+  // Fetches (or reads) the manifest, resolving an index by platform, and the config; returns the
+  // descriptors. The raw manifest and config bytes are stored in the blob store under their
+  // digests exactly as received. Errors name the reference and what was wrong (unknown media
+  // type, schema 1, digest mismatch, unreachable registry...).
+  virtual Result<ImageDescriptor> Resolve() = 0;
+  // Raw bytes of a manifest or config blob previously stored by Resolve (or fetched now).
+  virtual Result<std::string> ReadSmallBlob(const Digest& digest, uint64_t max_size) = 0;
+};
+
+Result<std::unique_ptr<ImageSource>> OpenImageSource(const ImageRef& ref,
+                                                     const SourceOptions& options);
+
+}  // namespace lazyfs::fetch

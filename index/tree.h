@@ -1,0 +1,125 @@
+// index: layers indexed once, merged into a read-only tree, stored in RocksDB.
+//
+// The one idea: everything a filesystem needs to answer lookup, getattr, readdir, readlink and
+// xattrs is computed once per image from the layer tar headers (whiteouts and opaque directories
+// applied as the OCI image spec says) and kept in RocksDB under the manifest digest, so mounting
+// an image again reads nothing from the registry. File contents are not stored in the index: a
+// read goes to a content cache keyed by the file's sha256 and, on a miss, to the layer bytes
+// through a BlobSource. Both fs/ (FUSE) and convert/ (ext4) read the same Tree.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/digest.h"
+#include "base/image.h"
+#include "base/status.h"
+
+namespace lazyfs::index {
+
+// Inode numbers are dense, 1..Stats().inodes, assigned in sorted depth-first order; 1 is the root.
+inline constexpr uint64_t kRootIno = 1;
+
+struct Attr {
+  uint64_t ino = 0;
+  uint32_t mode = 0;   // st_mode: type bits | setuid/setgid/sticky | permissions, as in the tar header
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t size = 0;   // regular files: content size; symlinks: target length; others 0
+  uint32_t nlink = 1;  // hardlink count for files; 2 + subdirectories for directories
+  int64_t mtime_sec = 0;
+  uint32_t mtime_nsec = 0;
+  uint32_t rdev_major = 0;  // character and block devices
+  uint32_t rdev_minor = 0;
+
+  bool is_dir() const { return S_ISDIR(mode); }
+  bool is_reg() const { return S_ISREG(mode); }
+  bool is_symlink() const { return S_ISLNK(mode); }
+};
+
+struct DirEntry {
+  std::string name;
+  uint64_t ino = 0;
+  uint32_t mode = 0;  // st_mode of the child (type bits at least)
+};
+
+struct Xattr {
+  std::string name;   // full name, "user.foo", "security.capability"
+  std::string value;  // raw bytes
+};
+
+struct TreeStats {
+  uint64_t inodes = 0;         // == the highest inode number
+  uint64_t directories = 0;
+  uint64_t regular_files = 0;  // inodes, so hardlinks count once
+  uint64_t content_bytes = 0;  // sum of regular file sizes (each inode once)
+  uint64_t xattr_bytes = 0;
+};
+
+// A merged, read-only image tree. Thread-safe: every method may be called concurrently.
+// Errors: NotFound for a missing inode or name, FailedPrecondition with ENOTDIR/EINVAL-style
+// errno for the wrong file type, Unavailable/DataLoss from content reads.
+class Tree {
+ public:
+  virtual ~Tree() = default;
+  virtual Result<Attr> GetAttr(uint64_t ino) const = 0;
+  virtual Result<Attr> Lookup(uint64_t parent, std::string_view name) const = 0;
+  // Children sorted by name (bytewise), without "." and "..".
+  virtual Result<std::vector<DirEntry>> ReadDir(uint64_t ino) const = 0;
+  virtual Result<std::string> ReadLink(uint64_t ino) const = 0;
+  // Sorted by name.
+  virtual Result<std::vector<Xattr>> ListXattrs(uint64_t ino) const = 0;
+  // sha256 of a regular file's content (recorded while indexing).
+  virtual Result<Digest> ContentDigest(uint64_t ino) const = 0;
+  // Reads up to out.size() bytes at offset; fewer only at end of file. Every byte returned has
+  // been verified against the file's sha256 (or a digest that chains to it).
+  virtual Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const = 0;
+  virtual TreeStats Stats() const = 0;
+};
+
+// Options for the RocksDB-backed index.
+struct IndexOptions {
+  // Store root; the index lives in STORE/index, the content cache in STORE/content.
+  std::string store_dir;
+  // Open for writing (indexing). Only one writer at a time per store: Open waits for the store's
+  // writer lock. Readers (mounts) open read-only and never block writers.
+  bool writable = false;
+  // Caps applied while indexing untrusted layers.
+  uint64_t max_entries_per_layer = 1'000'000;
+  uint64_t max_xattr_bytes_per_entry = 64 * 1024;
+};
+
+// The store's index. Thread-safe.
+class Index {
+ public:
+  // Opens (creating if writable and absent) STORE/index. Fails with FailedPrecondition when the
+  // store was written by a newer lazyfs with incompatible features (or read-only-compatible ones
+  // and writable is set), naming them.
+  static Result<std::unique_ptr<Index>> Open(const IndexOptions& options);
+  virtual ~Index() = default;
+
+  // Whether the merged tree of this manifest is stored.
+  virtual Result<bool> HasImage(const Digest& manifest) = 0;
+  // Indexes every layer not yet indexed (reading them through `blobs`), then merges and stores
+  // the image's tree. Idempotent. Errors name the layer and the entry: "layer sha256:ab12..:
+  // entry \"../etc/passwd\": path escapes the root". Nothing is stored for a failed image.
+  virtual Status AddImage(const ImageDescriptor& image, BlobSource& blobs,
+                          const ProgressFn& progress) = 0;
+  // Reference bookkeeping, so a tag mounted before resolves without the registry.
+  virtual Status SetRef(std::string_view ref, const Digest& manifest) = 0;
+  virtual Result<std::optional<Digest>> LookupRef(std::string_view ref) = 0;
+  virtual Result<ImageDescriptor> GetImage(const Digest& manifest) = 0;
+  // Opens the stored tree of an image. Content misses read layer bytes through `blobs`, which
+  // must outlive the tree.
+  virtual Result<std::unique_ptr<Tree>> OpenTree(const Digest& manifest, BlobSource& blobs) = 0;
+};
+
+}  // namespace lazyfs::index

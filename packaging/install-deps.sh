@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package lazyfs needs to build, run, test and benchmark.
+# Idempotent; run as root (or through sudo).
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config git
+  # libraries lazyfs links against
+  libfuse3-dev libcurl4-openssl-dev libssl-dev libzstd-dev zlib1g-dev libarchive-dev
+  libext2fs-dev librocksdb-dev nlohmann-json3-dev libcli11-dev
+  libgtest-dev libgmock-dev
+  # runtime tools
+  fuse3 e2fsprogs cryptsetup-bin util-linux
+  # end-to-end tests and the built-in example: a real registry on loopback, real images
+  docker-registry busybox-static curl ca-certificates
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps.sh: must run as root (try: sudo $0)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
