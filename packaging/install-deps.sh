@@ -11,7 +11,7 @@ packages=(
   libext2fs-dev librocksdb-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev
   # runtime tools
-  fuse3 e2fsprogs cryptsetup-bin util-linux
+  fuse3 e2fsprogs cryptsetup-bin util-linux attr
   # end-to-end tests and the built-in example: a real registry on loopback, real images
   docker-registry busybox-static curl ca-certificates
 )

@@ -1,0 +1,134 @@
+#include "cli/common.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "base/fd.h"
+
+namespace lazyfs::cli {
+
+void AddImageOptions(CLI::App& cmd, ImageOptions& options) {
+  cmd.add_option("--store", options.store,
+                 "Store directory (index, blobs, content cache); default $LAZYFS_STORE, "
+                 "/var/lib/lazyfs for root, else $XDG_DATA_HOME/lazyfs");
+  cmd.add_option("--platform", options.platform,
+                 "Platform to pick from a multi-platform image, os/arch[/variant] "
+                 "(default: this host's)");
+  cmd.add_flag("--insecure", options.insecure,
+               "Allow plain HTTP and unverified TLS for registries");
+  cmd.add_option("--pull", options.pull,
+                 "missing: use the stored index of a reference seen before (default); "
+                 "always: ask the registry again; never: fail unless stored")
+      ->check(CLI::IsMember({"missing", "always", "never"}));
+  cmd.add_flag("-q,--quiet", options.quiet, "No progress output");
+}
+
+std::string DefaultStoreDir() {
+  if (const char* env = std::getenv("LAZYFS_STORE"); env && *env) return env;
+  if (::geteuid() == 0) return "/var/lib/lazyfs";
+  if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg && *xdg) {
+    return std::string(xdg) + "/lazyfs";
+  }
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "/tmp") + "/.local/share/lazyfs";
+}
+
+namespace {
+
+Result<fetch::SourceOptions> SourceOptionsFor(const ImageOptions& options,
+                                              const std::string& store) {
+  fetch::SourceOptions so;
+  so.store_dir = store;
+  so.insecure = options.insecure;
+  if (!options.platform.empty()) {
+    LAZYFS_ASSIGN_OR_RETURN(so.platform, fetch::Platform::Parse(options.platform));
+  }
+  return so;
+}
+
+std::string StoreOf(const ImageOptions& options) {
+  return options.store.empty() ? DefaultStoreDir() : options.store;
+}
+
+}  // namespace
+
+Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptions& options) {
+  const std::string store = StoreOf(options);
+  PreparedImage out;
+  LAZYFS_ASSIGN_OR_RETURN(out.ref, fetch::ImageRef::Parse(ref_text));
+  LAZYFS_RETURN_IF_ERROR(MakeDirs(store, 0700).WithContext("while creating store " + store));
+  LAZYFS_ASSIGN_OR_RETURN(fetch::SourceOptions so, SourceOptionsFor(options, store));
+  LAZYFS_ASSIGN_OR_RETURN(out.source, fetch::OpenImageSource(out.ref, so));
+
+  index::IndexOptions io;
+  io.store_dir = store;
+  io.writable = true;
+  LAZYFS_ASSIGN_OR_RETURN(auto idx, index::Index::Open(io));
+  // The reference key includes the platform: the same tag resolves differently per platform.
+  const std::string ref_key = out.ref.ToString() + "|" + so.platform.ToString();
+
+  // A local OCI layout is cheap to read and may have changed: always resolve it.
+  const bool remote = out.ref.transport == fetch::Transport::kDocker;
+  std::optional<Digest> known;
+  if (out.ref.digest && remote) {
+    LAZYFS_ASSIGN_OR_RETURN(bool has, idx->HasImage(*out.ref.digest));
+    if (has) known = *out.ref.digest;
+  } else if (remote && options.pull != "always") {
+    LAZYFS_ASSIGN_OR_RETURN(known, idx->LookupRef(ref_key));
+    if (known) {
+      LAZYFS_ASSIGN_OR_RETURN(bool has, idx->HasImage(*known));
+      if (!has) known.reset();
+    }
+  }
+  if (known) {
+    out.manifest = *known;
+    return out;
+  }
+  if (options.pull == "never" && remote) {
+    return NotFoundError(out.ref.ToString() + " is not in the store " + store +
+                         " and --pull=never was given");
+  }
+  LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor image, out.source->Resolve());
+  LAZYFS_RETURN_IF_ERROR(
+      idx->AddImage(image, *out.source, MakeProgress(options.quiet))
+          .WithContext("while indexing " + out.ref.ToString()));
+  LAZYFS_RETURN_IF_ERROR(idx->SetRef(ref_key, image.manifest_digest));
+  out.manifest = image.manifest_digest;
+  return out;
+}
+
+Result<OpenedTree> OpenTree(const PreparedImage& image, const ImageOptions& options) {
+  index::IndexOptions io;
+  io.store_dir = StoreOf(options);
+  io.writable = false;
+  OpenedTree out;
+  LAZYFS_ASSIGN_OR_RETURN(out.index, index::Index::Open(io));
+  LAZYFS_ASSIGN_OR_RETURN(out.tree, out.index->OpenTree(image.manifest, *image.source));
+  return out;
+}
+
+int ReportError(const Status& status) {
+  std::fprintf(stderr, "lazyfs: error: %s\n", status.message().c_str());
+  return 1;
+}
+
+ProgressFn MakeProgress(bool quiet) {
+  if (quiet || !::isatty(STDERR_FILENO)) return nullptr;
+  return [](const Progress& p) {
+    if (p.total) {
+      std::fprintf(stderr, "\r%-8.*s %-24.*s %3u%%", static_cast<int>(p.stage.size()),
+                   p.stage.data(), static_cast<int>(std::min<size_t>(p.item.size(), 24)),
+                   p.item.data(), static_cast<unsigned>(p.done * 100 / p.total));
+      if (p.done >= p.total) std::fputc('\n', stderr);
+    } else {
+      std::fprintf(stderr, "\r%-8.*s %-24.*s %llu", static_cast<int>(p.stage.size()),
+                   p.stage.data(), static_cast<int>(std::min<size_t>(p.item.size(), 24)),
+                   p.item.data(), static_cast<unsigned long long>(p.done));
+    }
+    std::fflush(stderr);
+  };
+}
+
+}  // namespace lazyfs::cli

@@ -1,0 +1,59 @@
+// What every subcommand shares: the store location, opening an image's source, and making sure
+// the image is indexed before it is served or converted.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "base/status.h"
+#include "fetch/fetch.h"
+#include "index/tree.h"
+
+namespace lazyfs::cli {
+
+// When to ask the registry for the manifest, as container tools' --pull.
+enum class PullPolicy { kMissing, kAlways, kNever };
+
+// Options common to every subcommand that reads an image.
+struct ImageOptions {
+  std::string store;        // --store, else $LAZYFS_STORE, else the per-user default
+  std::string platform;     // --platform os/arch[/variant]; empty: the host's
+  bool insecure = false;    // --insecure: allow plain HTTP / unverified TLS
+  std::string pull = "missing";
+  bool quiet = false;       // -q
+};
+
+void AddImageOptions(CLI::App& cmd, ImageOptions& options);
+
+// $LAZYFS_STORE, else /var/lib/lazyfs for root, else $XDG_DATA_HOME/lazyfs
+// (~/.local/share/lazyfs).
+std::string DefaultStoreDir();
+
+// An image that is in the index, with the source its content is read from.
+struct PreparedImage {
+  fetch::ImageRef ref;
+  Digest manifest;
+  std::unique_ptr<fetch::ImageSource> source;
+};
+
+// Parses ref_text, and unless the store already has the image (by digest, or by a reference
+// seen before and --pull=missing), resolves it and indexes it. Leaves the index closed, so the
+// caller opens it read-only for serving.
+Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptions& options);
+
+// Opens the store's index read-only and the stored tree of an image.
+struct OpenedTree {
+  std::unique_ptr<index::Index> index;
+  std::unique_ptr<index::Tree> tree;
+};
+Result<OpenedTree> OpenTree(const PreparedImage& image, const ImageOptions& options);
+
+// Prints "lazyfs: error: MESSAGE" and returns the exit code for it (1).
+int ReportError(const Status& status);
+
+// Progress lines on a terminal; nothing when stderr is not a TTY or quiet.
+ProgressFn MakeProgress(bool quiet);
+
+}  // namespace lazyfs::cli
