@@ -14,6 +14,8 @@ packages=(
   fuse3 e2fsprogs cryptsetup-bin util-linux attr
   # end-to-end tests and the built-in example: a real registry on loopback, real images
   docker-registry busybox-static curl ca-certificates
+  # htpasswd (bcrypt) for the registry tests that require basic authentication
+  apache2-utils
 )
 
 if [ "$(id -u)" -ne 0 ]; then
