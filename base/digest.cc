@@ -1,5 +1,7 @@
 #include "base/digest.h"
 
+#include "base/fd.h"
+
 #include <openssl/evp.h>
 
 namespace lazyfs {
@@ -88,6 +90,20 @@ Digest Sha256::Finish() {
 Digest Sha256Of(std::string_view data) {
   Sha256 h;
   h.Update(data);
+  return h.Finish();
+}
+
+Result<Digest> Sha256OfFd(int fd) {
+  Sha256 h;
+  constexpr size_t kBuf = 1 << 20;
+  std::unique_ptr<char[]> buf(new char[kBuf]);
+  uint64_t off = 0;
+  for (;;) {
+    LAZYFS_ASSIGN_OR_RETURN(size_t n, PreadFull(fd, buf.get(), kBuf, off));
+    if (n == 0) break;
+    h.Update(buf.get(), n);
+    off += n;
+  }
   return h.Finish();
 }
 

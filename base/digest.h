@@ -62,6 +62,8 @@ class Sha256 {
 };
 
 Digest Sha256Of(std::string_view data);
+// sha256 of everything readable from `fd` (pread from offset 0, so the file position is untouched).
+Result<Digest> Sha256OfFd(int fd);
 
 }  // namespace lazyfs
 

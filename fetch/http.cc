@@ -1,0 +1,328 @@
+#include "fetch/http.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <memory>
+
+namespace lazyfs::fetch {
+namespace {
+
+constexpr size_t kMaxErrorBody = 64 << 10;
+constexpr size_t kMaxIdleHandles = 16;
+
+struct CurlUrlDeleter {
+  void operator()(CURLU* u) const { curl_url_cleanup(u); }
+};
+using CurlUrl = std::unique_ptr<CURLU, CurlUrlDeleter>;
+
+struct CurlStringDeleter {
+  void operator()(char* s) const { curl_free(s); }
+};
+using CurlString = std::unique_ptr<char, CurlStringDeleter>;
+
+std::string UrlPart(CURLU* u, CURLUPart part, unsigned flags = 0) {
+  char* out = nullptr;
+  if (curl_url_get(u, part, &out, flags) != CURLUE_OK) return {};
+  CurlString owned(out);
+  return owned ? std::string(owned.get()) : std::string();
+}
+
+// "host:port" as the user wrote it, for messages.
+std::string HostPortOf(const std::string& url) {
+  CurlUrl u(curl_url());
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return url;
+  std::string host = UrlPart(u.get(), CURLUPART_HOST);
+  std::string port = UrlPart(u.get(), CURLUPART_PORT);
+  return port.empty() ? host : host + ":" + port;
+}
+
+std::string Trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return std::string(s);
+}
+
+struct Transfer {
+  CURL* easy;
+  const HttpRequest* request;
+  HttpResponse* response;
+  Status abort;  // why a callback stopped the transfer
+  uint64_t collected = 0;
+};
+
+size_t OnHeader(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  std::string_view line(data, size * n);
+  if (line.starts_with("HTTP/")) {
+    t->response->headers.clear();  // a new response (after 100 Continue, a proxy...)
+  } else if (size_t colon = line.find(':'); colon != std::string_view::npos) {
+    std::string name(line.substr(0, colon));
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    t->response->headers.emplace_back(std::move(name), Trim(line.substr(colon + 1)));
+  }
+  return size * n;
+}
+
+size_t OnWrite(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t len = size * n;
+  long code = 0;
+  curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+  if (code >= 300 && code < 400) return len;  // a redirect's body is of no interest
+  const bool success = code >= 200 && code < 300;
+  if (success && t->request->on_body) {
+    Status s = t->request->on_body(std::string_view(data, len));
+    if (!s.ok()) {
+      t->abort = std::move(s);
+      return 0;
+    }
+    return len;
+  }
+  const uint64_t cap = success ? t->request->max_body : kMaxErrorBody;
+  if (t->collected + len > cap) {
+    if (!success) {  // keep the start of an error body, drop the rest
+      t->response->body.append(data, static_cast<size_t>(cap - t->collected));
+      t->collected = cap;
+      return len;
+    }
+    t->abort = ResourceExhaustedError("response body from " + HostPortOf(t->request->url) +
+                                      " is larger than " + std::to_string(cap) + " bytes");
+    return 0;
+  }
+  t->response->body.append(data, len);
+  t->collected += len;
+  return len;
+}
+
+Status CurlError(CURLcode rc, CURL* easy, const char* errbuf, const std::string& peer) {
+  std::string detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+  while (!detail.empty() && (detail.back() == '\n' || detail.back() == '.')) detail.pop_back();
+  switch (rc) {
+    case CURLE_COULDNT_CONNECT: {
+      long os_errno = 0;
+      curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
+      std::string reason = os_errno ? std::strerror(static_cast<int>(os_errno)) : detail;
+      if (!reason.empty()) reason[0] = static_cast<char>(std::tolower(reason[0]));
+      return UnavailableError("cannot reach " + peer + " (" + reason + ")");
+    }
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+      return UnavailableError("cannot reach " + peer + " (cannot resolve host: " + detail + ")");
+    case CURLE_OPERATION_TIMEDOUT:
+      return UnavailableError(peer + ": timed out (" + detail + ")");
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+      return UnavailableError(peer + ": TLS error (" + detail + ")");
+    case CURLE_OUT_OF_MEMORY:
+      return ResourceExhaustedError(peer + ": out of memory");
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      return InvalidArgumentError(peer + ": bad URL (" + detail + ")");
+    default:
+      return UnavailableError(peer + ": transfer failed (" + detail + ")");
+  }
+}
+
+}  // namespace
+
+Status CurlHeaders::Append(const std::string& header) {
+  curl_slist* next = curl_slist_append(list_, header.c_str());
+  if (!next) return ResourceExhaustedError("out of memory building HTTP headers");
+  list_ = next;
+  return Status::Ok();
+}
+
+std::string HttpResponse::Header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (k == name) return v;
+  }
+  return {};
+}
+
+std::vector<std::string> HttpResponse::Headers(std::string_view name) const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : headers) {
+    if (k == name) out.push_back(v);
+  }
+  return out;
+}
+
+HttpClient::HttpClient(HttpOptions options) : options_(options) {
+  // curl_global_init is not thread-safe; do it once before any handle exists.
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+HttpClient::~HttpClient() = default;
+
+CurlEasy HttpClient::Acquire() {
+  std::lock_guard lock(mu_);
+  if (idle_.empty()) return CurlEasy();
+  CurlEasy easy = std::move(idle_.back());
+  idle_.pop_back();
+  return easy;
+}
+
+void HttpClient::Release(CurlEasy easy) {
+  std::lock_guard lock(mu_);
+  if (idle_.size() < kMaxIdleHandles) idle_.push_back(std::move(easy));
+}
+
+Result<HttpResponse> HttpClient::Perform(const HttpRequest& request) {
+  CurlEasy easy = Acquire();
+  if (!easy.get()) return ResourceExhaustedError("curl_easy_init failed");
+  const std::string origin = OriginOf(request.url);
+  std::string url = request.url;
+  for (int hop = 0;; ++hop) {
+    // Credentials stay with the origin they were issued for.
+    const bool send_auth = !request.authorization.empty() && OriginOf(url) == origin;
+    auto response = PerformOnce(easy.get(), request, url, send_auth);
+    if (!response.ok()) return response.status();  // the handle may be in a bad state: drop it
+    const long code = response->status;
+    const bool redirect = code == 301 || code == 302 || code == 303 || code == 307 || code == 308;
+    if (!redirect) {
+      Release(std::move(easy));
+      return response;
+    }
+    char* location = nullptr;
+    curl_easy_getinfo(easy.get(), CURLINFO_REDIRECT_URL, &location);
+    if (!location) {
+      return UnavailableError((request.peer.empty() ? HostPortOf(url) : request.peer) + ": HTTP " +
+                              std::to_string(code) + " redirect without a Location");
+    }
+    if (hop >= request.max_redirects) {
+      return UnavailableError((request.peer.empty() ? HostPortOf(url) : request.peer) +
+                              ": too many redirects");
+    }
+    url = location;
+  }
+}
+
+Result<HttpResponse> HttpClient::PerformOnce(CURL* easy, const HttpRequest& request,
+                                             const std::string& url, bool send_auth) {
+  curl_easy_reset(easy);
+  HttpResponse response;
+  Transfer t{easy, &request, &response, Status::Ok()};
+  CurlHeaders headers;
+  for (const std::string& h : request.headers) LAZYFS_RETURN_IF_ERROR(headers.Append(h));
+  if (send_auth) LAZYFS_RETURN_IF_ERROR(headers.Append("Authorization: " + request.authorization));
+  char errbuf[CURL_ERROR_SIZE] = {0};
+
+  curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, options_.connect_timeout_s);
+  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, options_.low_speed_timeout_s);
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
+  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(easy, CURLOPT_USERAGENT, "lazyfs/" LAZYFS_VERSION);
+  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers.get());
+  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
+  curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t);
+  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &OnWrite);
+  curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t);
+  if (request.method == "HEAD") {
+    curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+  } else if (request.method != "GET") {
+    return InternalError("HttpClient: unsupported method " + request.method);
+  }
+
+  const CURLcode rc = curl_easy_perform(easy);
+  // Nothing may keep pointing at this frame once we return.
+  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, nullptr);
+  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, nullptr);
+  if (rc != CURLE_OK) {
+    if (!t.abort.ok()) return t.abort;
+    return CurlError(rc, easy, errbuf, request.peer.empty() ? HostPortOf(url) : request.peer);
+  }
+  curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &response.status);
+  response.url = url;
+  return response;
+}
+
+std::string OriginOf(const std::string& url) {
+  CurlUrl u(curl_url());
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return {};
+  std::string scheme = UrlPart(u.get(), CURLUPART_SCHEME);
+  std::string host = UrlPart(u.get(), CURLUPART_HOST);
+  std::string port = UrlPart(u.get(), CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  std::transform(host.begin(), host.end(), host.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return scheme + "://" + host + ":" + port;
+}
+
+std::string Base64Encode(std::string_view data) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((data.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 3 <= data.size(); i += 3) {
+    const uint32_t v = static_cast<uint8_t>(data[i]) << 16 | static_cast<uint8_t>(data[i + 1]) << 8 |
+                       static_cast<uint8_t>(data[i + 2]);
+    out += kAlphabet[v >> 18];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+    out += kAlphabet[v & 63];
+  }
+  if (const size_t rest = data.size() - i; rest > 0) {
+    uint32_t v = static_cast<uint8_t>(data[i]) << 16;
+    if (rest == 2) v |= static_cast<uint8_t>(data[i + 1]) << 8;
+    out += kAlphabet[v >> 18];
+    out += kAlphabet[(v >> 12) & 63];
+    out += rest == 2 ? kAlphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+Result<std::string> Base64Decode(std::string_view data) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+' || c == '-') return 62;
+    if (c == '/' || c == '_') return 63;
+    return -1;
+  };
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : data) {
+    if (c == '=' || c == '\n' || c == '\r') continue;
+    const int v = value(c);
+    if (v < 0) return InvalidArgumentError("invalid base64");
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+std::string UrlEscape(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+}  // namespace lazyfs::fetch

@@ -1,0 +1,122 @@
+// HTTP over libcurl: one request at a time per handle, bodies streamed to a callback.
+//
+// The one idea: redirects are followed here, not by libcurl, so that an Authorization header
+// never travels to a host (or port, or scheme) other than the one it was meant for; registries
+// routinely redirect blob downloads to a storage service. Error bodies (4xx/5xx) are collected
+// (capped) for the message instead of being streamed to the caller.
+#pragma once
+
+#include <curl/curl.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+
+namespace lazyfs::fetch {
+
+// Owns one CURL easy handle. Move-only.
+class CurlEasy {
+ public:
+  CurlEasy() : h_(curl_easy_init()) {}
+  ~CurlEasy() { if (h_) curl_easy_cleanup(h_); }
+  CurlEasy(CurlEasy&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  CurlEasy& operator=(CurlEasy&&) = delete;
+  CurlEasy(const CurlEasy&) = delete;
+  CurlEasy& operator=(const CurlEasy&) = delete;
+  CURL* get() const { return h_; }
+
+ private:
+  CURL* h_;
+};
+
+// Owns a curl_slist of request headers.
+class CurlHeaders {
+ public:
+  CurlHeaders() = default;
+  ~CurlHeaders() { curl_slist_free_all(list_); }
+  CurlHeaders(const CurlHeaders&) = delete;
+  CurlHeaders& operator=(const CurlHeaders&) = delete;
+  Status Append(const std::string& header);
+  curl_slist* get() const { return list_; }
+
+ private:
+  curl_slist* list_ = nullptr;
+};
+
+struct HttpOptions {
+  long connect_timeout_s = 30;  // per connection attempt
+  long low_speed_timeout_s = 60;  // a transfer below 1 byte/s for this long fails
+  bool verify_tls = true;
+};
+
+struct HttpRequest {
+  std::string method = "GET";  // GET or HEAD
+  std::string url;
+  // "Name: value" lines sent to the URL's own origin only.
+  std::vector<std::string> headers;
+  // "Authorization: ..." sent only while the URL stays on the original scheme://host:port.
+  std::string authorization;
+  // 2xx bodies go here; returning a non-OK Status aborts the transfer with that Status. When
+  // unset, the body is collected into HttpResponse::body up to max_body bytes.
+  std::function<Status(std::string_view)> on_body;
+  uint64_t max_body = 4 << 20;
+  int max_redirects = 10;
+  // Who is being talked to, for messages ("registry 127.0.0.1:5000"); default: the URL's host.
+  std::string peer;
+};
+
+struct HttpResponse {
+  long status = 0;
+  // Response headers of the final response; names lower-cased, values trimmed.
+  std::vector<std::pair<std::string, std::string>> headers;
+  // The collected body (when no on_body was given), or the start of an error body.
+  std::string body;
+  std::string url;  // after redirects
+
+  // The first header with this (lower-case) name, or empty.
+  std::string Header(std::string_view name) const;
+  // All values of this header.
+  std::vector<std::string> Headers(std::string_view name) const;
+};
+
+// Performs requests, reusing connections through a small pool of handles. Thread-safe.
+class HttpClient {
+ public:
+  explicit HttpClient(HttpOptions options);
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Fails with Unavailable when the server cannot be reached or the transfer breaks (message:
+  // "cannot reach HOST (connection refused)"), ResourceExhausted when a collected body passes
+  // max_body, or with the Status on_body returned. Any HTTP status is a successful Perform.
+  Result<HttpResponse> Perform(const HttpRequest& request);
+
+ private:
+  CurlEasy Acquire();
+  void Release(CurlEasy easy);
+  Result<HttpResponse> PerformOnce(CURL* easy, const HttpRequest& request, const std::string& url,
+                                   bool send_auth);
+
+  const HttpOptions options_;
+  std::mutex mu_;
+  std::vector<CurlEasy> idle_;  // GUARDED_BY(mu_)
+};
+
+// "scheme://host:port" of a URL (default ports filled in), or empty if it does not parse.
+std::string OriginOf(const std::string& url);
+
+// Standard base64 (used for "user:password" in docker config files).
+std::string Base64Encode(std::string_view data);
+Result<std::string> Base64Decode(std::string_view data);
+// Percent-encodes a query parameter value.
+std::string UrlEscape(std::string_view s);
+
+}  // namespace lazyfs::fetch

@@ -1,0 +1,392 @@
+#include "fetch/registry_client.h"
+
+#include <arpa/inet.h>
+
+#include <cctype>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "base/fd.h"
+#include "fetch/manifest.h"
+
+namespace lazyfs::fetch {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr std::string_view kDockerHubEndpoint = "registry-1.docker.io";
+constexpr uint64_t kMaxTokenResponse = 1 << 20;
+
+std::string HostOnly(std::string_view host_port) {
+  if (host_port.starts_with('[')) {
+    const size_t close = host_port.find(']');
+    return std::string(host_port.substr(1, close == std::string_view::npos ? close : close - 1));
+  }
+  const size_t colon = host_port.find(':');
+  // More than one colon without brackets: a bare IPv6 address.
+  if (colon != std::string_view::npos && host_port.find(':', colon + 1) != std::string_view::npos) {
+    return std::string(host_port);
+  }
+  return std::string(host_port.substr(0, colon));
+}
+
+// A docker config "auths" key ("https://host/v1/", "host", "http://host:5000") as host[:port].
+std::string AuthKeyHost(std::string_view key) {
+  if (const size_t scheme = key.find("://"); scheme != std::string_view::npos) {
+    key = key.substr(scheme + 3);
+  }
+  key = key.substr(0, key.find('/'));
+  std::string out(key);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool IsDockerHub(std::string_view host) {
+  return host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io";
+}
+
+// One challenge of a WWW-Authenticate header: the scheme and its parameters.
+struct Challenge {
+  std::string scheme;  // lower-cased
+  std::map<std::string, std::string> params;
+};
+
+// Parses `Bearer realm="...",service="...",scope="..."` (the first challenge only).
+Challenge ParseChallenge(std::string_view header) {
+  Challenge c;
+  size_t i = 0;
+  auto skip_space = [&] {
+    while (i < header.size() && (header[i] == ' ' || header[i] == '\t')) ++i;
+  };
+  skip_space();
+  while (i < header.size() && header[i] != ' ') {
+    c.scheme += static_cast<char>(std::tolower(static_cast<unsigned char>(header[i++])));
+  }
+  for (;;) {
+    skip_space();
+    if (i < header.size() && header[i] == ',') {
+      ++i;
+      continue;
+    }
+    size_t eq = header.find('=', i);
+    if (eq == std::string_view::npos) break;
+    std::string key(header.substr(i, eq - i));
+    while (!key.empty() && key.back() == ' ') key.pop_back();
+    for (char& ch : key) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (key.find_first_of(" ,") != std::string::npos) break;  // the next challenge starts
+    i = eq + 1;
+    std::string value;
+    if (i < header.size() && header[i] == '"') {
+      ++i;
+      while (i < header.size() && header[i] != '"') {
+        if (header[i] == '\\' && i + 1 < header.size()) ++i;
+        value += header[i++];
+      }
+      ++i;  // closing quote
+    } else {
+      while (i < header.size() && header[i] != ',') value += header[i++];
+      while (!value.empty() && value.back() == ' ') value.pop_back();
+    }
+    c.params[key] = value;
+  }
+  return c;
+}
+
+// The registry's own explanation from an error body ({"errors":[{"code":..,"message":..}]}).
+std::pair<std::string, std::string> RegistryErrorOf(const std::string& body) {
+  Json j = Json::parse(body, nullptr, false);
+  try {
+    if (j.is_object() && j.contains("errors") && j["errors"].is_array() && !j["errors"].empty()) {
+      const Json& e = j["errors"][0];
+      std::string code = e.contains("code") && e["code"].is_string() ? e["code"].get<std::string>()
+                                                                      : "";
+      std::string msg = e.contains("message") && e["message"].is_string()
+                            ? e["message"].get<std::string>()
+                            : "";
+      return {code, msg};
+    }
+  } catch (const std::exception&) {
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string DockerConfigPath(const SourceOptions& options) {
+  if (!options.docker_config.empty()) return options.docker_config;
+  if (const char* dir = std::getenv("DOCKER_CONFIG"); dir && *dir) {
+    return std::string(dir) + "/config.json";
+  }
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "/") + "/.docker/config.json";
+}
+
+Result<std::optional<Credentials>> LookupDockerCredentials(const std::string& config_path,
+                                                           const std::string& registry) {
+  auto text = ReadFileToString(config_path, 4 << 20);
+  if (!text.ok()) {
+    if (text.status().error_number() == ENOENT || text.status().code() == StatusCode::kNotFound) {
+      return std::optional<Credentials>();
+    }
+    return text.status().WithContext("while reading credentials");
+  }
+  Json j = Json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return InvalidArgumentError("docker config " + config_path + " is not a JSON object");
+  }
+  auto auths = j.find("auths");
+  if (auths == j.end() || !auths->is_object()) return std::optional<Credentials>();
+  std::string want = registry;
+  for (char& c : want) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const auto& [key, entry] : auths->items()) {
+    const std::string host = AuthKeyHost(key);
+    if (host != want && !(IsDockerHub(want) && IsDockerHub(host))) continue;
+    if (!entry.is_object()) continue;
+    Credentials c;
+    auto auth = entry.find("auth");
+    if (auth != entry.end() && auth->is_string() && !auth->get<std::string>().empty()) {
+      auto decoded = Base64Decode(auth->get<std::string>());
+      const size_t colon = decoded.ok() ? decoded->find(':') : std::string::npos;
+      if (colon == std::string::npos) {
+        return InvalidArgumentError("docker config " + config_path + ": the \"auth\" entry for " +
+                                    key + " is not base64 of user:password");
+      }
+      c.username = decoded->substr(0, colon);
+      c.password = decoded->substr(colon + 1);
+      return std::optional<Credentials>(std::move(c));
+    }
+    auto user = entry.find("username");
+    auto pass = entry.find("password");
+    if (user != entry.end() && user->is_string() && pass != entry.end() && pass->is_string()) {
+      c.username = user->get<std::string>();
+      c.password = pass->get<std::string>();
+      return std::optional<Credentials>(std::move(c));
+    }
+  }
+  return std::optional<Credentials>();
+}
+
+bool IsLoopbackHost(std::string_view host_port) {
+  const std::string host = HostOnly(host_port);
+  if (host == "localhost") return true;
+  in_addr v4;
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  in6_addr v6;
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    static const in6_addr kLoopback = IN6ADDR_LOOPBACK_INIT;
+    return std::memcmp(&v6, &kLoopback, sizeof v6) == 0;
+  }
+  return false;
+}
+
+Result<std::unique_ptr<RegistryClient>> RegistryClient::Create(const std::string& registry,
+                                                               const std::string& repository,
+                                                               const SourceOptions& options) {
+  const std::string config_path = DockerConfigPath(options);
+  LAZYFS_ASSIGN_OR_RETURN(std::optional<Credentials> credentials,
+                          LookupDockerCredentials(config_path, registry));
+  return std::unique_ptr<RegistryClient>(
+      new RegistryClient(registry, repository, options, std::move(credentials), config_path));
+}
+
+RegistryClient::RegistryClient(std::string registry, std::string repository,
+                               const SourceOptions& options,
+                               std::optional<Credentials> credentials, std::string config_path)
+    : registry_(std::move(registry)),
+      endpoint_(IsDockerHub(registry_) ? std::string(kDockerHubEndpoint) : registry_),
+      repository_(std::move(repository)),
+      insecure_(options.insecure),
+      credentials_(std::move(credentials)),
+      config_path_(std::move(config_path)),
+      http_(HttpOptions{options.connect_timeout_s, options.low_speed_timeout_s,
+                        /*verify_tls=*/!options.insecure}) {
+  // Loopback registries speak plain HTTP (as other container tools assume); --insecure tries
+  // HTTPS first and falls back to HTTP on the first request.
+  if (IsLoopbackHost(endpoint_)) {
+    scheme_ = "http";
+    scheme_settled_ = true;
+  } else {
+    scheme_ = "https";
+    scheme_settled_ = !insecure_;
+  }
+}
+
+std::string RegistryClient::Describe() const {
+  return "registry " + registry_ + ": repository " + repository_;
+}
+
+Result<HttpResponse> RegistryClient::Request(HttpRequest request, const std::string& path) {
+  request.peer = "registry " + registry_;
+  bool authenticated_now = false;
+  for (;;) {
+    std::string scheme;
+    bool settled;
+    {
+      std::lock_guard lock(mu_);
+      scheme = scheme_;
+      settled = scheme_settled_;
+      request.authorization = authorization_;
+    }
+    request.url = scheme + "://" + endpoint_ + path;
+    auto response = http_.Perform(request);
+    if (!settled) {
+      if (!response.ok() && response.status().code() == StatusCode::kUnavailable) {
+        std::lock_guard lock(mu_);
+        if (!scheme_settled_) {
+          scheme_ = "http";
+          scheme_settled_ = true;
+        }
+        continue;
+      }
+      std::lock_guard lock(mu_);
+      scheme_settled_ = true;
+    }
+    if (!response.ok()) return response.status();
+    if (response->status != 401) return response;
+    if (authenticated_now) {
+      if (credentials_) {
+        return PermissionDeniedError("registry " + registry_ + ": credentials for " + registry_ +
+                                     " from " + config_path_ + " were rejected (HTTP 401)");
+      }
+      return PermissionDeniedError("registry " + registry_ + ": access denied (HTTP 401)");
+    }
+    LAZYFS_RETURN_IF_ERROR(Authenticate(*response, request.authorization));
+    authenticated_now = true;
+  }
+}
+
+Status RegistryClient::Authenticate(const HttpResponse& response,
+                                    const std::string& used_authorization) {
+  {
+    // Another thread may have authenticated while this request was in flight.
+    std::lock_guard lock(mu_);
+    if (authorization_ != used_authorization) return Status::Ok();
+  }
+  const std::string header = response.Header("www-authenticate");
+  if (header.empty()) {
+    return PermissionDeniedError("registry " + registry_ +
+                                 ": HTTP 401 without a WWW-Authenticate challenge");
+  }
+  Challenge c = ParseChallenge(header);
+  if (c.scheme == "bearer") {
+    auto realm = c.params.find("realm");
+    if (realm == c.params.end() || realm->second.empty()) {
+      return PermissionDeniedError("registry " + registry_ + ": Bearer challenge without a realm");
+    }
+    std::string scope = c.params.count("scope") ? c.params["scope"]
+                                                : "repository:" + repository_ + ":pull";
+    return FetchToken(realm->second, c.params["service"], scope);
+  }
+  if (c.scheme == "basic") {
+    if (!credentials_) {
+      return PermissionDeniedError("registry " + registry_ + " requires credentials and " +
+                                   config_path_ + " has none for " + registry_);
+    }
+    std::lock_guard lock(mu_);
+    authorization_ =
+        "Basic " + Base64Encode(credentials_->username + ":" + credentials_->password);
+    return Status::Ok();
+  }
+  return UnimplementedError("registry " + registry_ + ": unsupported authentication scheme \"" +
+                            c.scheme + "\"");
+}
+
+Status RegistryClient::FetchToken(const std::string& realm, const std::string& service,
+                                  const std::string& scope) {
+  std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
+  if (!service.empty()) url += "service=" + UrlEscape(service) + "&";
+  url += "scope=" + UrlEscape(scope);
+  HttpRequest request;
+  request.url = url;
+  request.peer = "token service " + OriginOf(realm) + " for registry " + registry_;
+  request.max_body = kMaxTokenResponse;
+  if (credentials_) {
+    request.authorization =
+        "Basic " + Base64Encode(credentials_->username + ":" + credentials_->password);
+  }
+  LAZYFS_ASSIGN_OR_RETURN(HttpResponse response, http_.Perform(request));
+  if (response.status == 401 || response.status == 403) {
+    return PermissionDeniedError(
+        request.peer + ": " +
+        (credentials_ ? "credentials from " + config_path_ + " were rejected"
+                      : std::string("anonymous access denied")) +
+        " (HTTP " + std::to_string(response.status) + ")");
+  }
+  if (response.status != 200) {
+    Status s = Status(response.status >= 500 ? StatusCode::kUnavailable
+                                             : StatusCode::kPermissionDenied,
+                      request.peer + ": HTTP " + std::to_string(response.status));
+    return s;
+  }
+  Json j = Json::parse(response.body, nullptr, false);
+  std::string token;
+  if (j.is_object()) {
+    for (const char* key : {"token", "access_token"}) {
+      auto it = j.find(key);
+      if (it != j.end() && it->is_string() && !it->get<std::string>().empty()) {
+        token = it->get<std::string>();
+        break;
+      }
+    }
+  }
+  if (token.empty()) return PermissionDeniedError(request.peer + ": response holds no token");
+  std::lock_guard lock(mu_);
+  authorization_ = "Bearer " + token;
+  return Status::Ok();
+}
+
+Status RegistryClient::ErrorFor(const HttpResponse& response, const std::string& what) const {
+  auto [code, message] = RegistryErrorOf(response.body);
+  const std::string prefix = Describe() + ": " + what + ": ";
+  const std::string detail = message.empty() ? "" : " (" + message + ")";
+  const std::string http = "HTTP " + std::to_string(response.status);
+  switch (response.status) {
+    case 404:
+      if (code == "NAME_UNKNOWN") return NotFoundError(Describe() + ": repository not found");
+      return NotFoundError(prefix + "not found");
+    case 403:
+      return PermissionDeniedError(prefix + "access denied (" + http + ")" + detail);
+    case 408:
+    case 429:
+      return UnavailableError(prefix + http + detail);
+    default:
+      if (response.status >= 500) return UnavailableError(prefix + http + detail);
+      return InvalidArgumentError(prefix + "unexpected " + http + detail);
+  }
+}
+
+Result<RegistryClient::RawManifest> RegistryClient::GetManifest(const std::string& reference) {
+  HttpRequest request;
+  request.headers.push_back("Accept: " + std::string(kManifestAccept));
+  request.max_body = kMaxManifestSize;
+  const std::string what = "manifest \"" + reference + "\"";
+  auto response = Request(request, "/v2/" + repository_ + "/manifests/" + reference);
+  if (!response.ok()) {
+    if (response.status().code() == StatusCode::kResourceExhausted) {
+      return ResourceExhaustedError(Describe() + ": " + what + " is larger than 4 MiB");
+    }
+    return response.status();
+  }
+  if (response->status != 200) return ErrorFor(*response, what);
+  RawManifest out;
+  out.bytes = std::move(response->body);
+  out.content_type = response->Header("content-type");
+  return out;
+}
+
+Status RegistryClient::GetBlob(const Digest& digest,
+                               const std::function<Status(std::string_view)>& sink) {
+  HttpRequest request;
+  request.on_body = sink;
+  LAZYFS_ASSIGN_OR_RETURN(HttpResponse response,
+                          Request(request, "/v2/" + repository_ + "/blobs/" + digest.ToString()));
+  if (response.status != 200) return ErrorFor(response, "blob " + digest.ToString());
+  return Status::Ok();
+}
+
+}  // namespace lazyfs::fetch

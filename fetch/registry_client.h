@@ -1,0 +1,93 @@
+// The OCI distribution (Docker registry v2) API for one repository: manifests and blobs by
+// digest or tag, with the registry's authentication dance.
+//
+// The one idea: a request is tried as it is, and a 401 says how to authenticate: a Bearer
+// challenge sends us to the token service (anonymously, or with the user's basic credentials),
+// a Basic challenge takes the credentials from the docker config file; then the request is
+// retried once. Credentials never appear in messages. Thread-safe.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "base/digest.h"
+#include "base/status.h"
+#include "fetch/fetch.h"
+#include "fetch/http.h"
+
+namespace lazyfs::fetch {
+
+struct Credentials {
+  std::string username;
+  std::string password;
+};
+
+// The docker config file SourceOptions names, or $DOCKER_CONFIG/config.json, or
+// ~/.docker/config.json.
+std::string DockerConfigPath(const SourceOptions& options);
+
+// Looks up `registry` (a host[:port]; "docker.io" also matches the Docker Hub aliases) in the
+// "auths" of a docker config file, whose keys are hosts or URLs ("https://host/v1/"). A missing
+// file or entry is nullopt; a malformed one fails with InvalidArgument naming the file.
+Result<std::optional<Credentials>> LookupDockerCredentials(const std::string& config_path,
+                                                           const std::string& registry);
+
+// True for localhost, 127.0.0.0/8 and ::1 (with or without a port).
+bool IsLoopbackHost(std::string_view host_port);
+
+class RegistryClient {
+ public:
+  // registry as in ImageRef ("docker.io", "127.0.0.1:5000"). Reads the credentials file now.
+  static Result<std::unique_ptr<RegistryClient>> Create(const std::string& registry,
+                                                        const std::string& repository,
+                                                        const SourceOptions& options);
+  RegistryClient(const RegistryClient&) = delete;
+  RegistryClient& operator=(const RegistryClient&) = delete;
+
+  struct RawManifest {
+    std::string bytes;         // exactly as received
+    std::string content_type;  // the response's Content-Type
+  };
+  // GET /v2/<repo>/manifests/<tag or digest>, capped at 4 MiB. NotFound when the registry does
+  // not know it; PermissionDenied when credentials are missing or refused; Unavailable for
+  // network trouble and 5xx.
+  Result<RawManifest> GetManifest(const std::string& reference);
+
+  // GET /v2/<repo>/blobs/<digest>, streaming the body to `sink` (whose error aborts the
+  // transfer and is returned). The bytes are not verified here.
+  Status GetBlob(const Digest& digest, const std::function<Status(std::string_view)>& sink);
+
+  // "registry HOST: repository REPO", the prefix of every message.
+  std::string Describe() const;
+  const std::string& registry() const { return registry_; }
+
+ private:
+  RegistryClient(std::string registry, std::string repository, const SourceOptions& options,
+                 std::optional<Credentials> credentials, std::string config_path);
+
+  // Performs a request against the registry, authenticating on 401 and retrying once.
+  Result<HttpResponse> Request(HttpRequest request, const std::string& path);
+  Status Authenticate(const HttpResponse& challenge, const std::string& used_authorization);
+  Status FetchToken(const std::string& realm, const std::string& service,
+                    const std::string& scope);
+  Status ErrorFor(const HttpResponse& response, const std::string& what) const;
+
+  const std::string registry_;    // as the user named it
+  const std::string endpoint_;    // host[:port] spoken to (registry-1.docker.io for docker.io)
+  const std::string repository_;
+  const bool insecure_;
+  const std::optional<Credentials> credentials_;
+  const std::string config_path_;
+  HttpClient http_;
+
+  std::mutex mu_;
+  std::string scheme_;         // GUARDED_BY(mu_): "https" or "http"
+  bool scheme_settled_ = false;  // GUARDED_BY(mu_)
+  std::string authorization_;  // GUARDED_BY(mu_): "Bearer ..." / "Basic ...", or empty
+};
+
+}  // namespace lazyfs::fetch

@@ -1,0 +1,130 @@
+#include "fetch/source.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "base/fd.h"
+
+namespace lazyfs::fetch {
+
+// Defined in source_registry.cc and source_oci_layout.cc.
+Result<std::unique_ptr<ImageSource>> OpenRegistrySource(const ImageRef& ref,
+                                                        const SourceOptions& options);
+Result<std::unique_ptr<ImageSource>> OpenOciLayoutSource(const ImageRef& ref,
+                                                         const SourceOptions& options);
+
+namespace {
+// Index -> index -> manifest is already unusual; deeper nesting is refused.
+constexpr int kMaxIndexDepth = 4;
+}  // namespace
+
+Status SingleFlight::Do(const Digest& key, const std::function<Status()>& work) {
+  std::shared_ptr<Flight> flight;
+  bool leader = false;
+  {
+    std::lock_guard lock(mu_);
+    auto& slot = flights_[key];
+    if (!slot) {
+      slot = std::make_shared<Flight>();
+      leader = true;
+    }
+    flight = slot;
+  }
+  if (!leader) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return flight->done; });
+    return flight->status;
+  }
+  Status status;
+  try {
+    status = work();
+  } catch (const std::exception& e) {
+    // Waiters must not hang on a leader that threw.
+    status = InternalError(std::string("while fetching ") + key.Short() + ": " + e.what());
+  }
+  {
+    std::lock_guard lock(mu_);
+    flight->status = status;
+    flight->done = true;
+    flights_.erase(key);
+  }
+  cv_.notify_all();
+  return status;
+}
+
+Status VerifyBytes(std::string_view bytes, const Digest& digest, std::optional<uint64_t> size,
+                   const std::string& where) {
+  if (size && bytes.size() != *size) {
+    return DataLossError(where + ": blob " + digest.ToString() + " is " +
+                         std::to_string(bytes.size()) + " bytes, its descriptor says " +
+                         std::to_string(*size));
+  }
+  const Digest got = Sha256Of(bytes);
+  if (got != digest) {
+    return DataLossError(where + ": blob " + digest.ToString() + ": digest mismatch (got " +
+                         got.ToString() + ")");
+  }
+  return Status::Ok();
+}
+
+Result<std::string> ReadFromStore(CasDir& store, const Digest& digest, uint64_t max_size) {
+  LAZYFS_ASSIGN_OR_RETURN(Fd fd, store.OpenVerified(digest));
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, "stat " + store.PathFor(digest));
+  if (static_cast<uint64_t>(st.st_size) > max_size) {
+    return ResourceExhaustedError("blob " + digest.ToString() + " is larger than " +
+                                  std::to_string(max_size) + " bytes");
+  }
+  std::string out(static_cast<size_t>(st.st_size), '\0');
+  LAZYFS_ASSIGN_OR_RETURN(size_t n, PreadFull(fd.get(), out.data(), out.size(), 0));
+  out.resize(n);
+  return out;
+}
+
+Status StoreSmall(CasDir& store, const Digest& digest, std::string_view bytes) {
+  if (store.Contains(digest)) return Status::Ok();
+  return store.Put(digest, bytes).WithContext("while storing " + digest.Short());
+}
+
+Result<ImageDescriptor> ResolveManifest(const std::string& reference, std::string raw,
+                                        const Digest& digest, std::string content_type,
+                                        const Platform& platform, const FetchVerified& fetch) {
+  Digest current = digest;
+  for (int depth = 0; depth <= kMaxIndexDepth; ++depth) {
+    const std::string where = reference + ": manifest " + current.Short();
+    auto manifest = ParseManifest(raw, content_type);
+    if (!manifest.ok()) return manifest.status().WithContext(where);
+    if (manifest->kind == Manifest::Kind::kImage) {
+      auto config = fetch(manifest->config);
+      if (!config.ok()) return config.status().WithContext(where + ": config");
+      auto image = MakeImageDescriptor(reference, current, *manifest, *config);
+      if (!image.ok()) return image.status().WithContext(where);
+      return image;
+    }
+    auto chosen = SelectPlatform(*manifest, platform);
+    if (!chosen.ok()) return chosen.status().WithContext(reference);
+    auto child = fetch(*chosen);
+    if (!child.ok()) return child.status().WithContext(where);
+    raw = std::move(*child);
+    current = chosen->digest;
+    content_type = chosen->media_type;
+  }
+  return InvalidArgumentError(reference + ": image indexes nested more than " +
+                              std::to_string(kMaxIndexDepth) + " deep");
+}
+
+Result<std::unique_ptr<ImageSource>> OpenImageSource(const ImageRef& ref,
+                                                     const SourceOptions& options) {
+  if (options.store_dir.empty()) {
+    return InvalidArgumentError("OpenImageSource: SourceOptions.store_dir is empty");
+  }
+  switch (ref.transport) {
+    case Transport::kDocker:
+      return OpenRegistrySource(ref, options);
+    case Transport::kOciLayout:
+      return OpenOciLayoutSource(ref, options);
+  }
+  return InternalError("unknown transport");
+}
+
+}  // namespace lazyfs::fetch

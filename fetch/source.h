@@ -1,0 +1,59 @@
+// Internals shared by the two ImageSource transports (source_registry.cc, source_oci_layout.cc):
+// single-flight work per digest, and resolving a manifest (through indexes) into an
+// ImageDescriptor given a way to fetch verified child manifests and configs.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "base/cas_dir.h"
+#include "base/digest.h"
+#include "base/image.h"
+#include "base/status.h"
+#include "fetch/fetch.h"
+#include "fetch/manifest.h"
+
+namespace lazyfs::fetch {
+
+// Runs at most one piece of work per key at a time: a caller arriving while the work for its key
+// is in flight waits and shares the outcome. Thread-safe.
+class SingleFlight {
+ public:
+  Status Do(const Digest& key, const std::function<Status()>& work);
+
+ private:
+  struct Flight {
+    bool done = false;
+    Status status;
+  };
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<Digest, std::shared_ptr<Flight>> flights_;  // GUARDED_BY(mu_)
+};
+
+// Checks that `bytes` are the blob `d` describes (size and digest); DataLoss naming `where`.
+Status VerifyBytes(std::string_view bytes, const Digest& digest, std::optional<uint64_t> size,
+                   const std::string& where);
+
+// Reads a whole object from a CasDir (verified) if it is there, capped at max_size.
+// NotFound when absent (or when it was corrupt and has been removed).
+Result<std::string> ReadFromStore(CasDir& store, const Digest& digest, uint64_t max_size);
+
+// Stores small verified bytes (a manifest or config) unless already there.
+Status StoreSmall(CasDir& store, const Digest& digest, std::string_view bytes);
+
+// Fetches the bytes of a child manifest or config by descriptor, verified against it.
+using FetchVerified = std::function<Result<std::string>(const Descriptor&)>;
+
+// From a top-level manifest (raw bytes, digest and content type) to the image descriptor:
+// follows indexes by platform (up to a small depth), fetches the config, checks diff_ids.
+// Errors get `reference` as context.
+Result<ImageDescriptor> ResolveManifest(const std::string& reference, std::string raw,
+                                        const Digest& digest, std::string content_type,
+                                        const Platform& platform, const FetchVerified& fetch);
+
+}  // namespace lazyfs::fetch

@@ -1,0 +1,567 @@
+// ImageSource for docker:// against Debian's real docker-registry on 127.0.0.1.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <dirent.h>
+#include <mutex>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "base/cas_dir.h"
+#include "fetch/fetch.h"
+#include "tests/fetch/test_layout.h"
+#include "tests/support/registry.h"
+
+namespace lazyfs::fetch {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using testing::Blob;
+using testing::LayoutWriter;
+using testing::PlatformJson;
+using testing::RefName;
+using testing::TempDir;
+
+std::string ReadAll(const Fd& fd) {
+  std::string out(1 << 20, '\0');
+  auto n = PreadFull(fd.get(), out.data(), out.size(), 0);
+  EXPECT_TRUE(n.ok());
+  out.resize(n.ok() ? *n : 0);
+  return out;
+}
+
+Result<std::unique_ptr<ImageSource>> OpenSource(const std::string& ref_text,
+                                                const std::string& store,
+                                                const std::string& docker_config = "/nonexistent",
+                                                const std::string& platform = "linux/amd64") {
+  LAZYFS_ASSIGN_OR_RETURN(ImageRef ref, ImageRef::Parse(ref_text));
+  SourceOptions options;
+  options.store_dir = store;
+  options.docker_config = docker_config;
+  options.connect_timeout_s = 5;
+  options.low_speed_timeout_s = 10;
+  LAZYFS_ASSIGN_OR_RETURN(options.platform, Platform::Parse(platform));
+  return OpenImageSource(ref, options);
+}
+
+size_t FilesIn(const std::string& dir) {
+  size_t n = 0;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') ++n;
+    }
+    ::closedir(d);
+  }
+  return n;
+}
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto r = lazyfs::testing::Registry::Start();
+    ASSERT_TRUE(r.ok()) << "cannot start docker-registry: " << r.status().message();
+    registry_ = r->release();
+  }
+  static void TearDownTestSuite() {
+    delete registry_;
+    registry_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(registry_, nullptr) << "the registry did not start"; }
+
+  // Builds a one-image layout and pushes it as REPO:tag; returns the manifest.
+  Blob PushImage(const std::string& repo, const std::string& tag,
+                 const std::vector<std::string>& layers, Blob* config = nullptr) {
+    LayoutWriter w(tmp_.path() + "/layout-" + repo);
+    Blob manifest = w.AddImage(layers, "amd64", "", config);
+    w.WriteIndex({{manifest, RefName("t")}});
+    Status s = lazyfs::testing::PushOciLayout(w.dir(), "t", registry_->host(), repo, tag);
+    EXPECT_TRUE(s.ok()) << s.message();
+    return manifest;
+  }
+
+  std::string Ref(const std::string& repo_and_tag) const {
+    return "docker://" + registry_->host() + "/" + repo_and_tag;
+  }
+
+  static lazyfs::testing::Registry* registry_;
+  TempDir tmp_;
+  std::string store_ = tmp_.path() + "/store";
+};
+
+lazyfs::testing::Registry* RegistryTest::registry_ = nullptr;
+
+TEST_F(RegistryTest, ResolveByTagAndDigestThenOpenBlob) {
+  Blob config;
+  Blob manifest = PushImage("fetch/basic", "v1", {"first layer", "second layer"}, &config);
+
+  auto source = OpenSource(Ref("fetch/basic:v1"), store_);
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_EQ(image->reference, Ref("fetch/basic:v1"));
+  EXPECT_EQ(image->manifest_digest, manifest.digest);
+  EXPECT_EQ(image->config_digest, config.digest);
+  EXPECT_EQ(image->platform, "linux/amd64");
+  ASSERT_EQ(image->layers.size(), 2u);
+  EXPECT_EQ(image->layers[1].digest, Sha256Of("second layer"));
+  EXPECT_EQ(image->layers[1].diff_id, Sha256Of("second layer"));
+
+  auto store = CasDir::Open(store_ + "/blobs");
+  ASSERT_TRUE(store.ok());
+  EXPECT_TRUE((*store)->Contains(manifest.digest));
+  EXPECT_TRUE((*store)->Contains(config.digest));
+  auto stored = ReadFileToString((*store)->PathFor(manifest.digest));
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(*stored, manifest.bytes);  // raw bytes as received
+
+  const LayerDescriptor& l = image->layers[0];
+  EXPECT_FALSE((*store)->Contains(l.digest));
+  auto fd = (*source)->OpenBlob(l.digest, l.size);
+  ASSERT_TRUE(fd.ok()) << fd.status().message();
+  EXPECT_EQ(ReadAll(*fd), "first layer");
+  EXPECT_TRUE((*store)->Contains(l.digest));
+  std::array<std::byte, 5> buf;
+  auto n = (*source)->ReadBlobRange(image->layers[1].digest, 7, buf);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), *n), "layer");
+  auto raw_config = (*source)->ReadSmallBlob(config.digest, 1 << 20);
+  ASSERT_TRUE(raw_config.ok()) << raw_config.status().message();
+  EXPECT_EQ(*raw_config, config.bytes);
+
+  // By digest, into a fresh store.
+  auto by_digest = OpenSource(Ref("fetch/basic@" + manifest.digest.ToString()),
+                              tmp_.path() + "/store2");
+  ASSERT_TRUE(by_digest.ok()) << by_digest.status().message();
+  auto image2 = (*by_digest)->Resolve();
+  ASSERT_TRUE(image2.ok()) << image2.status().message();
+  EXPECT_EQ(image2->manifest_digest, manifest.digest);
+  EXPECT_EQ(image2->layers.size(), 2u);
+}
+
+TEST_F(RegistryTest, IndexResolvedByPlatform) {
+  LayoutWriter w(tmp_.path() + "/multi");
+  Blob amd = w.AddImage({"amd64 bytes"}, "amd64");
+  Blob arm = w.AddImage({"arm v7 bytes"}, "arm", "v7");
+  Blob index = w.AddIndex(
+      {{amd, PlatformJson("linux", "amd64")}, {arm, PlatformJson("linux", "arm", "v7")}});
+  w.WriteIndex({{index, RefName("multi")}});
+  ASSERT_TRUE(
+      lazyfs::testing::PushOciLayout(w.dir(), "multi", registry_->host(), "fetch/multi", "m")
+          .ok());
+
+  auto source = OpenSource(Ref("fetch/multi:m"), store_, "/nonexistent", "linux/arm/v7");
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_EQ(image->manifest_digest, arm.digest);
+  EXPECT_EQ(image->platform, "linux/arm/v7");
+  auto fd = (*source)->OpenBlob(image->layers[0].digest, image->layers[0].size);
+  ASSERT_TRUE(fd.ok()) << fd.status().message();
+  EXPECT_EQ(ReadAll(*fd), "arm v7 bytes");
+  auto store = CasDir::Open(store_ + "/blobs");
+  ASSERT_TRUE(store.ok());
+  EXPECT_TRUE((*store)->Contains(index.digest));
+
+  auto none = OpenSource(Ref("fetch/multi:m"), store_, "/nonexistent", "linux/riscv64");
+  ASSERT_TRUE(none.ok());
+  auto missing = (*none)->Resolve();
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(), HasSubstr("linux/amd64, linux/arm/v7"));
+}
+
+TEST_F(RegistryTest, MissingTagAndRepository) {
+  PushImage("fetch/tags", "v1", {"x"});
+  auto source = OpenSource(Ref("fetch/tags:nope"), store_);
+  ASSERT_TRUE(source.ok());
+  auto image = (*source)->Resolve();
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(image.status().message(),
+            "registry " + registry_->host() + ": repository fetch/tags: manifest \"nope\": not found");
+
+  source = OpenSource(Ref("fetch/no-such-repo:v1"), store_);
+  ASSERT_TRUE(source.ok());
+  image = (*source)->Resolve();
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(image.status().message(), HasSubstr("fetch/no-such-repo"));
+}
+
+TEST_F(RegistryTest, BlobCorruptedInRegistryIsDataLossAndNotStored) {
+  PushImage("fetch/corrupt", "v1", {"pristine layer bytes"});
+  const Digest layer = Sha256Of("pristine layer bytes");
+  ASSERT_TRUE(WriteFileAtomic(registry_->BlobDataPath(layer.ToString()), "tampered layer bytes")
+                  .ok());
+  auto source = OpenSource(Ref("fetch/corrupt:v1"), store_);
+  ASSERT_TRUE(source.ok());
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  auto fd = (*source)->OpenBlob(layer, image->layers[0].size);
+  ASSERT_FALSE(fd.ok());
+  EXPECT_EQ(fd.status().code(), StatusCode::kDataLoss);
+  EXPECT_THAT(fd.status().message(), HasSubstr("registry " + registry_->host()));
+  EXPECT_THAT(fd.status().message(), HasSubstr("blob " + layer.ToString()));
+  EXPECT_THAT(fd.status().message(), HasSubstr("digest mismatch"));
+  EXPECT_THAT(fd.status().message(), HasSubstr(Sha256Of("tampered layer bytes").ToString()));
+  auto store = CasDir::Open(store_ + "/blobs");
+  ASSERT_TRUE(store.ok());
+  EXPECT_FALSE((*store)->Contains(layer));
+  EXPECT_EQ(FilesIn(store_ + "/blobs/tmp"), 0u);
+
+  // A longer body than the manifest states is cut off and refused.
+  ASSERT_TRUE(WriteFileAtomic(registry_->BlobDataPath(layer.ToString()),
+                              "pristine layer bytes and then some more")
+                  .ok());
+  fd = (*source)->OpenBlob(layer, image->layers[0].size);
+  EXPECT_EQ(fd.status().code(), StatusCode::kDataLoss);
+  EXPECT_FALSE((*store)->Contains(layer));
+  EXPECT_EQ(FilesIn(store_ + "/blobs/tmp"), 0u);
+}
+
+TEST_F(RegistryTest, BlobCorruptedInStoreIsFetchedAgain) {
+  PushImage("fetch/storefix", "v1", {"layer kept in the store"});
+  const Digest layer = Sha256Of("layer kept in the store");
+  {
+    auto source = OpenSource(Ref("fetch/storefix:v1"), store_);
+    ASSERT_TRUE(source.ok());
+    auto image = (*source)->Resolve();
+    ASSERT_TRUE(image.ok()) << image.status().message();
+    ASSERT_TRUE((*source)->OpenBlob(layer, image->layers[0].size).ok());
+  }
+  auto store = CasDir::Open(store_ + "/blobs");
+  ASSERT_TRUE(store.ok());
+  const std::string path = (*store)->PathFor(layer);
+  ASSERT_TRUE(WriteFileAtomic(path, "LAYER KEPT IN THE STORE").ok());
+
+  auto source = OpenSource(Ref("fetch/storefix:v1"), store_);
+  ASSERT_TRUE(source.ok());
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  auto fd = (*source)->OpenBlob(layer, image->layers[0].size);
+  ASSERT_TRUE(fd.ok()) << fd.status().message();
+  EXPECT_EQ(ReadAll(*fd), "layer kept in the store");
+  auto again = ReadFileToString(path);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, "layer kept in the store");
+}
+
+TEST_F(RegistryTest, ConcurrentOpenBlobFetchesOnce) {
+  std::string big(2 << 20, 'q');
+  PushImage("fetch/concurrent", "v1", {big});
+  auto source = OpenSource(Ref("fetch/concurrent:v1"), store_);
+  ASSERT_TRUE(source.ok());
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      auto fd = (*source)->OpenBlob(image->layers[0].digest, image->layers[0].size);
+      if (fd.ok()) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 8);
+  EXPECT_EQ(FilesIn(store_ + "/blobs/tmp"), 0u);
+}
+
+TEST_F(RegistryTest, ManifestDigestMismatchByDigest) {
+  Blob manifest = PushImage("fetch/bydigest", "v1", {"d"});
+  // The registry stores manifests by digest; corrupting its copy on disk makes it serve bytes
+  // that do not hash to the digest asked for.
+  const std::string path = registry_->BlobDataPath(manifest.digest.ToString());
+  std::string tampered = manifest.bytes;
+  tampered.insert(tampered.size() - 1, " ");
+  ASSERT_TRUE(WriteFileAtomic(path, tampered).ok());
+  auto source = OpenSource(Ref("fetch/bydigest@" + manifest.digest.ToString()), store_);
+  ASSERT_TRUE(source.ok());
+  auto image = (*source)->Resolve();
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), StatusCode::kDataLoss) << image.status().message();
+  EXPECT_THAT(image.status().message(), HasSubstr("digest mismatch"));
+}
+
+TEST(RegistryUnreachableTest, UnavailableNamingTheRegistry) {
+  TempDir tmp;
+  auto source = OpenSource("docker://127.0.0.1:1/foo/bar:latest", tmp.path() + "/store");
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  auto image = (*source)->Resolve();
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(image.status().message(), "cannot reach registry 127.0.0.1:1 (connection refused)");
+}
+
+// --- basic auth -----------------------------------------------------------------------------
+
+std::string WriteDockerConfig(const std::string& dir, const std::string& key,
+                              const std::string& user, const std::string& password) {
+  std::string auth;
+  {
+    // base64 of user:password, written out by hand to stay independent of fetch's encoder.
+    static constexpr char kAlphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const std::string in = user + ":" + password;
+    for (size_t i = 0; i < in.size(); i += 3) {
+      uint32_t v = static_cast<uint8_t>(in[i]) << 16;
+      if (i + 1 < in.size()) v |= static_cast<uint8_t>(in[i + 1]) << 8;
+      if (i + 2 < in.size()) v |= static_cast<uint8_t>(in[i + 2]);
+      auth += kAlphabet[v >> 18];
+      auth += kAlphabet[(v >> 12) & 63];
+      auth += i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=';
+      auth += i + 2 < in.size() ? kAlphabet[v & 63] : '=';
+    }
+  }
+  const std::string path = dir + "/config.json";
+  EXPECT_TRUE(WriteFileAtomic(path, "{\"auths\":{\"other.example\":{\"auth\":\"eDp5\"},\"" + key +
+                                        "\":{\"auth\":\"" + auth + "\"}}}")
+                  .ok());
+  return path;
+}
+
+TEST(RegistryAuthTest, BasicCredentialsFromDockerConfig) {
+  lazyfs::testing::RegistryOptions options;
+  options.user = "lazy";
+  options.password = "s3cret-pass";
+  auto registry = lazyfs::testing::Registry::Start(options);
+  ASSERT_TRUE(registry.ok()) << registry.status().message();
+  const std::string host = (*registry)->host();
+  TempDir tmp;
+  LayoutWriter w(tmp.path() + "/layout");
+  Blob manifest = w.AddImage({"private layer"});
+  w.WriteIndex({{manifest, RefName("t")}});
+  Status pushed = lazyfs::testing::PushOciLayout(w.dir(), "t", host, "priv/img", "v1", "lazy",
+                                                 "s3cret-pass");
+  ASSERT_TRUE(pushed.ok()) << pushed.message();
+
+  const std::string ref = "docker://" + host + "/priv/img:v1";
+  for (const std::string& key : {host, "https://" + host + "/v1/", "http://" + host}) {
+    SCOPED_TRACE(key);
+    TempDir dir;
+    const std::string config = WriteDockerConfig(dir.path(), key, "lazy", "s3cret-pass");
+    auto source = OpenSource(ref, dir.path() + "/store", config);
+    ASSERT_TRUE(source.ok()) << source.status().message();
+    auto image = (*source)->Resolve();
+    ASSERT_TRUE(image.ok()) << image.status().message();
+    EXPECT_EQ(image->manifest_digest, manifest.digest);
+    auto fd = (*source)->OpenBlob(image->layers[0].digest, image->layers[0].size);
+    ASSERT_TRUE(fd.ok()) << fd.status().message();
+    EXPECT_EQ(ReadAll(*fd), "private layer");
+  }
+
+  // Wrong password: PermissionDenied, and the password is not in the message.
+  TempDir wrong;
+  const std::string config = WriteDockerConfig(wrong.path(), host, "lazy", "wrong-pass");
+  auto source = OpenSource(ref, wrong.path() + "/store", config);
+  ASSERT_TRUE(source.ok());
+  auto image = (*source)->Resolve();
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_THAT(image.status().message(), HasSubstr("rejected"));
+  EXPECT_THAT(image.status().message(), HasSubstr(host));
+  EXPECT_THAT(image.status().message(), Not(HasSubstr("wrong-pass")));
+
+  // No credentials at all.
+  auto anonymous = OpenSource(ref, wrong.path() + "/store", wrong.path() + "/missing.json");
+  ASSERT_TRUE(anonymous.ok());
+  image = (*anonymous)->Resolve();
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_THAT(image.status().message(), HasSubstr("requires credentials"));
+}
+
+// --- anonymous bearer tokens ----------------------------------------------------------------
+
+// An HTTP front for the registry that demands a bearer token, as Docker Hub and most public
+// registries do: 401 + challenge unless the request carries the token it issued at /token, and
+// forwards everything else to the real registry.
+class TokenFront {
+ public:
+  explicit TokenFront(std::string upstream) : upstream_(std::move(upstream)) {}
+  ~TokenFront() { Stop(); }
+
+  Status Start() {
+    listen_.Reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!listen_.valid()) return ErrnoError(errno, "socket");
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(listen_.get(), 16) != 0) {
+      return ErrnoError(errno, "bind/listen 127.0.0.1:0");
+    }
+    socklen_t len = sizeof addr;
+    ::getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+    host_ = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+    thread_ = std::thread([this] { Serve(); });
+    return Status::Ok();
+  }
+
+  void Stop() {
+    if (listen_.valid()) ::shutdown(listen_.get(), SHUT_RDWR);  // wakes accept()
+    if (thread_.joinable()) thread_.join();
+    listen_.Reset();
+  }
+
+  const std::string& host() const { return host_; }
+  int token_requests() const { return token_requests_; }
+  int authorized() const { return authorized_; }
+  int challenged() const { return challenged_; }
+  std::string last_token_query() {
+    std::lock_guard lock(mu_);
+    return last_token_query_;
+  }
+
+ private:
+  static constexpr const char* kToken = "test-token-42";
+
+  void Serve() {
+    for (;;) {
+      Fd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!conn.valid()) {
+        if (errno == EINTR) continue;
+        return;
+      }
+      Handle(conn.get());
+    }
+  }
+
+  static void Send(int fd, const std::string& s) { WriteAll(fd, s.data(), s.size()).IgnoreError(); }
+
+  void Handle(int fd) {
+    std::string head;
+    char c;
+    while (head.find("\r\n\r\n") == std::string::npos && head.size() < 65536) {
+      ssize_t n = ::read(fd, &c, 1);
+      if (n <= 0) return;
+      head += c;
+    }
+    const size_t sp1 = head.find(' '), sp2 = head.find(' ', sp1 + 1);
+    const std::string target = head.substr(sp1 + 1, sp2 - sp1 - 1);
+    std::string rewritten = head.substr(0, head.find("\r\n") + 2);
+    std::string authorization;
+    size_t pos = head.find("\r\n") + 2;
+    while (pos < head.size()) {
+      const size_t end = head.find("\r\n", pos);
+      if (end == pos) break;
+      const std::string line = head.substr(pos, end - pos);
+      pos = end + 2;
+      std::string lower = line;
+      for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (lower.starts_with("authorization:")) {
+        authorization = line.substr(line.find(':') + 2);
+        continue;
+      }
+      if (lower.starts_with("connection:")) continue;
+      rewritten += line + "\r\n";
+    }
+    rewritten += "Connection: close\r\n\r\n";
+
+    if (target.starts_with("/token")) {
+      ++token_requests_;
+      {
+        std::lock_guard lock(mu_);
+        last_token_query_ = target;
+      }
+      const std::string body = std::string("{\"token\":\"") + kToken + "\",\"expires_in\":300}";
+      Send(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                   std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+      return;
+    }
+    if (authorization != std::string("Bearer ") + kToken) {
+      ++challenged_;
+      const std::string body = "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"token\"}]}";
+      Send(fd, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://" + host_ +
+                   "/token\",service=\"test\",scope=\"repository:fetch/bearer:pull\"\r\n"
+                   "Content-Type: application/json\r\nContent-Length: " +
+                   std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+      return;
+    }
+    ++authorized_;
+    Fd up(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(std::stoi(upstream_.substr(upstream_.find(':') + 1))));
+    if (::connect(up.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
+    Send(up.get(), rewritten);
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(up.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      if (!WriteAll(fd, buf, static_cast<size_t>(n)).ok()) break;
+    }
+  }
+
+  const std::string upstream_;
+  Fd listen_;
+  std::string host_;
+  std::thread thread_;
+  std::atomic<int> token_requests_{0}, authorized_{0}, challenged_{0};
+  std::mutex mu_;
+  std::string last_token_query_;
+};
+
+TEST_F(RegistryTest, AnonymousBearerTokenFlow) {
+  Blob manifest = PushImage("fetch/bearer", "v1", {"token protected layer"});
+  TokenFront front(registry_->host());
+  ASSERT_TRUE(front.Start().ok());
+
+  auto source = OpenSource("docker://" + front.host() + "/fetch/bearer:v1", store_);
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_EQ(image->manifest_digest, manifest.digest);
+  auto fd = (*source)->OpenBlob(image->layers[0].digest, image->layers[0].size);
+  ASSERT_TRUE(fd.ok()) << fd.status().message();
+  EXPECT_EQ(ReadAll(*fd), "token protected layer");
+
+  EXPECT_EQ(front.token_requests(), 1);  // the token is reused
+  EXPECT_EQ(front.challenged(), 1);
+  EXPECT_GE(front.authorized(), 3);  // manifest, config, layer
+  EXPECT_THAT(front.last_token_query(), HasSubstr("service=test"));
+  EXPECT_THAT(front.last_token_query(), HasSubstr("scope=repository%3Afetch%2Fbearer%3Apull"));
+}
+
+}  // namespace
+}  // namespace lazyfs::fetch
+
+namespace lazyfs::fetch {
+namespace {
+
+TEST(RegistrySupportTest, RestartKeepsPortAndStorage) {
+  auto registry = lazyfs::testing::Registry::Start();
+  ASSERT_TRUE(registry.ok()) << registry.status().message();
+  TempDir tmp;
+  LayoutWriter w(tmp.path() + "/layout");
+  Blob manifest = w.AddImage({"survives restarts"});
+  w.WriteIndex({{manifest, RefName("t")}});
+  ASSERT_TRUE(lazyfs::testing::PushOciLayout(w.dir(), "t", (*registry)->host(), "keep/me", "v1")
+                  .ok());
+  const std::string host = (*registry)->host();
+  Status restarted = (*registry)->Restart();
+  ASSERT_TRUE(restarted.ok()) << restarted.message();
+  EXPECT_EQ((*registry)->host(), host);
+  auto source = OpenSource("docker://" + host + "/keep/me:v1", tmp.path() + "/store");
+  ASSERT_TRUE(source.ok());
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_EQ(image->manifest_digest, manifest.digest);
+
+  ASSERT_TRUE((*registry)->Stop().ok());
+  image = (*source)->Resolve();
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(image.status().message(), HasSubstr("registry " + host));
+}
+
+}  // namespace
+}  // namespace lazyfs::fetch
