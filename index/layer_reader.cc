@@ -1,0 +1,437 @@
+#include "index/layer_reader.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <sys/stat.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "base/fd.h"
+
+namespace lazyfs::index {
+namespace {
+
+constexpr size_t kBufSize = 1 << 20;
+constexpr size_t kMaxName = 255;
+constexpr size_t kMaxPath = 4096;
+
+std::string Quote(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s.substr(0, 300)) {
+    if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > 300) out += "...";
+  return out + "\"";
+}
+
+}  // namespace
+
+Result<std::string> NormaliseEntryPath(std::string_view raw) {
+  if (raw.empty()) return InvalidArgumentError("empty entry name");
+  if (raw.front() == '/') return InvalidArgumentError("absolute path " + Quote(raw));
+  if (raw.size() > kMaxPath) {
+    return InvalidArgumentError("path of " + std::to_string(raw.size()) +
+                                " bytes is longer than " + std::to_string(kMaxPath));
+  }
+  std::string out;
+  size_t pos = 0;
+  while (pos <= raw.size()) {
+    size_t slash = raw.find('/', pos);
+    if (slash == std::string_view::npos) slash = raw.size();
+    std::string_view comp = raw.substr(pos, slash - pos);
+    pos = slash + 1;
+    if (comp.empty() || comp == ".") continue;
+    if (comp == "..") return InvalidArgumentError("path " + Quote(raw) + " escapes the root");
+    if (comp.size() > kMaxName) {
+      return InvalidArgumentError("name of " + std::to_string(comp.size()) + " bytes in " +
+                                  Quote(raw) + " is longer than 255");
+    }
+    if (comp.find('\0') != std::string_view::npos) {
+      return InvalidArgumentError("NUL byte in path " + Quote(raw));
+    }
+    if (!out.empty()) out += '/';
+    out.append(comp);
+  }
+  return out;
+}
+
+struct LayerReader::Impl {
+  int fd = -1;
+  uint64_t blob_size = 0;
+  LayerCompression compression = LayerCompression::kNone;
+  LayerReadOptions options;
+  std::string name;
+
+  // Compressed input.
+  std::vector<char> in = std::vector<char>(kBufSize);
+  size_t in_pos = 0, in_len = 0;
+  uint64_t blob_pos = 0;  // next blob offset to read
+  bool in_eof = false;
+  // Decompressed output handed to libarchive.
+  std::vector<char> out = std::vector<char>(kBufSize);
+  uint64_t total_out = 0;
+  bool out_eof = false;
+  Sha256 diff_hash;
+
+  z_stream zs{};
+  bool zs_init = false;
+  bool gz_member_done = false;
+  ZSTD_DCtx* zd = nullptr;
+  size_t zstd_last = 1;  // last ZSTD_decompressStream result: 0 at a frame boundary
+
+  archive* ar = nullptr;
+  archive_entry* current = nullptr;
+  Status error;  // a failure inside the read callback, reported instead of libarchive's text
+  uint64_t entries = 0;
+  bool current_is_file = false;
+  uint64_t current_size = 0;
+
+  ~Impl() {
+    if (ar) archive_read_free(ar);
+    if (zs_init) inflateEnd(&zs);
+    if (zd) ZSTD_freeDCtx(zd);
+  }
+
+  Status Fail(std::string what) { return DataLossError("layer " + name + ": " + what); }
+
+  Status FillInput() {
+    if (in_pos < in_len || in_eof) return Status::Ok();
+    const uint64_t want = std::min<uint64_t>(in.size(), blob_size - blob_pos);
+    if (want == 0) {
+      in_eof = true;
+      in_pos = in_len = 0;
+      return Status::Ok();
+    }
+    auto n = PreadFull(fd, in.data(), want, blob_pos);
+    if (!n.ok()) return n.status().WithContext("while reading layer " + name);
+    if (*n < want) return Fail("blob is shorter than its descriptor says");
+    blob_pos += *n;
+    in_pos = 0;
+    in_len = *n;
+    return Status::Ok();
+  }
+
+  // Produces the next piece of the uncompressed stream into `out`; 0 at its end.
+  Result<size_t> Produce() {
+    if (out_eof) return size_t{0};
+    size_t produced = 0;
+    switch (compression) {
+      case LayerCompression::kNone: {
+        LAZYFS_RETURN_IF_ERROR(FillInput());
+        produced = in_len - in_pos;
+        std::memcpy(out.data(), in.data() + in_pos, produced);
+        in_pos = in_len;
+        break;
+      }
+      case LayerCompression::kGzip: {
+        while (produced == 0) {
+          LAZYFS_RETURN_IF_ERROR(FillInput());
+          if (in_pos == in_len) {
+            if (!gz_member_done) return Fail("truncated gzip stream");
+            break;
+          }
+          if (gz_member_done) {
+            // Another member follows (concatenated gzip streams are one stream).
+            inflateReset(&zs);
+            gz_member_done = false;
+          }
+          zs.next_in = reinterpret_cast<Bytef*>(in.data() + in_pos);
+          zs.avail_in = static_cast<uInt>(in_len - in_pos);
+          zs.next_out = reinterpret_cast<Bytef*>(out.data());
+          zs.avail_out = static_cast<uInt>(out.size());
+          const int rc = inflate(&zs, Z_NO_FLUSH);
+          in_pos = in_len - zs.avail_in;
+          produced = out.size() - zs.avail_out;
+          if (rc == Z_STREAM_END) {
+            gz_member_done = true;
+          } else if (rc != Z_OK && !(rc == Z_BUF_ERROR && produced > 0)) {
+            return Fail(std::string("corrupt gzip stream (") + (zs.msg ? zs.msg : "zlib error") +
+                        ")");
+          }
+        }
+        break;
+      }
+      case LayerCompression::kZstd: {
+        while (produced == 0) {
+          LAZYFS_RETURN_IF_ERROR(FillInput());
+          if (in_pos == in_len) {
+            if (zstd_last != 0) return Fail("truncated zstd stream");
+            break;
+          }
+          ZSTD_inBuffer ib{in.data(), in_len, in_pos};
+          ZSTD_outBuffer ob{out.data(), out.size(), 0};
+          zstd_last = ZSTD_decompressStream(zd, &ob, &ib);
+          if (ZSTD_isError(zstd_last)) {
+            return Fail(std::string("corrupt zstd stream (") + ZSTD_getErrorName(zstd_last) + ")");
+          }
+          in_pos = ib.pos;
+          produced = ob.pos;
+        }
+        break;
+      }
+    }
+    if (produced == 0) {
+      out_eof = true;
+      return size_t{0};
+    }
+    total_out += produced;
+    if (total_out > options.max_uncompressed_bytes) {
+      return Status(StatusCode::kResourceExhausted,
+                    "layer " + name + ": decompresses to more than " +
+                        std::to_string(options.max_uncompressed_bytes) + " bytes");
+    }
+    diff_hash.Update(out.data(), produced);
+    return produced;
+  }
+
+  static la_ssize_t ReadCallback(archive* a, void* opaque, const void** buf) {
+    auto* self = static_cast<Impl*>(opaque);
+    auto n = self->Produce();
+    if (!n.ok()) {
+      self->error = n.status();
+      archive_set_error(a, EIO, "%s", n.status().message().c_str());
+      return -1;
+    }
+    *buf = self->out.data();
+    return static_cast<la_ssize_t>(*n);
+  }
+
+  Status ArchiveError(std::string_view while_doing) {
+    if (!error.ok()) return error;
+    const char* msg = archive_error_string(ar);
+    return DataLossError("layer " + name + ": " + std::string(while_doing) + ": " +
+                         (msg ? msg : "malformed tar"));
+  }
+};
+
+LayerReader::LayerReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+LayerReader::~LayerReader() = default;
+
+Result<std::unique_ptr<LayerReader>> LayerReader::Open(int fd, uint64_t blob_size,
+                                                       LayerCompression compression,
+                                                       const LayerReadOptions& options,
+                                                       std::string name) {
+  auto impl = std::make_unique<Impl>();
+  impl->fd = fd;
+  impl->blob_size = blob_size;
+  impl->compression = compression;
+  impl->options = options;
+  impl->name = std::move(name);
+  if (compression == LayerCompression::kGzip) {
+    // 15 window bits + 16: gzip framing only (a layer of media type tar+gzip must be gzip).
+    if (inflateInit2(&impl->zs, 15 + 16) != Z_OK) return InternalError("inflateInit2 failed");
+    impl->zs_init = true;
+  } else if (compression == LayerCompression::kZstd) {
+    impl->zd = ZSTD_createDCtx();
+    if (!impl->zd) return InternalError("ZSTD_createDCtx failed");
+  }
+  impl->ar = archive_read_new();
+  if (!impl->ar) return InternalError("archive_read_new failed");
+  archive_read_support_format_tar(impl->ar);
+  // Names are bytes: no charset conversion of PAX UTF-8 names to the locale.
+  archive_read_set_options(impl->ar, "hdrcharset=UTF-8");
+  if (archive_read_open(impl->ar, impl.get(), nullptr, &Impl::ReadCallback, nullptr) !=
+      ARCHIVE_OK) {
+    return impl->ArchiveError("while opening the tar stream");
+  }
+  return std::unique_ptr<LayerReader>(new LayerReader(std::move(impl)));
+}
+
+Result<bool> LayerReader::Next(LayerEntry* e) {
+  Impl& m = *impl_;
+  for (;;) {
+    archive_entry* ae = nullptr;
+    const int rc = archive_read_next_header(m.ar, &ae);
+    if (rc == ARCHIVE_EOF) return false;
+    if (rc < ARCHIVE_WARN) return m.ArchiveError("while reading a tar header");
+    if (++m.entries > m.options.max_entries) {
+      return Status(StatusCode::kResourceExhausted,
+                    "layer " + m.name + ": more than " + std::to_string(m.options.max_entries) +
+                        " entries");
+    }
+    m.current = ae;
+    m.current_is_file = false;
+
+    const char* raw = archive_entry_pathname(ae);
+    if (!raw) raw = archive_entry_pathname_utf8(ae);
+    if (!raw) return m.Fail("entry without a readable name");
+    const std::string raw_name = raw;
+    auto in_entry = [&](const Status& s) {
+      return Status(s.code(), "layer " + m.name + ": entry \"" + raw_name.substr(0, 300) +
+                                  "\": " + s.message());
+    };
+    auto path = NormaliseEntryPath(raw_name);
+    if (!path.ok()) return in_entry(path.status());
+
+    *e = LayerEntry{};
+    const size_t slash = path->rfind('/');
+    const std::string_view base =
+        slash == std::string::npos ? std::string_view(*path) : std::string_view(*path).substr(slash + 1);
+    const std::string parent = slash == std::string::npos ? "" : path->substr(0, slash);
+    if (base.starts_with(".wh.")) {
+      if (base == ".wh..wh..opq") {
+        e->kind = EntryKind::kOpaque;
+        e->path = parent;
+        return true;
+      }
+      // Other ".wh..wh." names are AUFS bookkeeping (hardlink directories), never content.
+      if (base.starts_with(".wh..wh.")) continue;
+      if (base == ".wh.") return in_entry(InvalidArgumentError("whiteout without a name"));
+      const std::string_view target = base.substr(4);
+      if (target == "." || target == "..") {
+        return in_entry(InvalidArgumentError("whiteout of \"" + std::string(target) + "\""));
+      }
+      e->kind = EntryKind::kWhiteout;
+      e->path = parent.empty() ? std::string(target) : parent + "/" + std::string(target);
+      return true;
+    }
+    e->path = std::move(*path);
+
+    const la_int64_t uid = archive_entry_uid(ae), gid = archive_entry_gid(ae);
+    if (uid < 0 || uid > 0xffffffffLL || gid < 0 || gid > 0xffffffffLL) {
+      return in_entry(InvalidArgumentError("uid/gid out of range"));
+    }
+    e->uid = static_cast<uint32_t>(uid);
+    e->gid = static_cast<uint32_t>(gid);
+    e->mode = archive_entry_perm(ae) & 07777;
+    e->mtime_sec = archive_entry_mtime(ae);
+    e->mtime_nsec = static_cast<uint32_t>(std::clamp<long>(archive_entry_mtime_nsec(ae), 0, 999999999));
+
+    uint64_t xattr_bytes = 0;
+    archive_entry_xattr_reset(ae);
+    const char* xname;
+    const void* xvalue;
+    size_t xsize;
+    while (archive_entry_xattr_next(ae, &xname, &xvalue, &xsize) == ARCHIVE_OK) {
+      xattr_bytes += std::strlen(xname) + xsize;
+      if (xattr_bytes > m.options.max_xattr_bytes_per_entry) {
+        return in_entry(Status(StatusCode::kResourceExhausted,
+                               "xattrs larger than " +
+                                   std::to_string(m.options.max_xattr_bytes_per_entry) + " bytes"));
+      }
+      if (!*xname || std::strlen(xname) > 255) {
+        return in_entry(InvalidArgumentError("invalid xattr name"));
+      }
+      e->xattrs.push_back({xname, std::string(static_cast<const char*>(xvalue), xsize)});
+    }
+    std::sort(e->xattrs.begin(), e->xattrs.end(),
+              [](const Xattr& a, const Xattr& b) { return a.name < b.name; });
+    // A repeated xattr name: the last record wins.
+    for (size_t i = 1; i < e->xattrs.size();) {
+      if (e->xattrs[i].name == e->xattrs[i - 1].name) {
+        e->xattrs.erase(e->xattrs.begin() + static_cast<long>(i) - 1);
+      } else {
+        ++i;
+      }
+    }
+
+    if (const char* hl = archive_entry_hardlink(ae)) {
+      auto target = NormaliseEntryPath(hl);
+      if (!target.ok()) return in_entry(target.status().WithContext("hardlink target"));
+      if (target->empty()) return in_entry(InvalidArgumentError("hardlink to the root"));
+      e->kind = EntryKind::kHardlink;
+      e->link = std::move(*target);
+      return true;
+    }
+    switch (archive_entry_filetype(ae)) {
+      case AE_IFREG: {
+        e->kind = EntryKind::kFile;
+        const la_int64_t size = archive_entry_size(ae);
+        if (size < 0) return in_entry(InvalidArgumentError("negative size"));
+        e->size = static_cast<uint64_t>(size);
+        m.current_is_file = true;
+        m.current_size = e->size;
+        break;
+      }
+      case AE_IFDIR: e->kind = EntryKind::kDir; break;
+      case AE_IFLNK: {
+        e->kind = EntryKind::kSymlink;
+        const char* target = archive_entry_symlink(ae);
+        if (!target) target = archive_entry_symlink_utf8(ae);
+        if (!target || !*target) return in_entry(InvalidArgumentError("symlink without a target"));
+        e->link = target;
+        if (e->link.size() > kMaxPath) {
+          return in_entry(InvalidArgumentError("symlink target longer than 4096 bytes"));
+        }
+        break;
+      }
+      case AE_IFCHR:
+      case AE_IFBLK:
+        e->kind = archive_entry_filetype(ae) == AE_IFCHR ? EntryKind::kCharDev : EntryKind::kBlockDev;
+        e->rdev_major = static_cast<uint32_t>(archive_entry_rdevmajor(ae));
+        e->rdev_minor = static_cast<uint32_t>(archive_entry_rdevminor(ae));
+        break;
+      case AE_IFIFO: e->kind = EntryKind::kFifo; break;
+      default:
+        return in_entry(UnimplementedError("unsupported entry type"));
+    }
+    if (e->path.empty() && e->kind != EntryKind::kDir) {
+      return in_entry(InvalidArgumentError("the root must be a directory"));
+    }
+    return true;
+  }
+}
+
+Result<Digest> LayerReader::ReadData(const Sink& sink) {
+  Impl& m = *impl_;
+  if (!m.current_is_file) return InternalError("ReadData on a non-file entry");
+  m.current_is_file = false;
+  static const char kZeros[64 * 1024] = {};
+  Sha256 h;
+  uint64_t pos = 0;
+  auto emit = [&](const char* p, size_t n) -> Status {
+    h.Update(p, n);
+    pos += n;
+    return sink ? sink(p, n) : Status::Ok();
+  };
+  auto zeros_to = [&](uint64_t end) -> Status {
+    while (pos < end) {
+      LAZYFS_RETURN_IF_ERROR(emit(kZeros, std::min<uint64_t>(sizeof(kZeros), end - pos)));
+    }
+    return Status::Ok();
+  };
+  for (;;) {
+    const void* buf;
+    size_t len;
+    la_int64_t off;
+    const int rc = archive_read_data_block(m.ar, &buf, &len, &off);
+    if (rc == ARCHIVE_EOF) break;
+    if (rc < ARCHIVE_WARN) return m.ArchiveError("while reading file data");
+    if (off < 0 || static_cast<uint64_t>(off) < pos ||
+        static_cast<uint64_t>(off) + len > m.current_size) {
+      return m.Fail("file data outside its declared size");
+    }
+    LAZYFS_RETURN_IF_ERROR(zeros_to(static_cast<uint64_t>(off)));
+    LAZYFS_RETURN_IF_ERROR(emit(static_cast<const char*>(buf), len));
+  }
+  LAZYFS_RETURN_IF_ERROR(zeros_to(m.current_size));  // a trailing hole of a sparse file
+  return h.Finish();
+}
+
+Result<Digest> LayerReader::Finish() {
+  Impl& m = *impl_;
+  for (;;) {
+    LAZYFS_ASSIGN_OR_RETURN(size_t n, m.Produce());
+    if (n == 0) break;
+  }
+  if (m.blob_pos != m.blob_size || m.in_pos != m.in_len) {
+    return m.Fail("trailing data after the compressed stream");
+  }
+  return m.diff_hash.Finish();
+}
+
+uint64_t LayerReader::compressed_bytes_read() const { return impl_->blob_pos; }
+uint64_t LayerReader::uncompressed_bytes() const { return impl_->total_out; }
+
+}  // namespace lazyfs::index

@@ -1,0 +1,62 @@
+// Streaming reader of one layer blob: decompression, the tar headers, and the layer's digests.
+//
+// The reader decompresses the blob itself (zlib, zstd) and hands libarchive plain tar bytes, so
+// that it sees every uncompressed byte: it hashes them for the layer's diff_id and caps the
+// decompressed size. libarchive parses the tar dialects (ustar, GNU long names and sparse files,
+// PAX with global headers, SCHILY.xattr and sparse 1.0). Names are normalised and checked here,
+// once, so nothing downstream ever sees "..", an absolute path or an over-long name.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "base/image.h"
+#include "base/status.h"
+#include "index/layer_entry.h"
+
+namespace lazyfs::index {
+
+struct LayerReadOptions {
+  uint64_t max_entries = 1'000'000;
+  uint64_t max_xattr_bytes_per_entry = 64 * 1024;
+  // Decompressed bytes accepted from one layer (a gzip bomb stops here).
+  uint64_t max_uncompressed_bytes = uint64_t{1} << 40;
+};
+
+// Normalises a tar entry name: strips "./" and empty components; fails with InvalidArgument on
+// an empty name, an absolute path, a ".." component, a component over 255 bytes or a path over
+// 4096 bytes. Returns "" for the root.
+Result<std::string> NormaliseEntryPath(std::string_view raw);
+
+// Not thread-safe; one pass over one blob.
+class LayerReader {
+ public:
+  // `fd` must stay open while the reader is used; `name` (the layer digest) prefixes errors.
+  static Result<std::unique_ptr<LayerReader>> Open(int fd, uint64_t blob_size,
+                                                   LayerCompression compression,
+                                                   const LayerReadOptions& options,
+                                                   std::string name);
+  ~LayerReader();
+
+  // Reads the next entry header into *entry (digest unset). False at the end of the archive.
+  // Entries to ignore (AUFS metadata such as ".wh..wh.plnk") are skipped.
+  Result<bool> Next(LayerEntry* entry);
+  // Streams the current regular file's content to `sink` (holes of sparse files as zeros) and
+  // returns its sha256. `sink` may be empty to only hash.
+  using Sink = std::function<Status(const char* data, size_t len)>;
+  Result<Digest> ReadData(const Sink& sink);
+  // Reads to the end of the blob; returns the sha256 of the whole uncompressed stream (the
+  // diff_id) and checks the blob had no trailing garbage after the compressed stream.
+  Result<Digest> Finish();
+
+  uint64_t compressed_bytes_read() const;
+  uint64_t uncompressed_bytes() const;
+
+ private:
+  struct Impl;
+  explicit LayerReader(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lazyfs::index

@@ -1,0 +1,70 @@
+// The RocksDB schema of STORE/index. One key space, a one-byte tag per record type:
+//
+//   "\0format"                     FormatRecord: version and feature flags (checked at open)
+//   'R' ref                        manifest digest (32 bytes) a reference last resolved to
+//   'I' manifest(32)               ImageRecord: the descriptor and tree stats; written last, so
+//                                  its presence means the image's tree is complete
+//   'L' layer(32)                  LayerRecord: diff_id, entry and chunk counts; written after
+//                                  its chunks, so its presence means the layer is indexed
+//   'E' layer(32) chunk(be32)      up to kEntriesPerChunk encoded LayerEntry values
+//   'A' manifest(32) ino(be64)     inode record of the merged tree
+//   'D' manifest(32) parent(be64) name   child ino (be64) and st_mode (varint)
+//
+// Integers inside values are varints (codec.h). Big-endian inode numbers in keys keep a
+// directory's entries, and an image's inodes, contiguous and sorted.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "base/digest.h"
+
+namespace lazyfs::index::schema {
+
+inline constexpr std::string_view kFormatKey{"\0format", 7};
+inline constexpr uint32_t kFormatVersion = 1;
+// Feature flags, as ext4's superblock has them: an unknown compat feature is ignored, an unknown
+// ro_compat feature allows reading but not writing, an unknown incompat feature refuses the store.
+inline constexpr uint64_t kCompatKnown = 0;
+inline constexpr uint64_t kRoCompatKnown = 0;
+inline constexpr uint64_t kIncompatKnown = 0;
+inline constexpr size_t kEntriesPerChunk = 4096;
+
+// The value stored under kFormatKey.
+std::string EncodeFormatRecord(uint64_t version, uint64_t compat, uint64_t ro_compat,
+                               uint64_t incompat);
+
+inline void AppendBe(std::string& s, uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+inline std::string DigestKey(char tag, const Digest& d) {
+  std::string k(1, tag);
+  k.append(reinterpret_cast<const char*>(d.bytes().data()), d.bytes().size());
+  return k;
+}
+inline std::string RefKey(std::string_view ref) { return "R" + std::string(ref); }
+inline std::string ImageKey(const Digest& m) { return DigestKey('I', m); }
+inline std::string LayerKey(const Digest& l) { return DigestKey('L', l); }
+inline std::string ChunkKey(const Digest& l, uint32_t chunk) {
+  std::string k = DigestKey('E', l);
+  AppendBe(k, chunk, 4);
+  return k;
+}
+inline std::string InodeKey(const Digest& m, uint64_t ino) {
+  std::string k = DigestKey('A', m);
+  AppendBe(k, ino, 8);
+  return k;
+}
+inline std::string DirPrefix(const Digest& m, uint64_t parent) {
+  std::string k = DigestKey('D', m);
+  AppendBe(k, parent, 8);
+  return k;
+}
+inline uint64_t ReadBe64(std::string_view s) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8 && i < s.size(); ++i) v = (v << 8) | static_cast<uint8_t>(s[i]);
+  return v;
+}
+
+}  // namespace lazyfs::index::schema
