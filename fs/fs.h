@@ -26,16 +26,25 @@ struct MountOptions {
   std::string fsname;
   // Worker threads for the session loop.
   unsigned max_threads = 8;
+  // Give each worker thread its own /dev/fuse descriptor (less contention between workers).
+  bool clone_fd = true;
 };
 
 // A mounted filesystem. Created mounted; Run() serves until the mount is unmounted or Exit()
-// is called; destruction unmounts. Not thread-safe except Exit().
+// is called, then unmounts; destruction unmounts too. Not thread-safe except Exit(), which any
+// thread but a FUSE worker may call at any time (before, during or after Run()).
+//
+// Exit() wakes the loop with a thread-directed signal, SIGRTMIN + 2, for which Mount() installs
+// an empty handler: lazyfs reserves that signal. Errors name the mountpoint.
 class Session {
  public:
   static Result<std::unique_ptr<Session>> Mount(const index::Tree& tree,
                                                 const MountOptions& options);
   virtual ~Session() = default;
+  // Serves requests with up to max_threads workers until unmounted or Exit(); then unmounts.
+  // Call once.
   virtual Status Run() = 0;
+  // Makes Run() return promptly (it waits up to a few seconds for the loop to stop).
   virtual void Exit() = 0;
 };
 
