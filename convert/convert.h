@@ -24,16 +24,26 @@ struct Ext4Options {
   // Time used for the filesystem's own timestamps (superblock, lost+found, implicit directories'
   // ctime); SOURCE_DATE_EPOCH style. 0 means "now".
   int64_t fs_time = 0;
+  // Seed of the filesystem UUID and directory hash seed. Empty: derived from a sha256 of the
+  // whole tree (names, inode facts, content digests), so the same tree gives the same image.
+  std::string seed;
 };
 
 struct Ext4Report {
   uint64_t image_bytes = 0;   // size of out.img
   uint64_t inodes = 0;
   uint64_t data_bytes = 0;    // file content written
+  uint64_t free_bytes = 0;    // free space left in the filesystem
+  std::string uuid;           // filesystem UUID, "xxxxxxxx-xxxx-..." (for root=UUID=...)
 };
 
-// Writes `tree` as an ext4 image at out_path. Fails with ResourceExhausted when an explicit size
-// is too small, DataLoss when content does not match its digest, and names the path involved.
+// Writes `tree` as an ext4 image at out_path (through a temporary sibling renamed into place; no
+// file is left behind on failure). Fails with ResourceExhausted when an explicit size is too
+// small ("tree needs N bytes, --size gives M"), DataLoss when content does not match its digest
+// or ends early, InvalidArgument for what ext4 cannot hold (a bad name, a hardlinked directory,
+// an empty or >4095-byte symlink target, a label over 16 bytes), the tree's own errors, and
+// Internal for libext2fs failures; messages name the path involved. `progress` (may be empty)
+// gets stage "write" with content bytes done/total.
 Result<Ext4Report> WriteExt4(const index::Tree& tree, const std::string& out_path,
                              const Ext4Options& options, const ProgressFn& progress);
 

@@ -1,0 +1,633 @@
+// convert/ WriteExt4 against the real tools: every image must pass `e2fsck -fn`, and the
+// loop-mounted image (kernel ext4, read-only) must list exactly what the tree says.
+//
+// Needs root (loop mounts) and e2fsprogs; a test that cannot get them fails and says why.
+//
+// Mounted listings differ from the tree in one deliberate way: the writer adds /lost+found (as
+// mke2fs does, so e2fsck has somewhere to reconnect files). The comparison removes it from the
+// mounted listing and takes one link off the root's count, which lost+found's ".." adds.
+#include <dirent.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "base/digest.h"
+#include "base/fd.h"
+#include "convert/convert.h"
+#include "tests/support/listing.h"
+#include "tests/support/memory_tree.h"
+
+extern char** environ;
+
+namespace lazyfs::convert {
+namespace {
+
+using testing::DiffListings;
+using testing::ListDirectory;
+using testing::Listing;
+using testing::ListTree;
+using testing::MemNode;
+using testing::MemoryTree;
+
+constexpr int64_t kFsTime = 1'700'000'000;
+constexpr int64_t kPast2038 = (int64_t{1} << 31) + 100;
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+// Runs argv (no shell) with posix_spawnp, collecting stdout+stderr.
+CommandResult RunCommand(const std::vector<std::string>& argv) {
+  CommandResult r;
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) != 0) {
+    r.output = std::string("pipe: ") + std::strerror(errno);
+    return r;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  // e2fsprogs and mount live in sbin, which a test runner's PATH may lack.
+  std::string path_env = std::string("PATH=/usr/sbin:/sbin:/usr/bin:/bin");
+  std::vector<char*> env{path_env.data(), nullptr};
+  pid_t pid = 0;
+  int rc = posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), env.data());
+  posix_spawn_file_actions_destroy(&fa);
+  close(pipefd[1]);
+  if (rc != 0) {
+    close(pipefd[0]);
+    r.output = "spawning " + argv[0] + ": " + std::strerror(rc);
+    return r;
+  }
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(pipefd[0], buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    r.output.append(buf, static_cast<size_t>(n));
+  }
+  close(pipefd[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::string Join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : " ") + x;
+  return s;
+}
+
+// A scratch directory removed (with anything in it) at the end of the test.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    char tmpl[] = "/tmp/lazyfs-convert-test-XXXXXX";
+    if (mkdtemp(tmpl) != nullptr) path_ = tmpl;
+  }
+  ~ScratchDir() {
+    if (!path_.empty()) RemoveTree(path_).IgnoreError();
+  }
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+  // Names in the directory, for "nothing was left behind" checks.
+  std::vector<std::string> Names() const {
+    std::vector<std::string> out;
+    if (DIR* d = opendir(path_.c_str())) {
+      while (dirent* e = readdir(d)) {
+        std::string n = e->d_name;
+        if (n != "." && n != "..") out.push_back(n);
+      }
+      closedir(d);
+    }
+    return out;
+  }
+
+ private:
+  std::string path_;
+};
+
+// A read-only loop mount, unmounted on destruction (also when the test failed half way).
+class LoopMount {
+ public:
+  ~LoopMount() {
+    if (mounted_) {
+      CommandResult r = RunCommand({"umount", dir_});
+      if (r.exit_code != 0) RunCommand({"umount", "-l", dir_});
+    }
+    if (!dir_.empty()) rmdir(dir_.c_str());
+  }
+  // Mounts image at a fresh directory; returns an error text or "".
+  std::string Mount(const std::string& image, bool read_write = false) {
+    char tmpl[] = "/tmp/lazyfs-convert-mnt-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return std::string("mkdtemp: ") + std::strerror(errno);
+    dir_ = tmpl;
+    std::vector<std::string> argv = {"mount", "-t", "ext4", "-o",
+                                     read_write ? "loop,rw" : "loop,ro", image, dir_};
+    CommandResult r = RunCommand(argv);
+    if (r.exit_code != 0) {
+      return Join(argv) + " exited " + std::to_string(r.exit_code) + " (loop mounts need root):\n" +
+             r.output;
+    }
+    mounted_ = true;
+    return "";
+  }
+  const std::string& dir() const { return dir_; }
+  // Unmounts now; returns an error text or "".
+  std::string Unmount() {
+    if (!mounted_) return "";
+    CommandResult r = RunCommand({"umount", dir_});
+    if (r.exit_code != 0) return "umount " + dir_ + ": " + r.output;
+    mounted_ = false;
+    return "";
+  }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+};
+
+std::string PseudoRandom(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  uint64_t x = 0x9e3779b97f4a7c15ull ^ seed;
+  for (size_t i = 0; i < n; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    s[i] = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+MemNode File(std::string path, std::string data, uint32_t mode = 0644) {
+  MemNode n;
+  n.path = std::move(path);
+  n.mode = S_IFREG | mode;
+  n.data = std::move(data);
+  n.mtime_sec = 1'600'000'000;
+  return n;
+}
+
+MemNode Dir(std::string path, uint32_t mode = 0755) {
+  MemNode n;
+  n.path = std::move(path);
+  n.mode = S_IFDIR | mode;
+  n.mtime_sec = 1'600'000'001;
+  return n;
+}
+
+MemNode Symlink(std::string path, std::string target) {
+  MemNode n;
+  n.path = std::move(path);
+  n.mode = S_IFLNK | 0777;
+  n.data = std::move(target);
+  n.mtime_sec = 1'600'000'002;
+  return n;
+}
+
+MemNode Device(std::string path, uint32_t type, uint32_t major, uint32_t minor) {
+  MemNode n;
+  n.path = std::move(path);
+  n.mode = type | 0660;
+  n.rdev_major = major;
+  n.rdev_minor = minor;
+  n.mtime_sec = 1'600'000'003;
+  return n;
+}
+
+// A tree with one of everything the writer handles.
+std::vector<MemNode> EverythingNodes() {
+  std::vector<MemNode> v;
+  MemNode root = Dir("/", 0755);
+  root.mtime_sec = 1'650'000'000;
+  v.push_back(root);
+  v.push_back(Dir("/a"));
+  v.push_back(Dir("/a/b", 0750));
+  v.push_back(File("/a/b/c.txt", "hello, ext4\n"));
+
+  // A directory with 5000 entries of varying name lengths (several directory blocks).
+  for (int i = 0; i < 5000; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "/many/entry-%05d%s", i, std::string(i % 23, 'x').c_str());
+    v.push_back(File(name, i % 100 == 0 ? "x" : ""));
+  }
+  v.push_back(File("/empty", ""));
+  v.push_back(File("/data/six_mib", PseudoRandom(6 << 20, 1)));
+  // A whole zero block in the middle (a hole), and a partial last block.
+  v.push_back(File("/data/holey", PseudoRandom(4096, 2) + std::string(4096, '\0') +
+                                      PseudoRandom(5000, 3)));
+  v.push_back(File("/data/all_zero", std::string(100000, '\0')));
+  // Data and holes alternating: 600 extents, so the extent tree needs index blocks.
+  {
+    std::string frag;
+    for (int i = 0; i < 1200; ++i) {
+      frag += (i % 2 == 0) ? PseudoRandom(4096, 100 + i) : std::string(4096, '\0');
+    }
+    v.push_back(File("/data/fragmented", frag));
+  }
+
+  v.push_back(Symlink("/links/short", "a/b/c.txt"));
+  v.push_back(Symlink("/links/fast_max", std::string(59, 's')));
+  v.push_back(Symlink("/links/slow_min", std::string(60, 'l')));
+  v.push_back(Symlink("/links/long", "../" + std::string(200, 'q') + "/target/that/is/long"));
+  v.push_back(Symlink("/links/dangling", "/nonexistent"));
+
+  MemNode h1 = File("/hard/one", "shared content\n", 0640);
+  h1.uid = 1000;
+  h1.gid = 1000;
+  v.push_back(h1);
+  MemNode h2;
+  h2.path = "/hard/two";
+  h2.hardlink_to = "/hard/one";
+  v.push_back(h2);
+  MemNode h3;
+  h3.path = "/other/three";
+  h3.hardlink_to = "/hard/one";
+  v.push_back(h3);
+
+  v.push_back(Device("/dev/null", S_IFCHR, 1, 3));
+  v.push_back(Device("/dev/sda", S_IFBLK, 8, 0));
+  v.push_back(Device("/dev/big", S_IFCHR, 300, 70000));  // needs the new encoding
+  v.push_back(Device("/dev/fifo", S_IFIFO, 0, 0));
+  v.push_back(Device("/dev/sock", S_IFSOCK, 0, 0));
+
+  v.push_back(File("/modes/suid", "#!/bin/sh\n", 04755));
+  v.push_back(File("/modes/sgid", "#!/bin/sh\n", 02711));
+  v.push_back(Dir("/modes/sticky", 01777));
+  v.push_back(File("/modes/none", "secret", 0));
+
+  for (uint32_t id : {1000u, 65534u, 100000u}) {
+    MemNode n = File("/owners/f" + std::to_string(id), "owned");
+    n.uid = id;
+    n.gid = id + 1;
+    v.push_back(n);
+  }
+  MemNode od = Dir("/owners/dir100000", 0700);
+  od.uid = 100000;
+  od.gid = 100000;
+  v.push_back(od);
+
+  MemNode future = File("/time/future", "after 2038");
+  future.mtime_sec = kPast2038;
+  future.mtime_nsec = 123456789;
+  v.push_back(future);
+  MemNode epoch = File("/time/epoch", "1970");
+  epoch.mtime_sec = 0;
+  v.push_back(epoch);
+  MemNode before = File("/time/before_epoch", "1969");
+  before.mtime_sec = -86400;
+  v.push_back(before);
+  MemNode far = Dir("/time/far_dir");
+  far.mtime_sec = int64_t{4'000'000'000};
+  v.push_back(far);
+
+  MemNode x = File("/xattrs/file", "with xattrs");
+  x.xattrs["user.comment"] = "hello";
+  x.xattrs["trusted.overlay.opaque"] = "y";
+  // vfs_cap_data v2: magic/flags, permitted (cap_net_bind_service), inheritable; zeros inside.
+  x.xattrs["security.capability"] =
+      std::string("\x01\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+                  20);
+  v.push_back(x);
+  MemNode xb = File("/xattrs/big", "big xattrs");
+  xb.xattrs["user.big"] = PseudoRandom(1500, 9);  // too big for the inode: an xattr block
+  xb.xattrs["user.small"] = "s";
+  v.push_back(xb);
+  MemNode xd = Dir("/xattrs/dir");
+  xd.xattrs["user.dir"] = "on a directory";
+  v.push_back(xd);
+  MemNode xl = Symlink("/xattrs/link", "file");
+  xl.xattrs["trusted.link"] = "on a symlink";
+  v.push_back(xl);
+
+  v.push_back(File("/names/" + std::string(255, 'n'), "long name"));
+  std::string deep = "/deep";
+  for (int i = 0; i < 40; ++i) deep += "/level" + std::to_string(i);
+  v.push_back(File(deep + "/leaf", "deep"));
+  return v;
+}
+
+std::unique_ptr<MemoryTree> BuildTree(std::vector<MemNode> nodes) {
+  auto t = MemoryTree::Build(std::move(nodes));
+  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  return t.ok() ? std::move(t).value() : nullptr;
+}
+
+// e2fsck -fn must exit 0; returns its complaint otherwise.
+std::string Fsck(const std::string& image) {
+  std::vector<std::string> argv = {"e2fsck", "-fn", image};
+  CommandResult r = RunCommand(argv);
+  if (r.exit_code == 0) return "";
+  return Join(argv) + " exited " + std::to_string(r.exit_code) + ":\n" + r.output;
+}
+
+// Writes, checks with e2fsck, mounts, and compares the mounted listing with the tree's.
+void WriteCheckAndCompare(const index::Tree& tree, const Ext4Options& options,
+                          bool expect_added_lost_found = true) {
+  ScratchDir scratch;
+  ASSERT_FALSE(scratch.path().empty()) << "mkdtemp failed";
+  const std::string image = scratch / "out.img";
+  auto start = std::chrono::steady_clock::now();
+  Result<Ext4Report> report = WriteExt4(tree, image, options, nullptr);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  std::printf("WriteExt4: %.3f s, image %llu bytes, %llu inodes, %llu content bytes, uuid %s\n",
+              secs, static_cast<unsigned long long>(report->image_bytes),
+              static_cast<unsigned long long>(report->inodes),
+              static_cast<unsigned long long>(report->data_bytes), report->uuid.c_str());
+  struct stat st;
+  ASSERT_EQ(stat(image.c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), report->image_bytes);
+  EXPECT_EQ(scratch.Names(), std::vector<std::string>{"out.img"});
+
+  std::string fsck = Fsck(image);
+  ASSERT_EQ(fsck, "");
+
+  LoopMount mnt;
+  std::string err = mnt.Mount(image);
+  ASSERT_EQ(err, "");
+  Result<Listing> got = ListDirectory(mnt.dir());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  Result<Listing> want = ListTree(tree);
+  ASSERT_TRUE(want.ok()) << want.status().ToString();
+  if (expect_added_lost_found) {
+    ASSERT_TRUE(got->count("/lost+found"));
+    EXPECT_EQ((*got)["/lost+found"].type, 'd');
+    EXPECT_EQ((*got)["/lost+found"].mode, 0700u);
+    got->erase("/lost+found");
+    (*got)["/"].nlink -= 1;
+  }
+  EXPECT_EQ(DiffListings(*want, *got), "");
+  EXPECT_EQ(got->size(), want->size());
+}
+
+TEST(convert_ext4, EverythingFsckCleanAndMountedListingMatches) {
+  auto tree = BuildTree(EverythingNodes());
+  ASSERT_TRUE(tree);
+  Ext4Options o;
+  o.label = "lazyfs-test";
+  o.fs_time = kFsTime;
+  WriteCheckAndCompare(*tree, o);
+}
+
+TEST(convert_ext4, TimesPast2038KeepNanosecondsAndLabelIsSet) {
+  auto tree = BuildTree(EverythingNodes());
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  const std::string image = scratch / "t.img";
+  Ext4Options o;
+  o.label = "rootfs";
+  o.fs_time = kFsTime;
+  Result<Ext4Report> report = WriteExt4(*tree, image, o, nullptr);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+
+  CommandResult label = RunCommand({"e2label", image});
+  EXPECT_EQ(label.output, "rootfs\n");
+  CommandResult blkid = RunCommand({"blkid", "-p", "-o", "value", "-s", "UUID", image});
+  EXPECT_EQ(blkid.output, report->uuid + "\n") << blkid.output;
+
+  LoopMount mnt;
+  ASSERT_EQ(mnt.Mount(image), "");
+  struct stat st;
+  ASSERT_EQ(lstat((mnt.dir() + "/time/future").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, kPast2038);
+  EXPECT_EQ(st.st_mtim.tv_nsec, 123456789);
+  EXPECT_EQ(st.st_atim.tv_sec, kPast2038);
+  EXPECT_EQ(st.st_ctim.tv_sec, kPast2038);
+  ASSERT_EQ(lstat((mnt.dir() + "/time/epoch").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, 0);
+  EXPECT_EQ(st.st_ctim.tv_sec, 0);
+  ASSERT_EQ(lstat((mnt.dir() + "/time/before_epoch").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, -86400);
+  ASSERT_EQ(lstat((mnt.dir() + "/dev/big").c_str(), &st), 0);
+  EXPECT_EQ(major(st.st_rdev), 300u);
+  EXPECT_EQ(minor(st.st_rdev), 70000u);
+  ASSERT_EQ(lstat((mnt.dir() + "/data/holey").c_str(), &st), 0);
+  EXPECT_EQ(st.st_blocks, 3 * 4096 / 512) << "the zero block should be a hole";
+  ASSERT_EQ(lstat((mnt.dir() + "/data/all_zero").c_str(), &st), 0);
+  EXPECT_EQ(st.st_blocks, 0);
+}
+
+TEST(convert_ext4, SameTreeTwiceGivesIdenticalBytes) {
+  auto tree = BuildTree(EverythingNodes());
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  ASSERT_TRUE(WriteExt4(*tree, scratch / "1.img", o, nullptr).ok());
+  ASSERT_TRUE(WriteExt4(*tree, scratch / "2.img", o, nullptr).ok());
+  CommandResult cmp = RunCommand({"cmp", scratch / "1.img", scratch / "2.img"});
+  EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
+
+  // A caller-supplied seed changes the UUID and nothing about the content.
+  o.seed = "another seed";
+  Result<Ext4Report> r3 = WriteExt4(*tree, scratch / "3.img", o, nullptr);
+  ASSERT_TRUE(r3.ok());
+  CommandResult cmp3 = RunCommand({"cmp", "-s", scratch / "1.img", scratch / "3.img"});
+  EXPECT_NE(cmp3.exit_code, 0);
+  EXPECT_EQ(Fsck(scratch / "3.img"), "");
+}
+
+TEST(convert_ext4, ExplicitSizeTooSmallIsResourceExhaustedAndLeavesNothing) {
+  auto tree = BuildTree(EverythingNodes());
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  o.size_bytes = 8 << 20;
+  Result<Ext4Report> r = WriteExt4(*tree, scratch / "small.img", o, nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("tree needs "), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("--size gives 8388608"), std::string::npos)
+      << r.status().message();
+  EXPECT_TRUE(scratch.Names().empty());
+
+  // The size the message names is enough.
+  const std::string& msg = r.status().message();
+  const size_t at = msg.find("tree needs ");
+  ASSERT_NE(at, std::string::npos);
+  o.size_bytes = std::stoull(msg.substr(at + 11));
+  Result<Ext4Report> fits = WriteExt4(*tree, scratch / "fits.img", o, nullptr);
+  ASSERT_TRUE(fits.ok()) << fits.status().ToString();
+  EXPECT_EQ(fits->image_bytes, o.size_bytes);
+  EXPECT_EQ(Fsck(scratch / "fits.img"), "");
+}
+
+// 5 GiB: 40 block groups in three flex groups, inodes by mke2fs's ratio; the file is sparse.
+TEST(convert_ext4, ExplicitSizeLargerThanNeededIsUsedExactly) {
+  auto tree = BuildTree(EverythingNodes());
+  ASSERT_TRUE(tree);
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  o.size_bytes = uint64_t{5} << 30;
+  WriteCheckAndCompare(*tree, o);
+}
+
+// A Tree whose Read corrupts one file's bytes (as a bad cache or a lying index would).
+class CorruptingTree : public index::Tree {
+ public:
+  CorruptingTree(const index::Tree& base, uint64_t bad_ino) : base_(base), bad_ino_(bad_ino) {}
+  Result<index::Attr> GetAttr(uint64_t ino) const override { return base_.GetAttr(ino); }
+  Result<index::Attr> Lookup(uint64_t parent, std::string_view name) const override {
+    return base_.Lookup(parent, name);
+  }
+  Result<std::vector<index::DirEntry>> ReadDir(uint64_t ino) const override {
+    return base_.ReadDir(ino);
+  }
+  Result<std::string> ReadLink(uint64_t ino) const override { return base_.ReadLink(ino); }
+  Result<std::vector<index::Xattr>> ListXattrs(uint64_t ino) const override {
+    return base_.ListXattrs(ino);
+  }
+  Result<Digest> ContentDigest(uint64_t ino) const override { return base_.ContentDigest(ino); }
+  Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override {
+    Result<size_t> n = base_.Read(ino, offset, out);
+    if (n.ok() && ino == bad_ino_ && *n > 0) out[0] ^= std::byte{0x55};
+    return n;
+  }
+  index::TreeStats Stats() const override { return base_.Stats(); }
+
+ private:
+  const index::Tree& base_;
+  uint64_t bad_ino_;
+};
+
+TEST(convert_ext4, ContentNotMatchingDigestIsDataLossAndLeavesNothing) {
+  auto tree = BuildTree({File("/etc/passwd", "root:x:0:0::/root:/bin/sh\n"),
+                         File("/etc/zzz", "later file")});
+  ASSERT_TRUE(tree);
+  Result<index::Attr> etc = tree->Lookup(index::kRootIno, "etc");
+  ASSERT_TRUE(etc.ok());
+  Result<index::Attr> passwd = tree->Lookup(etc->ino, "passwd");
+  ASSERT_TRUE(passwd.ok());
+  CorruptingTree bad(*tree, passwd->ino);
+  ScratchDir scratch;
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  Result<Ext4Report> r = WriteExt4(bad, scratch / "bad.img", o, nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("/etc/passwd"), std::string::npos) << r.status().message();
+  EXPECT_TRUE(scratch.Names().empty());
+}
+
+TEST(convert_ext4, ReportsWriteProgressUpToTheContentSize) {
+  auto tree = BuildTree({File("/a", PseudoRandom(10 << 20, 5)), File("/b", "bee")});
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  uint64_t calls = 0, last_done = 0, last_total = 0;
+  bool stage_ok = true;
+  ProgressFn progress = [&](const Progress& p) {
+    ++calls;
+    stage_ok = stage_ok && p.stage == "write";
+    EXPECT_GE(p.done, last_done);
+    last_done = p.done;
+    last_total = p.total;
+  };
+  Result<Ext4Report> r = WriteExt4(*tree, scratch / "p.img", o, progress);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GE(calls, 3u);
+  EXPECT_TRUE(stage_ok);
+  EXPECT_EQ(last_done, (10u << 20) + 3);
+  EXPECT_EQ(last_total, (10u << 20) + 3);
+  EXPECT_EQ(r->data_bytes, (10u << 20) + 3);
+}
+
+// The kernel must accept the image's bitmaps, group descriptors and directories as its own:
+// change it through a read-write mount, and e2fsck must still find it clean.
+TEST(convert_ext4, KernelWritesKeepTheImageClean) {
+  auto tree = BuildTree(EverythingNodes());
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  const std::string image = scratch / "rw.img";
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  ASSERT_TRUE(WriteExt4(*tree, image, o, nullptr).ok());
+  {
+    LoopMount mnt;
+    ASSERT_EQ(mnt.Mount(image, /*read_write=*/true), "");
+    const std::string d = mnt.dir();
+    // The image keeps max(1024, 20%) inodes free by default; use most of them.
+    for (int i = 0; i < 1000; ++i) {
+      Result<Fd> fd = OpenFile(d + "/many/new-" + std::to_string(i), O_WRONLY | O_CREAT, 0600);
+      ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+    }
+    ASSERT_EQ(unlink((d + "/data/six_mib").c_str()), 0);
+    ASSERT_EQ(unlink((d + "/hard/two").c_str()), 0);
+    ASSERT_EQ(mkdir((d + "/newdir").c_str(), 0755), 0);
+    ASSERT_TRUE(WriteFileAtomic(d + "/newdir/file", PseudoRandom(3 << 20, 7)).ok());
+    ASSERT_EQ(rename((d + "/a/b").c_str(), (d + "/newdir/b").c_str()), 0);
+    ASSERT_EQ(rmdir((d + "/modes/sticky").c_str()), 0);
+    ASSERT_EQ(mnt.Unmount(), "");
+  }
+  EXPECT_EQ(Fsck(image), "");
+}
+
+TEST(convert_ext4, EmptyTreeGivesASmallCleanImage) {
+  auto tree = BuildTree({});
+  ASSERT_TRUE(tree);
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  WriteCheckAndCompare(*tree, o);
+}
+
+TEST(convert_ext4, TreeWithItsOwnLostFoundKeepsIt) {
+  MemNode lf = Dir("/lost+found", 0700);
+  auto tree = BuildTree({lf, File("/lost+found/#12", "orphan"), File("/x", "x")});
+  ASSERT_TRUE(tree);
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  WriteCheckAndCompare(*tree, o, /*expect_added_lost_found=*/false);
+}
+
+TEST(convert_ext4, InvalidInputsAreInvalidArgument) {
+  auto tree = BuildTree({File("/a", "a")});
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  Ext4Options o;
+  o.label = "a label longer than sixteen bytes";
+  Result<Ext4Report> r = WriteExt4(*tree, scratch / "l.img", o, nullptr);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(scratch.Names().empty());
+
+  MemNode x = File("/x", "x");
+  x.xattrs["user.huge"] = std::string(6000, 'h');
+  auto big_xattr = BuildTree({x});
+  ASSERT_TRUE(big_xattr);
+  r = WriteExt4(*big_xattr, scratch / "x.img", Ext4Options{}, nullptr);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("/x: xattrs do not fit"), std::string::npos)
+      << r.status().message();
+  EXPECT_TRUE(scratch.Names().empty());
+
+  auto empty_link = BuildTree({Symlink("/l", "")});
+  ASSERT_TRUE(empty_link);
+  r = WriteExt4(*empty_link, scratch / "s.img", Ext4Options{}, nullptr);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_TRUE(scratch.Names().empty());
+}
+
+}  // namespace
+}  // namespace lazyfs::convert
