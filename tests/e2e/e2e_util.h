@@ -1,0 +1,26 @@
+// Running the lazyfs binary and managing mounts from end-to-end tests.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace lazyfs::testing {
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Path of the built lazyfs binary: $LAZYFS_BINARY_DIR/cli/lazyfs, else the build tree's.
+std::string LazyfsBinary();
+// Runs argv (argv[0] is searched in PATH unless it has a '/'), capturing stdout and stderr.
+CommandResult RunCommand(const std::vector<std::string>& argv);
+// Runs the lazyfs binary with args.
+CommandResult RunLazyfs(const std::vector<std::string>& args);
+bool IsMountpoint(const std::string& path);
+// Best effort: unmount if mounted (used in TearDown).
+void ForceUnmount(const std::string& path);
+std::string MakeTempDir(const std::string& prefix);
+
+}  // namespace lazyfs::testing
