@@ -239,8 +239,9 @@ Result<std::unique_ptr<LayerReader>> LayerReader::Open(int fd, uint64_t blob_siz
   impl->ar = archive_read_new();
   if (!impl->ar) return InternalError("archive_read_new failed");
   archive_read_support_format_tar(impl->ar);
-  // Names are bytes: no charset conversion of PAX UTF-8 names to the locale.
-  archive_read_set_options(impl->ar, "hdrcharset=UTF-8");
+  // Names are bytes. No "hdrcharset" option: with one, libarchive converts names to the
+  // locale's charset and drops those it cannot convert; without, it keeps the header's bytes
+  // (a pax UTF-8 name it cannot convert is kept raw, with an ARCHIVE_WARN).
   if (archive_read_open(impl->ar, impl.get(), nullptr, &Impl::ReadCallback, nullptr) !=
       ARCHIVE_OK) {
     return impl->ArchiveError("while opening the tar stream");
@@ -336,7 +337,9 @@ Result<bool> LayerReader::Next(LayerEntry* e) {
       }
     }
 
-    if (const char* hl = archive_entry_hardlink(ae)) {
+    const char* hl = archive_entry_hardlink(ae);
+    if (!hl) hl = archive_entry_hardlink_utf8(ae);
+    if (hl) {
       auto target = NormaliseEntryPath(hl);
       if (!target.ok()) return in_entry(target.status().WithContext("hardlink target"));
       if (target->empty()) return in_entry(InvalidArgumentError("hardlink to the root"));

@@ -115,5 +115,34 @@ TEST(LayerReader, GzipBombIsCapped) {
   EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << s.ToString();
 }
 
+TEST(LayerReader, NamesAreBytesWhateverTheirCharset) {
+  // Linux names are bytes. A layer carries UTF-8 names (in pax records or raw in GNU/ustar
+  // headers) and names that are not UTF-8 at all; every one comes back byte for byte, whatever
+  // the process's locale, and so do link targets.
+  const std::string utf8 = "Fotanusitvany-\xc5\x91\xc3\xba.crt";  // "ő" "ú"
+  const std::string latin1 = "caf\xe9";                                 // not UTF-8
+  for (auto format : {testing::TarFormat::kPax, testing::TarFormat::kGnu}) {
+    auto tar = testing::BuildLayerTar({testing::File(utf8, "x"), testing::File(latin1, "y"),
+                                       testing::Symlink("s", utf8), testing::Hardlink("h", latin1)},
+                                      format);
+    ASSERT_TRUE(tar.ok()) << tar.status().ToString();
+    auto fd = MemFd(*tar);
+    ASSERT_TRUE(fd.ok());
+    auto reader = LayerReader::Open(fd->get(), tar->size(), LayerCompression::kNone, {}, "names");
+    ASSERT_TRUE(reader.ok());
+    std::vector<std::pair<std::string, std::string>> got;
+    LayerEntry e;
+    for (;;) {
+      auto next = (*reader)->Next(&e);
+      ASSERT_TRUE(next.ok()) << next.status().ToString();
+      if (!*next) break;
+      got.emplace_back(e.path, e.link);
+    }
+    const std::vector<std::pair<std::string, std::string>> want = {
+        {utf8, ""}, {latin1, ""}, {"s", utf8}, {"h", latin1}};
+    EXPECT_EQ(got, want) << "format " << static_cast<int>(format);
+  }
+}
+
 }  // namespace
 }  // namespace lazyfs::index
