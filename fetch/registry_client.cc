@@ -204,16 +204,12 @@ RegistryClient::RegistryClient(std::string registry, std::string repository,
       credentials_(std::move(credentials)),
       config_path_(std::move(config_path)),
       http_(HttpOptions{options.connect_timeout_s, options.low_speed_timeout_s,
-                        /*verify_tls=*/!options.insecure}) {
-  // Loopback registries speak plain HTTP (as other container tools assume); --insecure tries
-  // HTTPS first and falls back to HTTP on the first request.
-  if (IsLoopbackHost(endpoint_)) {
-    scheme_ = "http";
-    scheme_settled_ = true;
-  } else {
-    scheme_ = "https";
-    scheme_settled_ = !insecure_;
-  }
+                        /*verify_tls=*/!(options.insecure || IsLoopbackHost(endpoint_))}) {
+  // HTTPS first. Loopback registries are insecure registries (as docker and podman treat
+  // 127.0.0.0/8 and localhost): their certificate is not verified and, like every registry
+  // when --insecure is given, they fall back to plain HTTP when the first HTTPS request fails.
+  scheme_ = "https";
+  scheme_settled_ = !(insecure_ || IsLoopbackHost(endpoint_));
 }
 
 std::string RegistryClient::Describe() const {

@@ -326,34 +326,60 @@ std::string WriteDockerConfig(const std::string& dir, const std::string& key,
   return path;
 }
 
-TEST(RegistryAuthTest, BasicCredentialsFromDockerConfig) {
+// A registry that demands `user`/`password`, holding a one-layer image (layer bytes `layer`)
+// pushed as REPO:v1 over `scheme` ("http://" or "https://").
+struct PrivateRegistry {
+  std::unique_ptr<lazyfs::testing::Registry> registry;
+  Blob manifest;
+  std::string layer;
+  std::string host() const { return registry->host(); }
+};
+
+void StartPrivateRegistry(const TempDir& tmp, bool tls, const std::string& user,
+                          const std::string& password, const std::string& repo,
+                          PrivateRegistry* out) {
   lazyfs::testing::RegistryOptions options;
-  options.user = "lazy";
-  options.password = "s3cret-pass";
+  options.tls = tls;
+  options.user = user;
+  options.password = password;
   auto registry = lazyfs::testing::Registry::Start(options);
   ASSERT_TRUE(registry.ok()) << registry.status().message();
-  const std::string host = (*registry)->host();
-  TempDir tmp;
+  out->registry = std::move(*registry);
+  out->layer = "layer of " + repo;
   LayoutWriter w(tmp.path() + "/layout");
-  Blob manifest = w.AddImage({"private layer"});
-  w.WriteIndex({{manifest, RefName("t")}});
-  Status pushed = lazyfs::testing::PushOciLayout(w.dir(), "t", host, "priv/img", "v1", "lazy",
-                                                 "s3cret-pass");
+  out->manifest = w.AddImage({out->layer});
+  w.WriteIndex({{out->manifest, RefName("t")}});
+  const std::string scheme = tls ? "https://" : "";
+  Status pushed = lazyfs::testing::PushOciLayout(w.dir(), "t", scheme + out->host(), repo, "v1",
+                                                 user, password);
   ASSERT_TRUE(pushed.ok()) << pushed.message();
+}
 
+// Resolves `ref` with the docker config at `config` and checks it is `reg`'s image.
+void ExpectPulls(const PrivateRegistry& reg, const std::string& ref, const std::string& store,
+                 const std::string& config) {
+  auto source = OpenSource(ref, store, config);
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_EQ(image->manifest_digest, reg.manifest.digest);
+  auto fd = (*source)->OpenBlob(image->layers[0].digest, image->layers[0].size);
+  ASSERT_TRUE(fd.ok()) << fd.status().message();
+  EXPECT_EQ(ReadAll(*fd), reg.layer);
+}
+
+TEST(RegistryAuthTest, BasicCredentialsFromDockerConfig) {
+  TempDir tmp;
+  PrivateRegistry reg;
+  ASSERT_NO_FATAL_FAILURE(
+      StartPrivateRegistry(tmp, /*tls=*/false, "lazy", "s3cret-pass", "priv/img", &reg));
+  const std::string host = reg.host();
   const std::string ref = "docker://" + host + "/priv/img:v1";
   for (const std::string& key : {host, "https://" + host + "/v1/", "http://" + host}) {
     SCOPED_TRACE(key);
     TempDir dir;
-    const std::string config = WriteDockerConfig(dir.path(), key, "lazy", "s3cret-pass");
-    auto source = OpenSource(ref, dir.path() + "/store", config);
-    ASSERT_TRUE(source.ok()) << source.status().message();
-    auto image = (*source)->Resolve();
-    ASSERT_TRUE(image.ok()) << image.status().message();
-    EXPECT_EQ(image->manifest_digest, manifest.digest);
-    auto fd = (*source)->OpenBlob(image->layers[0].digest, image->layers[0].size);
-    ASSERT_TRUE(fd.ok()) << fd.status().message();
-    EXPECT_EQ(ReadAll(*fd), "private layer");
+    ExpectPulls(reg, ref, dir.path() + "/store",
+                WriteDockerConfig(dir.path(), key, "lazy", "s3cret-pass"));
   }
 
   // Wrong password: PermissionDenied, and the password is not in the message.
@@ -375,6 +401,21 @@ TEST(RegistryAuthTest, BasicCredentialsFromDockerConfig) {
   ASSERT_FALSE(image.ok());
   EXPECT_EQ(image.status().code(), StatusCode::kPermissionDenied);
   EXPECT_THAT(image.status().message(), HasSubstr("requires credentials"));
+}
+
+TEST(RegistryTlsTest, HttpsRegistryWithBasicCredentials) {
+  // A registry that speaks only HTTPS (self-signed, as a loopback registry may be): lazyfs
+  // talks TLS to it, and basic credentials travel inside TLS.
+  TempDir tmp;
+  PrivateRegistry reg;
+  ASSERT_NO_FATAL_FAILURE(
+      StartPrivateRegistry(tmp, /*tls=*/true, "tls-user", "tls-pass", "tls/img", &reg));
+  // Plain HTTP is not what this registry speaks: it proves the pull below went over TLS.
+  EXPECT_FALSE(lazyfs::testing::PushOciLayout(tmp.path() + "/layout", "t", "http://" + reg.host(),
+                                              "tls/img", "v2", "tls-user", "tls-pass")
+                   .ok());
+  ExpectPulls(reg, "docker://" + reg.host() + "/tls/img:v1", tmp.path() + "/store",
+              WriteDockerConfig(tmp.path(), reg.host(), "tls-user", "tls-pass"));
 }
 
 // --- anonymous bearer tokens ----------------------------------------------------------------
@@ -441,6 +482,12 @@ class TokenFront {
     while (head.find("\r\n\r\n") == std::string::npos && head.size() < 65536) {
       ssize_t n = ::read(fd, &c, 1);
       if (n <= 0) return;
+      // A TLS ClientHello (record type 0x16): this front speaks plain HTTP only, so it answers
+      // the way an HTTP server does, and the client falls back to http://.
+      if (head.empty() && c == 0x16) {
+        Send(fd, "HTTP/1.0 400 Bad Request\r\n\r\n");
+        return;
+      }
       head += c;
     }
     const size_t sp1 = head.find(' '), sp2 = head.find(' ', sp1 + 1);

@@ -131,6 +131,9 @@ Result<Response> Http(const std::string& method, const std::string& url,
   curl_easy_setopt(h, CURLOPT_URL, url.c_str());
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
+  // Test registries with TLS use a self-signed certificate made for the test.
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, list.get());
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &CollectBody);
@@ -241,6 +244,15 @@ Result<std::unique_ptr<Registry>> Registry::Start(const RegistryOptions& options
   r->config_path_ = r->work_dir_ + "/config.yml";
   r->log_path_ = r->work_dir_ + "/registry.log";
   LAZYFS_RETURN_IF_ERROR(MakeDirs(r->storage_dir_));
+  if (options.tls) {
+    LAZYFS_RETURN_IF_ERROR(
+        RunCapture({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", r->work_dir_ + "/key.pem", "-out", r->work_dir_ + "/cert.pem"})
+            .status()
+            .WithContext("while making the test registry's TLS certificate"));
+  }
   if (!options.user.empty()) {
     LAZYFS_ASSIGN_OR_RETURN(std::string line,
                             RunCapture({"htpasswd", "-Bbn", options.user, options.password}));
@@ -272,6 +284,12 @@ Status Registry::Launch() {
       "http:\n"
       "  addr: " + host_ + "\n"
       "  secret: lazyfs-test-registry\n";
+  if (options_.tls) {
+    config +=
+        "  tls:\n"
+        "    certificate: " + work_dir_ + "/cert.pem\n"
+        "    key: " + work_dir_ + "/key.pem\n";
+  }
   if (!options_.user.empty()) {
     config +=
         "auth:\n"
@@ -298,7 +316,7 @@ Status Registry::Launch() {
   }
   pid_ = pid;
   const auto deadline = Clock::now() + kStartTimeout;
-  const std::string url = "http://" + host_ + "/v2/";
+  const std::string url = std::string(options_.tls ? "https://" : "http://") + host_ + "/v2/";
   while (Clock::now() < deadline) {
     int wstatus = 0;
     if (::waitpid(pid_, &wstatus, WNOHANG) == pid_) {
@@ -383,7 +401,7 @@ struct Pusher {
 
   std::string Absolute(const std::string& location) const {
     if (location.starts_with("http://") || location.starts_with("https://")) return location;
-    return "http://" + host + location;
+    return base.substr(0, base.find("://") + 3) + host + location;
   }
 
   Status PushBlob(const std::string& digest) {
@@ -481,7 +499,13 @@ Status PushOciLayout(const std::string& layout_dir, const std::string& layout_ta
     return NotFoundError(layout_dir + ": no image named \"" + layout_tag +
                          "\" (available: " + names + ")");
   }
-  Pusher p{layout_dir, "http://" + host + "/v2/" + repo, host, Auth{user, password}};
+  // HOST may carry a scheme ("https://127.0.0.1:5000"); plain HTTP otherwise.
+  std::string scheme = "http://", bare_host = host;
+  if (const size_t sep = host.find("://"); sep != std::string::npos) {
+    scheme = host.substr(0, sep + 3);
+    bare_host = host.substr(sep + 3);
+  }
+  Pusher p{layout_dir, scheme + bare_host + "/v2/" + repo, bare_host, Auth{user, password}};
   try {
     return p.PushManifest(chosen->at("digest").get<std::string>(),
                           chosen->value("mediaType", ""), tag, 0)

@@ -20,6 +20,8 @@ struct RegistryOptions {
   // file made with `htpasswd -Bbn`, from apache2-utils).
   std::string user;
   std::string password;
+  // Serve HTTPS with a self-signed certificate for 127.0.0.1 (made with openssl at start).
+  bool tls = false;
 };
 
 // One registry process. Not thread-safe (start and stop from one thread; talk to it from any).
@@ -61,7 +63,7 @@ class Registry {
 };
 
 // Pushes the image that `layout_tag` names in an OCI layout (the only one when empty) to
-// host/repo:tag over plain HTTP: blobs first (HEAD to skip existing ones; POST an upload, then
+// host/repo:tag over plain HTTP, or HTTPS when host is given as "https://HOST": blobs first (HEAD to skip existing ones; POST an upload, then
 // PUT its location with ?digest=), child manifests of an index by digest, then the top manifest
 // under `tag` with its media type as Content-Type. user/password: basic credentials, if any.
 Status PushOciLayout(const std::string& layout_dir, const std::string& layout_tag,
