@@ -14,8 +14,10 @@ packages=(
   fuse3 e2fsprogs cryptsetup-bin util-linux attr
   # end-to-end tests and the built-in example: a real registry on loopback, real images
   docker-registry busybox-static curl ca-certificates
-  # htpasswd (bcrypt) for the registry tests that require basic authentication
-  apache2-utils
+  # htpasswd (bcrypt) and a self-signed certificate for the registry tests with auth and TLS
+  apache2-utils openssl
+  # benchmarks: the pipeline lazyfs is measured against, and the arithmetic of the ratios
+  skopeo umoci bc
 )
 
 if [ "$(id -u)" -ne 0 ]; then

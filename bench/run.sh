@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# lazyfs benchmarks: every figure is a ratio against a real alternative, run in this invocation
+# on the same data (see ../shared/DESIGN.md, "What fast means").
+#
+#   bash bench/run.sh [DIR]     (as root, after packaging/setup.sh; DIR defaults to /usr/include)
+#
+# The image is one gzip layer holding DIR. What is compared:
+#   index        lazyfs indexing the layer (first inspect)  vs  gzip -dc of the layer
+#   materialize  lazyfs materialize (cold content cache)    vs  skopeo copy + umoci unpack +
+#                                                                mkfs.ext4 -d (today's pipeline)
+#   metadata     find -printf over the FUSE mount           vs  the same over the kernel's ext4
+#                                                                (loop mount of the same image)
+#   read         reading every file over the FUSE mount     vs  the same over the loop mount
+# Caches are dropped before each cold run. Tests never assert timings; this prints them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${1:-/usr/include}
+build=${LAZYFS_BUILD:-$PWD/build}
+lazyfs=${LAZYFS_BIN:-$build/cli/lazyfs}
+work=$(mktemp -d /tmp/lazyfs-bench.XXXXXX)
+cleanup() {
+  mountpoint -q "$work/mnt" 2>/dev/null && "$lazyfs" umount "$work/mnt" || true
+  mountpoint -q "$work/loop" 2>/dev/null && umount "$work/loop" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/mnt" "$work/loop"
+
+now() { date +%s.%N; }
+elapsed() { echo "$(now) - $1" | bc -l; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+ratio() { printf "%.2f" "$(echo "$1 / $2" | bc -l)"; }
+
+# ---- the image: an OCI layout with one gzip layer of $data ----
+layout=$work/layout
+mkdir -p "$layout/blobs/sha256"
+tar --numeric-owner --sort=name --mtime=@1700000000 -C "$data" -cf "$work/layer.tar" .
+diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
+gzip -6 -n -c "$work/layer.tar" > "$work/layer.tar.gz"
+layer=$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1)
+layer_size=$(stat -c %s "$work/layer.tar.gz")
+mv "$work/layer.tar.gz" "$layout/blobs/sha256/$layer"
+arch=$(dpkg --print-architecture)
+printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"config":{}}' \
+  "$arch" "$diff_id" > "$work/config.json"
+config=$(sha256sum "$work/config.json" | cut -d' ' -f1)
+config_size=$(stat -c %s "$work/config.json")
+mv "$work/config.json" "$layout/blobs/sha256/$config"
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+  "$config" "$config_size" "$layer" "$layer_size" > "$work/manifest.json"
+manifest=$(sha256sum "$work/manifest.json" | cut -d' ' -f1)
+manifest_size=$(stat -c %s "$work/manifest.json")
+mv "$work/manifest.json" "$layout/blobs/sha256/$manifest"
+printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench"}}]}' \
+  "$manifest" "$manifest_size" > "$layout/index.json"
+files=$(tar -tf "$work/layer.tar" | wc -l)
+rm "$work/layer.tar"
+ref=oci:$layout:bench
+echo "data: $data, $files entries, layer $(numfmt --to=iec "$layer_size") gzip"
+
+# ---- index ----
+drop; t=$(now); gzip -dc "$layout/blobs/sha256/$layer" > /dev/null; t_gunzip=$(elapsed "$t")
+drop; t=$(now); "$lazyfs" inspect -q --store "$work/store" "$ref" > /dev/null; t_index=$(elapsed "$t")
+
+# ---- materialize ----
+drop; t=$(now); "$lazyfs" materialize -q --store "$work/store" "$ref" "$work/lazyfs.img" > /dev/null
+t_mat=$(elapsed "$t")
+drop; t=$(now)
+skopeo copy -q "oci:$layout:bench" "oci:$work/copy:bench"
+umoci unpack --rootless --image "$work/copy:bench" "$work/bundle" > /dev/null
+size=$(stat -c %s "$work/lazyfs.img")
+truncate -s "$((size * 2))" "$work/pipeline.img"
+mkfs.ext4 -q -F -d "$work/bundle/rootfs" "$work/pipeline.img"
+sync
+t_pipe=$(elapsed "$t")
+rm -rf "$work/copy" "$work/bundle" "$work/pipeline.img"
+
+# ---- metadata and reads: FUSE against the kernel's ext4 on the same tree ----
+"$lazyfs" mount -q --store "$work/store" "$ref" "$work/mnt"
+mount -o loop,ro "$work/lazyfs.img" "$work/loop"
+walk() { find "$1" -printf '%m %U %G %s %T@ %p\n' > /dev/null; }
+readall() { find "$1" -type f -print0 | xargs -0 cat > /dev/null; }
+drop; t=$(now); walk "$work/mnt"; t_walk_fuse=$(elapsed "$t")
+drop; t=$(now); walk "$work/loop"; t_walk_ext4=$(elapsed "$t")
+drop; t=$(now); readall "$work/mnt"; t_read_fuse=$(elapsed "$t")
+drop; t=$(now); readall "$work/loop"; t_read_ext4=$(elapsed "$t")
+
+printf '\n%-12s %10s %10s %8s  %s\n' what lazyfs other ratio "(other)"
+printf '%-12s %9.2fs %9.2fs %7sx  %s\n' index "$t_index" "$t_gunzip" "$(ratio "$t_index" "$t_gunzip")" "gzip -dc of the layer"
+printf '%-12s %9.2fs %9.2fs %7sx  %s\n' materialize "$t_mat" "$t_pipe" "$(ratio "$t_mat" "$t_pipe")" "skopeo copy + umoci unpack + mkfs.ext4 -d"
+printf '%-12s %9.2fs %9.2fs %7sx  %s\n' metadata "$t_walk_fuse" "$t_walk_ext4" "$(ratio "$t_walk_fuse" "$t_walk_ext4")" "find over a loop-mounted ext4"
+printf '%-12s %9.2fs %9.2fs %7sx  %s\n' read "$t_read_fuse" "$t_read_ext4" "$(ratio "$t_read_fuse" "$t_read_ext4")" "cat of every file on the loop mount"
+echo "(ratio = lazyfs time / other time; below 1 means lazyfs is faster)"
