@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config git
+  # the .deb: cpack computes its dependencies with dpkg-shlibdeps
+  dpkg-dev
   # libraries lazyfs links against
   libfuse3-dev libcurl4-openssl-dev libssl-dev libzstd-dev zlib1g-dev libarchive-dev
   libext2fs-dev librocksdb-dev nlohmann-json3-dev libcli11-dev
