@@ -153,7 +153,8 @@ la_ssize_t AppendToString(archive*, void* client, const void* buf, size_t len) {
 
 Status WriteOneEntry(archive* a, const Entry& e, TarFormat format) {
   std::string name = TarName(e);
-  if (!e.xattrs.empty() && format != TarFormat::kPax) {
+  if (!e.xattrs.empty() && format != TarFormat::kPax &&
+      format != TarFormat::kPaxLibarchiveXattrs) {
     return InvalidArgumentError("entry \"" + name + "\": xattrs need TarFormat::kPax");
   }
   ArchiveEntry ae(archive_entry_new());
@@ -836,11 +837,14 @@ Result<std::string> BuildLayerTar(const std::vector<Entry>& entries, TarFormat f
   int rc = ARCHIVE_OK;
   switch (format) {
     case TarFormat::kPax:
+    case TarFormat::kPaxLibarchiveXattrs:
       // Restricted pax: extended headers only where needed, as Go's archive/tar (docker) does.
       rc = archive_write_set_format_pax_restricted(a.get());
       if (rc == ARCHIVE_OK) {
-        // SCHILY.xattr.* only (the docker/containerd spelling), not LIBARCHIVE.xattr.* too.
-        rc = archive_write_set_format_option(a.get(), "pax", "xattrheader", "SCHILY");
+        // One spelling of xattrs only: SCHILY.xattr.* (docker, containerd) by default.
+        rc = archive_write_set_format_option(
+            a.get(), "pax", "xattrheader",
+            format == TarFormat::kPax ? "SCHILY" : "LIBARCHIVE");
       }
       break;
     case TarFormat::kGnu:
