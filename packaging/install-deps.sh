@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config git
+  # the sanitizer build and the libFuzzer targets (tests/sanitize.sh)
+  clang
   # the .deb: cpack computes its dependencies with dpkg-shlibdeps
   dpkg-dev
   # libraries lazyfs links against

@@ -832,6 +832,9 @@ Entry Raw(std::string exact_tar_name, EntryType type, std::string data, std::str
 // ----- Tars and compression -------------------------------------------------------------------
 
 Result<std::string> BuildLayerTar(const std::vector<Entry>& entries, TarFormat format) {
+  // Declared before the writer: freeing a writer that was not closed (an early error return)
+  // flushes into `out`, which must still exist then.
+  std::string out;
   ArchiveWriter a(archive_write_new());
   if (!a) return InternalError("archive_write_new failed");
   int rc = ARCHIVE_OK;
@@ -857,7 +860,6 @@ Result<std::string> BuildLayerTar(const std::vector<Entry>& entries, TarFormat f
   if (rc != ARCHIVE_OK) return InternalError(ArchiveError(a.get(), "setting the tar format"));
   // No blocking: the tar ends right after its two zero blocks, like Go's archive/tar.
   archive_write_set_bytes_per_block(a.get(), 0);
-  std::string out;
   if (archive_write_open2(a.get(), &out, nullptr, AppendToString, nullptr, nullptr) != ARCHIVE_OK) {
     return InternalError(ArchiveError(a.get(), "opening the tar writer"));
   }
