@@ -18,6 +18,8 @@ packages=(
   fuse3 e2fsprogs cryptsetup-bin util-linux attr
   # end-to-end tests and the built-in example: a real registry on loopback, real images
   docker-registry busybox-static curl ca-certificates
+  # the boot test: a materialized image as the root disk of a QEMU guest (NVMe, no initramfs)
+  qemu-system-x86 linux-image-cloud-amd64
   # htpasswd (bcrypt) and a self-signed certificate for the registry tests with auth and TLS
   apache2-utils openssl
   # benchmarks: the pipeline lazyfs is measured against, and the arithmetic of the ratios
