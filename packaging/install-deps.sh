@@ -20,6 +20,8 @@ packages=(
   docker-registry busybox-static curl ca-certificates
   # the boot test: a materialized image as the root disk of a QEMU guest (NVMe, no initramfs)
   qemu-system-x86 linux-image-cloud-amd64
+  # eStargz and zstd:chunked layers written by the estargz Go package, built offline
+  golang-go golang-github-containerd-stargz-snapshotter-dev
   # htpasswd (bcrypt) and a self-signed certificate for the registry tests with auth and TLS
   apache2-utils openssl
   # benchmarks: the pipeline lazyfs is measured against, and the arithmetic of the ratios
