@@ -1,7 +1,9 @@
 // lazyfs materialize: the image's merged tree as an ext4 file a VM can boot.
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -16,7 +18,23 @@ struct MaterializeArgs {
   std::string out;
   std::string size;  // bytes, or with a K/M/G/T suffix; empty or "auto"
   std::string label;
+  double free_percent = 20;  // --free: free space as a percentage of the content (auto size)
+  bool read_only = false;    // --read-only: no journal, no spare space
 };
+
+// SOURCE_DATE_EPOCH as reproducible-builds.org defines it: decimal seconds since the epoch.
+Result<std::optional<int64_t>> SourceDateEpoch() {
+  const char* sde = std::getenv("SOURCE_DATE_EPOCH");
+  if (sde == nullptr || *sde == '\0') return std::optional<int64_t>{};
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(sde, &end, 10);
+  if (errno != 0 || *end != '\0') {
+    return InvalidArgumentError(std::string("SOURCE_DATE_EPOCH=\"") + sde +
+                                "\" is not a number of seconds");
+  }
+  return std::optional<int64_t>{v};
+}
 
 Result<uint64_t> ParseSize(const std::string& text) {
   if (text.empty() || text == "auto") return uint64_t{0};
@@ -45,9 +63,12 @@ Status Materialize(const MaterializeArgs& args) {
   convert::Ext4Options eo;
   eo.size_bytes = size;
   eo.label = args.label;
-  if (const char* sde = std::getenv("SOURCE_DATE_EPOCH"); sde && *sde) {
-    eo.fs_time = std::strtoll(sde, nullptr, 10);
-  }
+  eo.free_fraction = args.free_percent / 100.0;
+  eo.read_only = args.read_only;
+  // The same manifest gives the same UUID and hash seed, and times from SOURCE_DATE_EPOCH or
+  // the tree: the same image digest and lazyfs version give a byte-identical file.
+  eo.seed = image.manifest.ToString();
+  LAZYFS_ASSIGN_OR_RETURN(eo.fs_time, SourceDateEpoch());
   LAZYFS_ASSIGN_OR_RETURN(
       convert::Ext4Report report,
       convert::WriteExt4(*opened.tree, args.out, eo, MakeProgress(args.image.quiet)));
@@ -77,7 +98,12 @@ void RegisterMaterialize(CLI::App& app, int& exit_code) {
   cmd->add_option("REF", args->ref, "Image reference")->required();
   cmd->add_option("OUT", args->out, "Output image file")->required();
   cmd->add_option("--size", args->size, "Image size: auto (default) or N[K|M|G|T]");
-  cmd->add_option("--label", args->label, "Filesystem label");
+  cmd->add_option("--label", args->label, "Filesystem label (up to 16 bytes)");
+  cmd->add_option("--free", args->free_percent,
+                  "With --size auto: free space as a percentage of the content (default 20)")
+      ->check(CLI::Range(0.0, 1000.0));
+  cmd->add_flag("--read-only", args->read_only,
+                "Layout for read-only use: no journal, minimal free space and inodes");
   cmd->callback([args, &exit_code] {
     Status s = Materialize(*args);
     exit_code = s.ok() ? 0 : ReportError(s);

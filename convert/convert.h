@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "base/image.h"
@@ -21,9 +22,13 @@ struct Ext4Options {
   // Free space left over when sizing automatically, as a fraction of the content.
   double free_fraction = 0.2;
   std::string label;
-  // Time used for the filesystem's own timestamps (superblock, lost+found, implicit directories'
-  // ctime); SOURCE_DATE_EPOCH style. 0 means "now".
-  int64_t fs_time = 0;
+  // Time used for the filesystem's own timestamps (superblock, lost+found, the journal);
+  // SOURCE_DATE_EPOCH style. Unset: the newest mtime in the tree (0 for a tree with none), so
+  // the image never depends on the clock.
+  std::optional<int64_t> fs_time;
+  // For images only ever mounted read-only: no journal, no free space or spare inodes beyond a
+  // minimal margin (free_fraction is ignored).
+  bool read_only = false;
   // Seed of the filesystem UUID and directory hash seed. Empty: derived from a sha256 of the
   // whole tree (names, inode facts, content digests), so the same tree gives the same image.
   std::string seed;

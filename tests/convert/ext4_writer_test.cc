@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,7 @@ using testing::MemoryTree;
 
 constexpr int64_t kFsTime = 1'700'000'000;
 constexpr int64_t kPast2038 = (int64_t{1} << 31) + 100;
+constexpr int64_t k2100 = 4'102'444'800;  // 2100-01-01T00:00:00Z: needs the epoch bits
 
 struct CommandResult {
   int exit_code = -1;
@@ -300,6 +302,10 @@ std::vector<MemNode> EverythingNodes() {
   MemNode far = Dir("/time/far_dir");
   far.mtime_sec = int64_t{4'000'000'000};
   v.push_back(far);
+  MemNode y2100 = File("/time/y2100", "new year 2100");
+  y2100.mtime_sec = k2100;
+  y2100.mtime_nsec = 999'999'999;
+  v.push_back(y2100);
 
   MemNode x = File("/xattrs/file", "with xattrs");
   x.xattrs["user.comment"] = "hello";
@@ -414,6 +420,11 @@ TEST(convert_ext4, TimesPast2038KeepNanosecondsAndLabelIsSet) {
   EXPECT_EQ(st.st_mtim.tv_nsec, 123456789);
   EXPECT_EQ(st.st_atim.tv_sec, kPast2038);
   EXPECT_EQ(st.st_ctim.tv_sec, kPast2038);
+  ASSERT_EQ(lstat((mnt.dir() + "/time/y2100").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, k2100);
+  EXPECT_EQ(st.st_mtim.tv_nsec, 999'999'999);
+  ASSERT_EQ(lstat((mnt.dir() + "/time/far_dir").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, 4'000'000'000);
   ASSERT_EQ(lstat((mnt.dir() + "/time/epoch").c_str(), &st), 0);
   EXPECT_EQ(st.st_mtim.tv_sec, 0);
   EXPECT_EQ(st.st_ctim.tv_sec, 0);
@@ -627,6 +638,244 @@ TEST(convert_ext4, InvalidInputsAreInvalidArgument) {
   r = WriteExt4(*empty_link, scratch / "s.img", Ext4Options{}, nullptr);
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
   EXPECT_TRUE(scratch.Names().empty());
+}
+
+// Directories past one block become htrees: one level for 20k entries, two levels (interior
+// nodes) for 60k long names. e2fsck checks the index (hash order, ranges, checksums); the kernel
+// must find every name through it, and debugfs must dump it.
+TEST(convert_ext4, BigDirectoriesAreHashIndexedAndEveryNameIsFound) {
+  std::vector<MemNode> nodes;
+  nodes.push_back(File("/small/only", "x"));
+  for (int i = 0; i < 20000; ++i) nodes.push_back(File("/big/f" + std::to_string(i), ""));
+  for (int i = 0; i < 60000; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "/huge/%040d", i);
+    nodes.push_back(File(name, i % 1000 == 0 ? "data" : ""));
+  }
+  MemNode sub = Dir("/big/subdir");
+  nodes.push_back(sub);
+  auto tree = BuildTree(std::move(nodes));
+  ASSERT_TRUE(tree);
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  WriteCheckAndCompare(*tree, o);
+
+  ScratchDir scratch;
+  const std::string image = scratch / "dirs.img";
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WriteExt4(*tree, image, o, nullptr).ok());
+  std::printf("80k entries written in %.3f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  for (const char* dir : {"/big", "/huge"}) {
+    CommandResult h = RunCommand({"debugfs", "-R", std::string("htree ") + dir, image});
+    EXPECT_EQ(h.exit_code, 0) << h.output;
+    EXPECT_NE(h.output.find("Root node dump"), std::string::npos) << h.output.substr(0, 2000);
+    EXPECT_EQ(h.output.find("Not a hash-indexed directory"), std::string::npos);
+  }
+  CommandResult h = RunCommand({"debugfs", "-R", "htree /huge", image});
+  EXPECT_NE(h.output.find("Indirect levels: 1"), std::string::npos) << h.output.substr(0, 2000);
+  CommandResult small = RunCommand({"debugfs", "-R", "htree /small", image});
+  EXPECT_NE(small.output.find("Not a hash-indexed directory"), std::string::npos)
+      << small.output.substr(0, 2000);
+
+  LoopMount mnt;
+  ASSERT_EQ(mnt.Mount(image), "");
+  struct stat st;
+  int missing = 0;
+  for (int i = 0; i < 20000; ++i) {
+    if (lstat((mnt.dir() + "/big/f" + std::to_string(i)).c_str(), &st) != 0) ++missing;
+  }
+  for (int i = 0; i < 60000; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "/huge/%040d", i);
+    if (lstat((mnt.dir() + name).c_str(), &st) != 0) ++missing;
+  }
+  EXPECT_EQ(missing, 0);
+  EXPECT_NE(lstat((mnt.dir() + "/big/absent").c_str(), &st), 0);
+  EXPECT_EQ(errno, ENOENT);
+}
+
+// A tree with one file of kBigSize bytes, zero except a few patches (one straddling the 4 GiB
+// boundary, one in the partial last block): served without holding it in memory.
+class BigSparseTree : public index::Tree {
+ public:
+  static constexpr uint64_t kBigSize = (uint64_t{5} << 30) + 12345;
+  struct Patch {
+    uint64_t off;
+    std::string bytes;
+  };
+  BigSparseTree() {
+    patches_ = {{0, PseudoRandom(10000, 1)},
+                {(uint64_t{4} << 30) - 3, "across 4 GiB"},
+                {(uint64_t{4} << 30) + (uint64_t{1} << 29), PseudoRandom(4096 * 3, 2)},
+                {kBigSize - 5, "tail!"}};
+    Sha256 h;
+    std::vector<std::byte> buf(8 << 20);
+    for (uint64_t off = 0; off < kBigSize; off += buf.size()) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), kBigSize - off));
+      Fill(off, std::span<std::byte>(buf.data(), n));
+      h.Update(buf.data(), n);
+    }
+    digest_ = h.Finish();
+  }
+  Result<index::Attr> GetAttr(uint64_t ino) const override {
+    index::Attr a;
+    a.ino = ino;
+    if (ino == 1) {
+      a.mode = S_IFDIR | 0755;
+      a.nlink = 2;
+    } else if (ino == 2) {
+      a.mode = S_IFREG | 0644;
+      a.size = kBigSize;
+      a.mtime_sec = 1'700'000'000;
+    } else {
+      return NotFoundError("no inode " + std::to_string(ino));
+    }
+    return a;
+  }
+  Result<index::Attr> Lookup(uint64_t parent, std::string_view name) const override {
+    if (parent == 1 && name == "big") return GetAttr(2);
+    return NotFoundError(std::string(name));
+  }
+  Result<std::vector<index::DirEntry>> ReadDir(uint64_t ino) const override {
+    if (ino != 1) return std::vector<index::DirEntry>{};
+    return std::vector<index::DirEntry>{{"big", 2, S_IFREG | 0644}};
+  }
+  Result<std::string> ReadLink(uint64_t) const override { return InvalidArgumentError("no"); }
+  Result<std::vector<index::Xattr>> ListXattrs(uint64_t) const override {
+    return std::vector<index::Xattr>{};
+  }
+  Result<Digest> ContentDigest(uint64_t) const override { return digest_; }
+  Result<size_t> Read(uint64_t, uint64_t offset, std::span<std::byte> out) const override {
+    if (offset >= kBigSize) return size_t{0};
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(out.size(), kBigSize - offset));
+    Fill(offset, out.subspan(0, n));
+    return n;
+  }
+  index::TreeStats Stats() const override {
+    index::TreeStats s;
+    s.inodes = 2;
+    s.directories = 1;
+    s.regular_files = 1;
+    s.content_bytes = kBigSize;
+    return s;
+  }
+  const Digest& digest() const { return digest_; }
+  // Bytes of the file that are not in an all-zero 4 KiB block.
+  uint64_t DataBlocks() const {
+    std::set<uint64_t> blocks;
+    for (const Patch& p : patches_) {
+      for (uint64_t b = p.off / 4096; b <= (p.off + p.bytes.size() - 1) / 4096; ++b) blocks.insert(b);
+    }
+    return blocks.size();
+  }
+
+ private:
+  void Fill(uint64_t off, std::span<std::byte> out) const {
+    std::memset(out.data(), 0, out.size());
+    for (const Patch& p : patches_) {
+      const uint64_t lo = std::max(off, p.off);
+      const uint64_t hi = std::min(off + out.size(), p.off + p.bytes.size());
+      if (lo < hi) std::memcpy(out.data() + (lo - off), p.bytes.data() + (lo - p.off), hi - lo);
+    }
+  }
+  std::vector<Patch> patches_;
+  Digest digest_;
+};
+
+// Past 4 GiB nothing may wrap (offsets, extent starts, i_size_high), and whole zero blocks stay
+// holes all the way down: in the ext4 file and in out.img itself.
+TEST(convert_ext4, FileLargerThan4GiBStaysSparseAndReadsBackIdentical) {
+  BigSparseTree tree;
+  ScratchDir scratch;
+  const std::string image = scratch / "big.img";
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  Result<Ext4Report> r = WriteExt4(tree, image, o, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT(r->image_bytes, BigSparseTree::kBigSize) << "auto size counts holes as data";
+  struct stat st;
+  ASSERT_EQ(stat(image.c_str(), &st), 0);
+  const uint64_t allocated = static_cast<uint64_t>(st.st_blocks) * 512;
+  std::printf("image %llu bytes, %llu allocated on the host\n",
+              static_cast<unsigned long long>(st.st_size),
+              static_cast<unsigned long long>(allocated));
+  EXPECT_LT(allocated, uint64_t{200} << 20) << "out.img should stay sparse";
+  EXPECT_EQ(Fsck(image), "");
+
+  LoopMount mnt;
+  ASSERT_EQ(mnt.Mount(image), "");
+  const std::string big = mnt.dir() + "/big";
+  ASSERT_EQ(lstat(big.c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), BigSparseTree::kBigSize);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_blocks), tree.DataBlocks() * 4096 / 512);
+  Result<Fd> fd = OpenFile(big, O_RDONLY);
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  Sha256 h;
+  std::vector<char> buf(8 << 20);
+  uint64_t total = 0;
+  for (;;) {
+    ssize_t n = read(fd->get(), buf.data(), buf.size());
+    ASSERT_GE(n, 0) << std::strerror(errno);
+    if (n == 0) break;
+    h.Update(buf.data(), static_cast<size_t>(n));
+    total += static_cast<uint64_t>(n);
+  }
+  EXPECT_EQ(total, BigSparseTree::kBigSize);
+  EXPECT_EQ(h.Finish(), tree.digest());
+}
+
+// --read-only: no journal, and (sized automatically) almost no free blocks or inodes. Sizing
+// happens before content is read, so holes are counted as data: the free-space check uses
+// dense files.
+TEST(convert_ext4, ReadOnlyImageHasNoJournalAndLittleFreeSpace) {
+  auto everything = BuildTree(EverythingNodes());
+  ASSERT_TRUE(everything);
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  o.read_only = true;
+  WriteCheckAndCompare(*everything, o);
+
+  std::vector<MemNode> dense;
+  for (int i = 0; i < 20; ++i) {
+    dense.push_back(File("/bin/f" + std::to_string(i), PseudoRandom(1 << 20, 40 + i)));
+  }
+  for (int i = 0; i < 5000; ++i) dense.push_back(File("/etc/n" + std::to_string(i), "c"));
+  auto tree = BuildTree(std::move(dense));
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  const std::string image = scratch / "ro.img";
+  Result<Ext4Report> ro = WriteExt4(*tree, image, o, nullptr);
+  ASSERT_TRUE(ro.ok()) << ro.status().ToString();
+  o.read_only = false;
+  Result<Ext4Report> rw = WriteExt4(*tree, scratch / "rw.img", o, nullptr);
+  ASSERT_TRUE(rw.ok()) << rw.status().ToString();
+  std::printf("read-only %llu bytes (%llu free), read-write %llu bytes (%llu free)\n",
+              static_cast<unsigned long long>(ro->image_bytes),
+              static_cast<unsigned long long>(ro->free_bytes),
+              static_cast<unsigned long long>(rw->image_bytes),
+              static_cast<unsigned long long>(rw->free_bytes));
+  EXPECT_LT(ro->image_bytes, rw->image_bytes);
+  EXPECT_LT(ro->free_bytes, ro->image_bytes / 20);
+  CommandResult features = RunCommand({"dumpe2fs", "-h", image});
+  ASSERT_EQ(features.exit_code, 0) << features.output;
+  EXPECT_EQ(features.output.find("has_journal"), std::string::npos) << features.output;
+  CommandResult rw_features = RunCommand({"dumpe2fs", "-h", scratch / "rw.img"});
+  EXPECT_NE(rw_features.output.find("has_journal"), std::string::npos);
+}
+
+// Without an explicit time the filesystem's own times come from the tree, not the clock.
+TEST(convert_ext4, DefaultFilesystemTimeIsTheNewestMtime) {
+  auto tree = BuildTree({File("/a", "a"), File("/b", "b")});
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  ASSERT_TRUE(WriteExt4(*tree, scratch / "1.img", Ext4Options{}, nullptr).ok());
+  sleep(1);
+  ASSERT_TRUE(WriteExt4(*tree, scratch / "2.img", Ext4Options{}, nullptr).ok());
+  CommandResult cmp = RunCommand({"cmp", scratch / "1.img", scratch / "2.img"});
+  EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
+  CommandResult d = RunCommand({"debugfs", "-R", "stat /lost+found", scratch / "1.img"});
+  EXPECT_NE(d.output.find("mtime: 0x5f5e1000"), std::string::npos) << d.output;  // 1600000000
 }
 
 }  // namespace
