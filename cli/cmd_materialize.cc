@@ -2,11 +2,15 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <unistd.h>
 #include <memory>
+
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "base/fd.h"
 #include "convert/convert.h"
 
 namespace lazyfs::cli {
@@ -20,7 +24,23 @@ struct MaterializeArgs {
   std::string label;
   double free_percent = 20;  // --free: free space as a percentage of the content (auto size)
   bool read_only = false;    // --read-only: no journal, no spare space
+  std::string verity = "separate";  // --verity: separate (OUT.verity), append, none
 };
+
+std::string BaseName(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// Writes text to path through a temporary sibling renamed into place.
+Status WriteSidecar(const std::string& path, const std::string& text) {
+  return WriteFileAtomic(path, text).WithContext("while writing " + path);
+}
+
+// Removes what a failed materialize left (best effort: the error being reported matters more).
+void RemoveOutputs(const std::string& out) {
+  for (const std::string& p : {out, out + ".verity", out + ".json"}) ::unlink(p.c_str());
+}
 
 // SOURCE_DATE_EPOCH as reproducible-builds.org defines it: decimal seconds since the epoch.
 Result<std::optional<int64_t>> SourceDateEpoch() {
@@ -69,9 +89,58 @@ Status Materialize(const MaterializeArgs& args) {
   // the tree: the same image digest and lazyfs version give a byte-identical file.
   eo.seed = image.manifest.ToString();
   LAZYFS_ASSIGN_OR_RETURN(eo.fs_time, SourceDateEpoch());
-  LAZYFS_ASSIGN_OR_RETURN(
-      convert::Ext4Report report,
-      convert::WriteExt4(*opened.tree, args.out, eo, MakeProgress(args.image.quiet)));
+  if (args.verity != "separate" && args.verity != "append" && args.verity != "none") {
+    return InvalidArgumentError("bad --verity \"" + args.verity +
+                                "\": expected separate, append or none");
+  }
+  const ProgressFn progress = MakeProgress(args.image.quiet);
+  // A sidecar from an earlier run must not describe the new image if this one fails.
+  ::unlink((args.out + ".json").c_str());
+  LAZYFS_ASSIGN_OR_RETURN(convert::Ext4Report report,
+                          convert::WriteExt4(*opened.tree, args.out, eo, progress));
+  nlohmann::ordered_json side;
+  side["lazyfs_version"] = LAZYFS_VERSION;
+  side["source"] = image.ref.ToString();
+  side["manifest_digest"] = image.manifest.ToString();
+  side["image"] = {{"file", BaseName(args.out)},
+                   {"size", report.image_bytes},
+                   {"filesystem", "ext4"},
+                   {"uuid", report.uuid},
+                   {"label", args.label},
+                   {"read_only_layout", args.read_only},
+                   {"inodes", report.inodes},
+                   {"content_bytes", report.data_bytes}};
+  if (args.verity != "none") {
+    const bool append = args.verity == "append";
+    const std::string hash_path = append ? args.out : args.out + ".verity";
+    Result<convert::VerityReport> v = convert::WriteVerity(
+        args.out, report.image_bytes, hash_path, append ? report.image_bytes : 0,
+        convert::VeritySalt(image.manifest.ToString()), progress);
+    if (!v.ok()) {
+      RemoveOutputs(args.out);
+      return v.status().WithContext("while writing the dm-verity tree of " + args.out);
+    }
+    side["verity"] = {{"format_version", 1},
+                      {"hash_algorithm", "sha256"},
+                      {"data_block_size", 4096},
+                      {"hash_block_size", 4096},
+                      {"data_size", v->data_bytes},
+                      {"data_blocks", v->data_blocks},
+                      {"hash_file", BaseName(hash_path)},
+                      {"hash_offset", v->hash_offset},
+                      {"hash_size", v->hash_bytes},
+                      {"salt", v->salt},
+                      {"root_hash", v->root_hash}};
+    if (!args.image.quiet) {
+      std::printf("%s: dm-verity root hash %s (salt %s, %s%s)\n", args.out.c_str(),
+                  v->root_hash.c_str(), v->salt.c_str(), append ? "appended at offset " : "in ",
+                  append ? std::to_string(v->hash_offset).c_str() : hash_path.c_str());
+    }
+  }
+  if (Status s = WriteSidecar(args.out + ".json", side.dump(2) + "\n"); !s.ok()) {
+    RemoveOutputs(args.out);
+    return s;
+  }
   if (!args.image.quiet) {
     std::printf("%s: ext4, %llu bytes, %llu inodes, %llu bytes of content, from %s (%s)\n",
                 args.out.c_str(), static_cast<unsigned long long>(report.image_bytes),
@@ -91,6 +160,7 @@ void RegisterMaterialize(CLI::App& app, int& exit_code) {
       "Write the image's merged tree as an ext4 image\n\n"
       "Written directly with libext2fs (no staging directory, no root), with the owners,\n"
       "modes, times, devices and xattrs the layers record. The file appears only when complete.\n"
+      "Beside it: OUT.verity (dm-verity hash tree) and OUT.json (source, digests, root hash).\n"
       "Examples:\n"
       "  lazyfs materialize docker://127.0.0.1:5000/app:1.2 app.img\n"
       "  lazyfs materialize --size 2G --label rootfs oci:./layout:demo rootfs.img");
@@ -102,6 +172,9 @@ void RegisterMaterialize(CLI::App& app, int& exit_code) {
   cmd->add_option("--free", args->free_percent,
                   "With --size auto: free space as a percentage of the content (default 20)")
       ->check(CLI::Range(0.0, 1000.0));
+  cmd->add_option("--verity", args->verity,
+                  "dm-verity hash tree: separate (OUT.verity, default), append (after the "
+                  "filesystem, see OUT.json for the offset) or none");
   cmd->add_flag("--read-only", args->read_only,
                 "Layout for read-only use: no journal, minimal free space and inodes");
   cmd->callback([args, &exit_code] {

@@ -9,6 +9,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "base/image.h"
 #include "base/status.h"
@@ -51,5 +54,45 @@ struct Ext4Report {
 // gets stage "write" with content bytes done/total.
 Result<Ext4Report> WriteExt4(const index::Tree& tree, const std::string& out_path,
                              const Ext4Options& options, const ProgressFn& progress);
+
+// ----- dm-verity ------------------------------------------------------------------------------
+//
+// A dm-verity hash tree as `veritysetup format` writes it (format version 1, sha256, 4096-byte
+// data and hash blocks, a salt, with the 512-byte superblock), so `veritysetup verify/open
+// DATA HASH ROOT` accepts it; `--hash-offset` when it is appended to the data file.
+
+struct VerityReport {
+  std::string root_hash;     // hex
+  std::string salt;          // hex
+  uint64_t data_bytes = 0;   // bytes of data covered (data_blocks * 4096)
+  uint64_t data_blocks = 0;
+  uint64_t hash_offset = 0;  // where the superblock starts in the hash file
+  uint64_t hash_bytes = 0;   // superblock block + hash levels
+};
+
+// The salt for a seed (the manifest digest): sha256("lazyfs verity salt\n" + seed), 32 bytes.
+std::string VeritySalt(std::string_view seed);
+
+// Hashes the first data_bytes (a multiple of 4096) of data_path and writes superblock and tree
+// to hash_path at hash_offset (a multiple of 4096; the file is created if absent and cut after
+// the tree). hash_path may be data_path itself (hash_offset >= data_bytes). Fails with
+// InvalidArgument for bad sizes, errno errors naming the file. `progress` gets stage "verity".
+Result<VerityReport> WriteVerity(const std::string& data_path, uint64_t data_bytes,
+                                 const std::string& hash_path, uint64_t hash_offset,
+                                 const std::string& salt, const ProgressFn& progress);
+
+struct VerityCheck {
+  std::string root_hash;  // recomputed from the data, hex
+  std::string salt;       // from the superblock, hex
+  uint64_t data_blocks = 0;
+  // Data block ranges [first, end) whose digest differs from the stored bottom level.
+  std::vector<std::pair<uint64_t, uint64_t>> bad_ranges;
+};
+
+// Recomputes the tree of data_path with the parameters of the superblock at hash_offset in
+// hash_path and compares its bottom level with the stored one. The caller compares root_hash
+// with the one it trusts. DataLoss when there is no valid superblock or a file is short.
+Result<VerityCheck> CheckVerity(const std::string& data_path, const std::string& hash_path,
+                                uint64_t hash_offset, const ProgressFn& progress);
 
 }  // namespace lazyfs::convert

@@ -339,6 +339,15 @@ std::unique_ptr<MemoryTree> BuildTree(std::vector<MemNode> nodes) {
   return t.ok() ? std::move(t).value() : nullptr;
 }
 
+// The EverythingNodes tree written to image with the test's fixed filesystem time.
+Result<Ext4Report> WriteEverything(const std::string& image) {
+  auto tree = MemoryTree::Build(EverythingNodes());
+  if (!tree.ok()) return tree.status();
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  return WriteExt4(**tree, image, o, nullptr);
+}
+
 // e2fsck -fn must exit 0; returns its complaint otherwise.
 std::string Fsck(const std::string& image) {
   std::vector<std::string> argv = {"e2fsck", "-fn", image};
@@ -569,13 +578,9 @@ TEST(convert_ext4, ReportsWriteProgressUpToTheContentSize) {
 // The kernel must accept the image's bitmaps, group descriptors and directories as its own:
 // change it through a read-write mount, and e2fsck must still find it clean.
 TEST(convert_ext4, KernelWritesKeepTheImageClean) {
-  auto tree = BuildTree(EverythingNodes());
-  ASSERT_TRUE(tree);
   ScratchDir scratch;
   const std::string image = scratch / "rw.img";
-  Ext4Options o;
-  o.fs_time = kFsTime;
-  ASSERT_TRUE(WriteExt4(*tree, image, o, nullptr).ok());
+  ASSERT_TRUE(WriteEverything(image).ok());
   {
     LoopMount mnt;
     ASSERT_EQ(mnt.Mount(image, /*read_write=*/true), "");
@@ -876,6 +881,78 @@ TEST(convert_ext4, DefaultFilesystemTimeIsTheNewestMtime) {
   EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
   CommandResult d = RunCommand({"debugfs", "-R", "stat /lost+found", scratch / "1.img"});
   EXPECT_NE(d.output.find("mtime: 0x5f5e1000"), std::string::npos) << d.output;  // 1600000000
+}
+
+// Flips one byte of a file in place.
+void FlipByte(const std::string& path, uint64_t off) {
+  Result<Fd> fd = OpenFile(path, O_RDWR);
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  char c = 0;
+  ASSERT_EQ(pread(fd->get(), &c, 1, static_cast<off_t>(off)), 1);
+  c = static_cast<char>(c ^ 0x01);
+  ASSERT_EQ(pwrite(fd->get(), &c, 1, static_cast<off_t>(off)), 1);
+}
+
+// The hand-written tree against the real veritysetup, beside the image and appended to it; one
+// flipped byte must make veritysetup fail and CheckVerity name the block.
+TEST(convert_verity, VeritysetupAcceptsTheTreeAndRejectsAFlippedByte) {
+  ScratchDir scratch;
+  const std::string image = scratch / "v.img";
+  Result<Ext4Report> img = WriteEverything(image);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  const std::string salt = VeritySalt("sha256:test");
+  Result<VerityReport> v =
+      WriteVerity(image, img->image_bytes, scratch / "v.img.verity", 0, salt, nullptr);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ(v->root_hash.size(), 64u);
+  EXPECT_EQ(v->salt.size(), 64u);
+  CommandResult ok = RunCommand({"veritysetup", "verify", image, scratch / "v.img.verity",
+                                 v->root_hash});
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  // veritysetup reads the same parameters back from the superblock.
+  CommandResult dump = RunCommand({"veritysetup", "dump", scratch / "v.img.verity"});
+  EXPECT_NE(dump.output.find(v->salt), std::string::npos) << dump.output;
+  EXPECT_NE(dump.output.find("Data blocks:     \t" + std::to_string(v->data_blocks)),
+            std::string::npos) << dump.output;
+  // The same image and salt give the same tree.
+  Result<VerityReport> again =
+      WriteVerity(image, img->image_bytes, scratch / "again.verity", 0, salt, nullptr);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(RunCommand({"cmp", scratch / "v.img.verity", scratch / "again.verity"}).exit_code, 0);
+
+  Result<VerityCheck> clean = CheckVerity(image, scratch / "v.img.verity", 0, nullptr);
+  ASSERT_TRUE(clean.ok()) << clean.status().ToString();
+  EXPECT_EQ(clean->root_hash, v->root_hash);
+  EXPECT_TRUE(clean->bad_ranges.empty());
+
+  // Appended: the tree after the data, found through --hash-offset.
+  const std::string appended = scratch / "a.img";
+  ASSERT_EQ(RunCommand({"cp", "--sparse=always", image, appended}).exit_code, 0);
+  Result<VerityReport> a =
+      WriteVerity(appended, img->image_bytes, appended, img->image_bytes, salt, nullptr);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->root_hash, v->root_hash);
+  CommandResult a_ok =
+      RunCommand({"veritysetup", "verify", "--hash-offset=" + std::to_string(img->image_bytes),
+                  appended, appended, a->root_hash});
+  EXPECT_EQ(a_ok.exit_code, 0) << a_ok.output;
+
+  const uint64_t flip_at = uint64_t{3000} * 4096 + 17;  // inside data block 3000
+  FlipByte(image, flip_at);
+  CommandResult bad = RunCommand({"veritysetup", "verify", image, scratch / "v.img.verity",
+                                  v->root_hash});
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+  Result<VerityCheck> flipped = CheckVerity(image, scratch / "v.img.verity", 0, nullptr);
+  ASSERT_TRUE(flipped.ok()) << flipped.status().ToString();
+  EXPECT_NE(flipped->root_hash, v->root_hash);
+  ASSERT_EQ(flipped->bad_ranges.size(), 1u);
+  EXPECT_EQ(flipped->bad_ranges[0], std::make_pair(uint64_t{3000}, uint64_t{3001}));
+
+  FlipByte(appended, 4096 * 3);
+  CommandResult a_bad =
+      RunCommand({"veritysetup", "verify", "--hash-offset=" + std::to_string(img->image_bytes),
+                  appended, appended, a->root_hash});
+  EXPECT_NE(a_bad.exit_code, 0) << a_bad.output;
 }
 
 }  // namespace
