@@ -55,6 +55,15 @@ struct Ext4Report {
 Result<Ext4Report> WriteExt4(const index::Tree& tree, const std::string& out_path,
                              const Ext4Options& options, const ProgressFn& progress);
 
+// Compares the ext4 image at image_path (opened read-only with libext2fs, no mount) with `tree`:
+// names, types, modes, owners, sizes, mtimes, devices, link counts, symlink targets, xattrs and
+// each regular file's sha256 against tree.ContentDigest (tree content is not read). Returns one
+// line per difference ("/etc/passwd: content sha256:.. in the image, sha256:.. in the index"),
+// at most max_diffs; empty when they agree. The /lost+found the writer adds is not a difference.
+// Fails when the image cannot be read as ext4 or the tree fails.
+Result<std::vector<std::string>> CompareExt4(const index::Tree& tree,
+                                             const std::string& image_path, size_t max_diffs);
+
 // ----- dm-verity ------------------------------------------------------------------------------
 //
 // A dm-verity hash tree as `veritysetup format` writes it (format version 1, sha256, 4096-byte

@@ -955,5 +955,53 @@ TEST(convert_verity, VeritysetupAcceptsTheTreeAndRejectsAFlippedByte) {
   EXPECT_NE(a_bad.exit_code, 0) << a_bad.output;
 }
 
+// CompareExt4 reads the image without mounting it: clean against its own tree, and after one
+// byte of a file's data block is flipped it names that file; against a changed tree it names
+// each change.
+TEST(convert_compare, NamesEveryDifferenceBetweenImageAndTree) {
+  auto tree = BuildTree(EverythingNodes());
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  const std::string image = scratch / "c.img";
+  ASSERT_TRUE(WriteEverything(image).ok());
+  Result<std::vector<std::string>> same = CompareExt4(*tree, image, 100);
+  ASSERT_TRUE(same.ok()) << same.status().ToString();
+  EXPECT_EQ(Join(*same), "");
+
+  std::vector<MemNode> changed_nodes = EverythingNodes();
+  for (MemNode& n : changed_nodes) {
+    if (n.path == "/a/b/c.txt") n.data = "hello, ext5\n";
+    if (n.path == "/modes/suid") n.mode = S_IFREG | 0755;
+    if (n.path == "/owners/f100000") n.uid = 100001;
+    if (n.path == "/xattrs/file") n.xattrs["user.comment"] = "bye";
+    if (n.path == "/links/long") n.data = "elsewhere";
+  }
+  changed_nodes.push_back(File("/new-file", "new"));
+  auto changed = BuildTree(std::move(changed_nodes));
+  ASSERT_TRUE(changed);
+  Result<std::vector<std::string>> diffs = CompareExt4(*changed, image, 100);
+  ASSERT_TRUE(diffs.ok()) << diffs.status().ToString();
+  const std::string all = Join(*diffs);
+  for (const char* want : {"/a/b/c.txt: content", "/modes/suid: mode 0104755 in the image",
+                           "/owners/f100000: uid 100000 in the image, 100001 in the index",
+                           "/xattrs/file: xattr user.comment has a different value",
+                           "/links/long: symlink target", "/new-file: missing from the image"}) {
+    EXPECT_NE(all.find(want), std::string::npos) << want << " not in: " << all;
+  }
+  EXPECT_EQ(diffs->size(), 7u) << all;  // the symlink differs in size and target
+
+  // A flipped byte in /data/six_mib's first data block.
+  CommandResult blocks = RunCommand({"debugfs", "-R", "blocks /data/six_mib", image});
+  ASSERT_EQ(blocks.exit_code, 0) << blocks.output;
+  const size_t nl = blocks.output.find('\n');
+  ASSERT_NE(nl, std::string::npos);
+  const uint64_t first_block = std::stoull(blocks.output.substr(nl + 1));
+  FlipByte(image, first_block * 4096 + 100);
+  Result<std::vector<std::string>> flipped = CompareExt4(*tree, image, 100);
+  ASSERT_TRUE(flipped.ok()) << flipped.status().ToString();
+  ASSERT_EQ(flipped->size(), 1u) << Join(*flipped);
+  EXPECT_TRUE((*flipped)[0].starts_with("/data/six_mib: content sha256:")) << (*flipped)[0];
+}
+
 }  // namespace
 }  // namespace lazyfs::convert
