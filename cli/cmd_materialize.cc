@@ -1,5 +1,6 @@
 // lazyfs materialize: the image's merged tree as an ext4 file a VM can boot.
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <unistd.h>
@@ -35,6 +36,37 @@ std::string BaseName(const std::string& path) {
 // Writes text to path through a temporary sibling renamed into place.
 Status WriteSidecar(const std::string& path, const std::string& text) {
   return WriteFileAtomic(path, text).WithContext("while writing " + path);
+}
+
+// Progress on a terminal: stage, bytes done of total, rate and ETA, one line rewritten in place.
+// Nothing when stderr is not a TTY or -q. Rate and ETA are per stage (write, then verity).
+ProgressFn RateProgress(bool quiet) {
+  if (quiet || !::isatty(STDERR_FILENO)) return nullptr;
+  struct State {
+    std::string stage;
+    std::chrono::steady_clock::time_point start, last;
+  };
+  auto st = std::make_shared<State>();
+  return [st](const Progress& p) {
+    const auto now = std::chrono::steady_clock::now();
+    if (p.stage != st->stage) {
+      st->stage = std::string(p.stage);
+      st->start = now;
+      st->last = {};
+    }
+    const bool done = p.total != 0 && p.done >= p.total;
+    if (!done && now - st->last < std::chrono::milliseconds(200)) return;
+    st->last = now;
+    const double secs = std::chrono::duration<double>(now - st->start).count();
+    const double mib = 1024.0 * 1024.0;
+    const double rate = secs > 0 ? static_cast<double>(p.done) / secs : 0;
+    const double eta = rate > 0 && p.total > p.done ? static_cast<double>(p.total - p.done) / rate : 0;
+    std::fprintf(stderr, "\r%-7s %9.1f / %.1f MiB  %7.1f MiB/s  ETA %2d:%02d ", st->stage.c_str(),
+                 static_cast<double>(p.done) / mib, static_cast<double>(p.total) / mib, rate / mib,
+                 static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
+    if (done) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  };
 }
 
 // Removes what a failed materialize left (best effort: the error being reported matters more).
@@ -93,7 +125,7 @@ Status Materialize(const MaterializeArgs& args) {
     return InvalidArgumentError("bad --verity \"" + args.verity +
                                 "\": expected separate, append or none");
   }
-  const ProgressFn progress = MakeProgress(args.image.quiet);
+  const ProgressFn progress = RateProgress(args.image.quiet);
   // A sidecar from an earlier run must not describe the new image if this one fails.
   ::unlink((args.out + ".json").c_str());
   LAZYFS_ASSIGN_OR_RETURN(convert::Ext4Report report,
