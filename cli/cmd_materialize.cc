@@ -5,12 +5,16 @@
 #include <cstdlib>
 #include <unistd.h>
 #include <memory>
+#include <string>
+#include <sys/stat.h>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <optional>
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "base/digest.h"
 #include "base/fd.h"
 #include "convert/convert.h"
 
@@ -26,7 +30,47 @@ struct MaterializeArgs {
   double free_percent = 20;  // --free: free space as a percentage of the content (auto size)
   bool read_only = false;    // --read-only: no journal, no spare space
   std::string verity = "separate";  // --verity: separate (OUT.verity), append, none
+  std::vector<std::string> adds;    // --add HOSTPATH:GUESTPATH[:uid:gid:mode]
 };
+
+// Parses one --add and reads the host file.
+Result<convert::GuestFile> ParseAdd(const std::string& spec) {
+  std::vector<std::string> f;
+  size_t at = 0;
+  for (;;) {
+    const size_t colon = spec.find(':', at);
+    f.push_back(spec.substr(at, colon == std::string::npos ? std::string::npos : colon - at));
+    if (colon == std::string::npos) break;
+    at = colon + 1;
+  }
+  const auto bad = [&spec](const std::string& why) {
+    return InvalidArgumentError("bad --add \"" + spec + "\": " + why +
+                                " (expected HOSTPATH:GUESTPATH[:uid:gid:mode])");
+  };
+  if (f.size() != 2 && f.size() != 5) return bad("wrong number of fields");
+  if (f[0].empty() || f[1].empty() || f[1][0] != '/') return bad("paths must be given, GUESTPATH absolute");
+  convert::GuestFile g;
+  g.guest_path = f[1];
+  if (f.size() == 5) {
+    try {
+      size_t used = 0;
+      g.uid = static_cast<uint32_t>(std::stoul(f[2], &used, 10));
+      if (used != f[2].size()) return bad("uid is not a number");
+      g.gid = static_cast<uint32_t>(std::stoul(f[3], &used, 10));
+      if (used != f[3].size()) return bad("gid is not a number");
+      g.mode = static_cast<uint32_t>(std::stoul(f[4], &used, 8));
+      if (used != f[4].size() || g.mode > 07777) return bad("mode is not octal 0..7777");
+    } catch (const std::exception&) {
+      return bad("uid, gid and mode must be numbers");
+    }
+  }
+  struct stat st;
+  if (::stat(f[0].c_str(), &st) != 0) return ErrnoError(errno, "--add: stat " + f[0]);
+  if (!S_ISREG(st.st_mode)) return bad(f[0] + " is not a regular file");
+  if (f.size() == 2) g.mode = st.st_mode & 07777;
+  LAZYFS_ASSIGN_OR_RETURN(g.content, ReadFileToString(f[0], size_t{1} << 30));
+  return g;
+}
 
 std::string BaseName(const std::string& path) {
   const size_t slash = path.rfind('/');
@@ -112,6 +156,33 @@ Status Materialize(const MaterializeArgs& args) {
   LAZYFS_ASSIGN_OR_RETURN(uint64_t size, ParseSize(args.size));
   LAZYFS_ASSIGN_OR_RETURN(PreparedImage image, PrepareImage(args.ref, args.image));
   LAZYFS_ASSIGN_OR_RETURN(OpenedTree opened, OpenTree(image, args.image));
+  LAZYFS_ASSIGN_OR_RETURN(std::optional<int64_t> sde, SourceDateEpoch());
+  // Guest additions: one more layer, recorded in the sidecar and mixed into the seed.
+  std::vector<convert::GuestFile> adds;
+  nlohmann::ordered_json additions = nlohmann::ordered_json::array();
+  for (const std::string& spec : args.adds) {
+    LAZYFS_ASSIGN_OR_RETURN(convert::GuestFile g, ParseAdd(spec));
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", g.mode);
+    additions.push_back({{"guest_path", g.guest_path},
+                         {"sha256", Sha256Of(g.content).ToString()},
+                         {"size", g.content.size()},
+                         {"uid", g.uid},
+                         {"gid", g.gid},
+                         {"mode", mode}});
+    adds.push_back(std::move(g));
+  }
+  const index::Tree* tree = opened.tree.get();
+  std::unique_ptr<index::Tree> overlay;
+  if (!adds.empty()) {
+    // Added files get SOURCE_DATE_EPOCH, else the image root's mtime: never the host's clock.
+    LAZYFS_ASSIGN_OR_RETURN(index::Attr root, tree->GetAttr(index::kRootIno));
+    LAZYFS_ASSIGN_OR_RETURN(overlay, convert::WithGuestFiles(*tree, adds, sde.value_or(root.mtime_sec)));
+    tree = overlay.get();
+  }
+  const std::string seed =
+      adds.empty() ? image.manifest.ToString()
+                   : image.manifest.ToString() + "\nadditions " + Sha256Of(additions.dump()).ToString();
   convert::Ext4Options eo;
   eo.size_bytes = size;
   eo.label = args.label;
@@ -119,8 +190,8 @@ Status Materialize(const MaterializeArgs& args) {
   eo.read_only = args.read_only;
   // The same manifest gives the same UUID and hash seed, and times from SOURCE_DATE_EPOCH or
   // the tree: the same image digest and lazyfs version give a byte-identical file.
-  eo.seed = image.manifest.ToString();
-  LAZYFS_ASSIGN_OR_RETURN(eo.fs_time, SourceDateEpoch());
+  eo.seed = seed;
+  eo.fs_time = sde;
   if (args.verity != "separate" && args.verity != "append" && args.verity != "none") {
     return InvalidArgumentError("bad --verity \"" + args.verity +
                                 "\": expected separate, append or none");
@@ -129,7 +200,7 @@ Status Materialize(const MaterializeArgs& args) {
   // A sidecar from an earlier run must not describe the new image if this one fails.
   ::unlink((args.out + ".json").c_str());
   LAZYFS_ASSIGN_OR_RETURN(convert::Ext4Report report,
-                          convert::WriteExt4(*opened.tree, args.out, eo, progress));
+                          convert::WriteExt4(*tree, args.out, eo, progress));
   nlohmann::ordered_json side;
   side["lazyfs_version"] = LAZYFS_VERSION;
   side["source"] = image.ref.ToString();
@@ -142,12 +213,13 @@ Status Materialize(const MaterializeArgs& args) {
                    {"read_only_layout", args.read_only},
                    {"inodes", report.inodes},
                    {"content_bytes", report.data_bytes}};
+  if (!adds.empty()) side["additions"] = additions;
   if (args.verity != "none") {
     const bool append = args.verity == "append";
     const std::string hash_path = append ? args.out : args.out + ".verity";
     Result<convert::VerityReport> v = convert::WriteVerity(
         args.out, report.image_bytes, hash_path, append ? report.image_bytes : 0,
-        convert::VeritySalt(image.manifest.ToString()), progress);
+        convert::VeritySalt(seed), progress);
     if (!v.ok()) {
       RemoveOutputs(args.out);
       return v.status().WithContext("while writing the dm-verity tree of " + args.out);
@@ -207,6 +279,9 @@ void RegisterMaterialize(CLI::App& app, int& exit_code) {
   cmd->add_option("--verity", args->verity,
                   "dm-verity hash tree: separate (OUT.verity, default), append (after the "
                   "filesystem, see OUT.json for the offset) or none");
+  cmd->add_option("--add", args->adds,
+                  "Add a host file to the guest: HOSTPATH:GUESTPATH[:uid:gid:mode] (repeatable; "
+                  "mode octal; default owner 0:0 and the host file's mode)");
   cmd->add_flag("--read-only", args->read_only,
                 "Layout for read-only use: no journal, minimal free space and inodes");
   cmd->callback([args, &exit_code] {

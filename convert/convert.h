@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -63,6 +64,24 @@ Result<Ext4Report> WriteExt4(const index::Tree& tree, const std::string& out_pat
 // Fails when the image cannot be read as ext4 or the tree fails.
 Result<std::vector<std::string>> CompareExt4(const index::Tree& tree,
                                              const std::string& image_path, size_t max_diffs);
+
+// ----- Guest additions --------------------------------------------------------------------------
+
+// A regular file VM tooling puts into the guest (an agent, a unit, SSH keys, a hostname).
+struct GuestFile {
+  std::string guest_path;  // absolute path in the image; missing directories are created 0755
+  std::string content;
+  uint32_t uid = 0, gid = 0;
+  uint32_t mode = 0644;    // permission bits (07777)
+};
+
+// `base` with `files` applied on top as one more layer: a file replaces what the base has at
+// its path (a directory there is an error), parents are created. Every added file and directory
+// gets `mtime`, so the same inputs give the same image. The result borrows `base`. Fails with
+// InvalidArgument naming a bad guest path.
+Result<std::unique_ptr<index::Tree>> WithGuestFiles(const index::Tree& base,
+                                                    const std::vector<GuestFile>& files,
+                                                    int64_t mtime);
 
 // ----- dm-verity ------------------------------------------------------------------------------
 //

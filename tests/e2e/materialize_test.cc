@@ -259,5 +259,46 @@ TEST_F(MaterializeTest, SizeOptionsAndErrors) {
   EXPECT_GT(st.st_size, 3 * 6 << 20);  // 300% of the 6 MiB+ content is free
 }
 
+// --add puts host files into the guest as one more layer: replacing a file, creating parents,
+// with the given owner and mode, recorded in the sidecar, the same bytes for the same inputs.
+TEST_F(MaterializeTest, GuestAdditionsAreALayerOnTopAndReproducible) {
+  const std::string agent = dir_ + "/agent", hostname = dir_ + "/hostname";
+  ASSERT_TRUE(WriteFileAtomic(agent, "#!/bin/sh\necho agent\n").ok());
+  ASSERT_TRUE(WriteFileAtomic(hostname, "guest\n").ok());
+  const std::vector<std::string> adds = {"--add", agent + ":/opt/agent/bin/agent:0:0:0755",
+                                         "--add", hostname + ":/etc/motd:1000:1000:600"};
+  const std::string a = dir_ + "/a.img", b = dir_ + "/b.img";
+  CommandResult r = Materialize(LayoutRef("foundation"), a, adds);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(WriteFileAtomic(agent, "#!/bin/sh\necho agent\n").ok());  // a new host mtime
+  r = Materialize(LayoutRef("foundation"), b, adds);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(RunCommand({"cmp", a, b}).exit_code, 0);
+  EXPECT_EQ(RunCommand({"e2fsck", "-fn", a}).exit_code, 0);
+  nlohmann::json side = Sidecar(a);
+  ASSERT_EQ(side["additions"].size(), 2u);
+  EXPECT_EQ(side["additions"][1]["guest_path"], "/etc/motd");
+  EXPECT_EQ(side["additions"][1]["mode"], "0600");
+
+  auto expected = ExpectedListing(FoundationSpec());
+  ASSERT_TRUE(expected.ok());
+  auto got = ListExt4Image(a, dir_ + "/loop");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_TRUE(got->count("/opt/agent/bin/agent"));
+  EXPECT_EQ(got->at("/opt/agent/bin/agent").mode, 0755u);
+  EXPECT_EQ(got->at("/opt/agent/bin/agent").type, 'f');
+  EXPECT_EQ(got->at("/opt/agent").type, 'd');
+  EXPECT_EQ(got->at("/etc/motd").uid, 1000u);
+  EXPECT_EQ(got->at("/etc/motd").mode, 0600u);
+  EXPECT_EQ(got->at("/etc/motd").size, 6u);
+  // Everything else is the image as its layers say.
+  for (const char* p : {"/opt/agent", "/opt/agent/bin", "/opt/agent/bin/agent", "/etc/motd"}) {
+    got->erase(p);
+    expected->erase(p);
+  }
+  got->at("/opt").nlink -= 1;
+  EXPECT_EQ(DiffListings(*expected, *got), "");
+}
+
 }  // namespace
 }  // namespace lazyfs::testing
