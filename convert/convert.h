@@ -7,7 +7,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "base/image.h"
 #include "base/status.h"
@@ -21,9 +26,13 @@ struct Ext4Options {
   // Free space left over when sizing automatically, as a fraction of the content.
   double free_fraction = 0.2;
   std::string label;
-  // Time used for the filesystem's own timestamps (superblock, lost+found, implicit directories'
-  // ctime); SOURCE_DATE_EPOCH style. 0 means "now".
-  int64_t fs_time = 0;
+  // Time used for the filesystem's own timestamps (superblock, lost+found, the journal);
+  // SOURCE_DATE_EPOCH style. Unset: the newest mtime in the tree (0 for a tree with none), so
+  // the image never depends on the clock.
+  std::optional<int64_t> fs_time;
+  // For images only ever mounted read-only: no journal, no free space or spare inodes beyond a
+  // minimal margin (free_fraction is ignored).
+  bool read_only = false;
   // Seed of the filesystem UUID and directory hash seed. Empty: derived from a sha256 of the
   // whole tree (names, inode facts, content digests), so the same tree gives the same image.
   std::string seed;
@@ -46,5 +55,72 @@ struct Ext4Report {
 // gets stage "write" with content bytes done/total.
 Result<Ext4Report> WriteExt4(const index::Tree& tree, const std::string& out_path,
                              const Ext4Options& options, const ProgressFn& progress);
+
+// Compares the ext4 image at image_path (opened read-only with libext2fs, no mount) with `tree`:
+// names, types, modes, owners, sizes, mtimes, devices, link counts, symlink targets, xattrs and
+// each regular file's sha256 against tree.ContentDigest (tree content is not read). Returns one
+// line per difference ("/etc/passwd: content sha256:.. in the image, sha256:.. in the index"),
+// at most max_diffs; empty when they agree. The /lost+found the writer adds is not a difference.
+// Fails when the image cannot be read as ext4 or the tree fails.
+Result<std::vector<std::string>> CompareExt4(const index::Tree& tree,
+                                             const std::string& image_path, size_t max_diffs);
+
+// ----- Guest additions --------------------------------------------------------------------------
+
+// A regular file VM tooling puts into the guest (an agent, a unit, SSH keys, a hostname).
+struct GuestFile {
+  std::string guest_path;  // absolute path in the image; missing directories are created 0755
+  std::string content;
+  uint32_t uid = 0, gid = 0;
+  uint32_t mode = 0644;    // permission bits (07777)
+};
+
+// `base` with `files` applied on top as one more layer: a file replaces what the base has at
+// its path (a directory there is an error), parents are created. Every added file and directory
+// gets `mtime`, so the same inputs give the same image. The result borrows `base`. Fails with
+// InvalidArgument naming a bad guest path.
+Result<std::unique_ptr<index::Tree>> WithGuestFiles(const index::Tree& base,
+                                                    const std::vector<GuestFile>& files,
+                                                    int64_t mtime);
+
+// ----- dm-verity ------------------------------------------------------------------------------
+//
+// A dm-verity hash tree as `veritysetup format` writes it (format version 1, sha256, 4096-byte
+// data and hash blocks, a salt, with the 512-byte superblock), so `veritysetup verify/open
+// DATA HASH ROOT` accepts it; `--hash-offset` when it is appended to the data file.
+
+struct VerityReport {
+  std::string root_hash;     // hex
+  std::string salt;          // hex
+  uint64_t data_bytes = 0;   // bytes of data covered (data_blocks * 4096)
+  uint64_t data_blocks = 0;
+  uint64_t hash_offset = 0;  // where the superblock starts in the hash file
+  uint64_t hash_bytes = 0;   // superblock block + hash levels
+};
+
+// The salt for a seed (the manifest digest): sha256("lazyfs verity salt\n" + seed), 32 bytes.
+std::string VeritySalt(std::string_view seed);
+
+// Hashes the first data_bytes (a multiple of 4096) of data_path and writes superblock and tree
+// to hash_path at hash_offset (a multiple of 4096; the file is created if absent and cut after
+// the tree). hash_path may be data_path itself (hash_offset >= data_bytes). Fails with
+// InvalidArgument for bad sizes, errno errors naming the file. `progress` gets stage "verity".
+Result<VerityReport> WriteVerity(const std::string& data_path, uint64_t data_bytes,
+                                 const std::string& hash_path, uint64_t hash_offset,
+                                 const std::string& salt, const ProgressFn& progress);
+
+struct VerityCheck {
+  std::string root_hash;  // recomputed from the data, hex
+  std::string salt;       // from the superblock, hex
+  uint64_t data_blocks = 0;
+  // Data block ranges [first, end) whose digest differs from the stored bottom level.
+  std::vector<std::pair<uint64_t, uint64_t>> bad_ranges;
+};
+
+// Recomputes the tree of data_path with the parameters of the superblock at hash_offset in
+// hash_path and compares its bottom level with the stored one. The caller compares root_hash
+// with the one it trusts. DataLoss when there is no valid superblock or a file is short.
+Result<VerityCheck> CheckVerity(const std::string& data_path, const std::string& hash_path,
+                                uint64_t hash_offset, const ProgressFn& progress);
 
 }  // namespace lazyfs::convert

@@ -31,7 +31,9 @@ uint64_t JournalBlocks(uint64_t total_blocks) {
   return 262144;
 }
 
-uint64_t InodesFor(uint64_t total_blocks, const SpaceNeeds& needs, double free_fraction) {
+uint64_t InodesFor(uint64_t total_blocks, const SpaceNeeds& needs, double free_fraction,
+                   bool read_only) {
+  if (read_only) return needs.inodes + 16;
   const uint64_t slack =
       std::max<uint64_t>(1024, static_cast<uint64_t>(static_cast<double>(needs.inodes) *
                                                      std::max(free_fraction, 0.0)));
@@ -39,7 +41,7 @@ uint64_t InodesFor(uint64_t total_blocks, const SpaceNeeds& needs, double free_f
   return std::max(needs.inodes + slack, by_ratio);
 }
 
-uint64_t OverheadBlocks(uint64_t total_blocks, uint64_t inodes) {
+uint64_t OverheadBlocks(uint64_t total_blocks, uint64_t inodes, bool read_only) {
   // ext2fs_initialize shrinks groups when inodes do not fit 32768 per group.
   const uint64_t groups = std::max(DivCeil(total_blocks, kBlocksPerGroup),
                                    DivCeil(inodes, kMaxInodesPerGroup));
@@ -49,18 +51,24 @@ uint64_t OverheadBlocks(uint64_t total_blocks, uint64_t inodes) {
   const uint64_t gdt = DivCeil(groups * kDescSize, kBlockSize);
   const uint64_t supers = SuperblockGroups(groups) * (1 + gdt);
   const uint64_t bitmaps = 2 * groups;
-  return supers + bitmaps + inode_table + JournalBlocks(total_blocks) + 2;  // + root, bad blocks
+  const uint64_t journal = read_only ? 0 : JournalBlocks(total_blocks);
+  return supers + bitmaps + inode_table + journal + 2;  // + root, bad blocks
 }
 
-uint64_t RequiredBlocks(const SpaceNeeds& needs, double free_fraction, uint64_t extra_free) {
+uint64_t RequiredBlocks(const SpaceNeeds& needs, double free_fraction, uint64_t extra_free,
+                        bool read_only) {
   const uint64_t payload = needs.content_blocks + needs.other_blocks + extra_free;
-  uint64_t total = std::max(kMinImageBlocks, payload);
+  // Without a journal nothing forces 16 MiB; 1 MiB still leaves room for the group tables.
+  const uint64_t min_blocks = read_only ? 256 : kMinImageBlocks;
+  uint64_t total = std::max(min_blocks, payload);
   // The overhead grows with the total (journal, inode tables), so iterate to a fixed point; it
   // is monotone, so a few rounds settle it.
   for (int round = 0; round < 16; ++round) {
-    const uint64_t want = payload + OverheadBlocks(total, InodesFor(total, needs, free_fraction));
+    const uint64_t want =
+        payload + OverheadBlocks(total, InodesFor(total, needs, free_fraction, read_only),
+                                 read_only);
     // 1% margin for what the estimate cannot see (last-group rounding, xattr block sharing).
-    const uint64_t next = std::max(kMinImageBlocks, want + want / 100 + 64);
+    const uint64_t next = std::max(min_blocks, want + want / 100 + 64);
     if (next <= total) break;
     total = next;
   }

@@ -55,6 +55,23 @@ class DirPacker {
   uint32_t used_ = 0;
 };
 
+// htree (dir_index) limits with metadata_csum: the root block holds "." and ".." (24 bytes), the
+// 8-byte dx_root_info and a dx_tail; an interior node a fake 8-byte entry and a dx_tail. Each
+// index entry is 8 bytes. Without the largedir feature the tree has at most two levels.
+inline constexpr uint32_t kDxRootLimit = (kBlockSize - 24 - 8 - 8) / 8;  // 507
+inline constexpr uint32_t kDxNodeLimit = (kBlockSize - 8 - 8) / 8;       // 510
+inline constexpr uint64_t kDxMaxLeaves = uint64_t{kDxRootLimit} * kDxNodeLimit;
+
+// Blocks a directory takes when its entries packed linearly (in name order) fill linear_blocks:
+// one block stays linear; more become an htree of a root, interior nodes if the leaves outgrow
+// the root, and the leaves, repacked in hash order (a slack of 1/16 covers the different order).
+constexpr uint64_t DirBlocks(uint64_t linear_blocks) {
+  if (linear_blocks <= 1) return linear_blocks;
+  const uint64_t leaves = linear_blocks + linear_blocks / 16 + 1;
+  const uint64_t nodes = leaves > kDxRootLimit ? (leaves + kDxNodeLimit - 1) / kDxNodeLimit : 0;
+  return 1 + nodes + leaves;
+}
+
 // What the tree needs besides the filesystem's own metadata, in blocks, and its inode count.
 struct SpaceNeeds {
   uint64_t content_blocks = 0;  // regular files' data, whole blocks, holes counted as data
@@ -64,19 +81,22 @@ struct SpaceNeeds {
 
 // Inodes the filesystem gets for an image of total_blocks: what the tree uses plus slack for
 // the guest (max(1024, free_fraction of the tree's)), and never fewer than one per 16 KiB
-// (mke2fs's default ratio).
-uint64_t InodesFor(uint64_t total_blocks, const SpaceNeeds& needs, double free_fraction);
+// (mke2fs's default ratio). A read-only image gets what the tree uses and a few more.
+uint64_t InodesFor(uint64_t total_blocks, const SpaceNeeds& needs, double free_fraction,
+                   bool read_only);
 
 // Blocks the filesystem's own metadata takes in an image of total_blocks holding `inodes`
-// inodes: superblocks and descriptor copies, bitmaps, inode tables, the journal.
-uint64_t OverheadBlocks(uint64_t total_blocks, uint64_t inodes);
+// inodes: superblocks and descriptor copies, bitmaps, inode tables, the journal (unless
+// read_only).
+uint64_t OverheadBlocks(uint64_t total_blocks, uint64_t inodes, bool read_only);
 
 // The journal's size in blocks for an image of total_blocks (mke2fs's default table); 0 when
 // the image is too small for one.
 uint64_t JournalBlocks(uint64_t total_blocks);
 
 // The smallest image (blocks) that holds `needs` plus `extra_free` free blocks, at least
-// kMinImageBlocks.
-uint64_t RequiredBlocks(const SpaceNeeds& needs, double free_fraction, uint64_t extra_free);
+// kMinImageBlocks (256 blocks when read_only).
+uint64_t RequiredBlocks(const SpaceNeeds& needs, double free_fraction, uint64_t extra_free,
+                        bool read_only);
 
 }  // namespace lazyfs::convert

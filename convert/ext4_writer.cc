@@ -8,9 +8,13 @@
 //   inode k >= 2 is ext4 inode k + 10 (11 is lost+found). A hardlink is one inode with several
 //   names, and a directory can be written before its children because their numbers are known.
 // - directories are built whole in memory from ReadDir's sorted entries, packed first-fit into
-//   4 KiB leaf blocks with checksum tails and written once: linear time in the entry count, where
-//   ext2fs_link per name would rescan the directory each time (quadratic). They are linear
-//   directories (no htree); e2fsck -fD or the kernel index them later if wanted.
+//   4 KiB leaf blocks with checksum tails and written once: O(n log n) in the entry count, where
+//   ext2fs_link per name would rescan the directory each time (quadratic). A directory of one
+//   block stays linear; a bigger one becomes a hashed index (htree, dir_index) built here: the
+//   entries sorted by their half-MD4 hash (libext2fs's ext2fs_dirhash2 with the image's seed),
+//   packed into leaves, and a root (plus interior nodes past 507 leaves) pointing at them.
+//   libext2fs has no bulk htree builder (only e2fsck's rehash, which is not a library call), so
+//   the index blocks are laid out by hand; ext2fs_write_dir_block4 sets their checksums.
 // - file data is read in 4 MiB chunks, hashed, and written with one pwrite per contiguous run into
 //   ranges from ext2fs_new_range, allocated in order from a cursor so files are laid out in the
 //   order they are written. Whole zero blocks become holes. Extents are written into the inode
@@ -115,6 +119,7 @@ struct Survey {
   bool root_has_lost_found = false;
   uint64_t inodes = 0;          // reachable tree inodes
   uint64_t content_bytes = 0;
+  int64_t newest_mtime = 0;     // the default for the filesystem's own times
   Digest fingerprint;
 };
 
@@ -136,6 +141,7 @@ Result<Survey> SurveyTree(const Tree& tree) {
     }
     s.ftype[ino] = ft;
     ++s.inodes;
+    s.newest_mtime = std::max(s.newest_mtime, a.mtime_sec);
     fp.Int(ino);
     fp.Int(a.mode);
     fp.Int(a.uid);
@@ -224,7 +230,11 @@ Result<Survey> SurveyTree(const Tree& tree) {
         return InvalidArgumentError(path + ": more than 65000 hardlinks to one file");
       }
     }
-    s.needs.other_blocks += packer.blocks();
+    if (packer.blocks() + packer.blocks() / 16 + 1 > kDxMaxLeaves) {
+      return InvalidArgumentError(f.path + ": " + std::to_string(entries.size()) +
+                                  " entries is more than a two-level htree holds");
+    }
+    s.needs.other_blocks += DirBlocks(packer.blocks());
     // Depth-first in name order: push in reverse so the first subdirectory comes out first.
     for (auto it = subdirs.rbegin(); it != subdirs.rend(); ++it) stack.push_back(std::move(*it));
   }
@@ -480,9 +490,12 @@ class Writer {
     return h.Close().WithContext(what);
   }
 
-  // Builds a directory's blocks from its records and writes them and its inode.
-  Status WriteDirInode(ext2_ino_t ino, ext2_inode_large& in, const std::vector<DirRecord>& records,
-                       uint64_t min_blocks, const std::string& path) {
+  // Packs records (in the given order) first-fit into leaf blocks with checksum tails; at least
+  // min_blocks blocks, the spare ones empty. Returns the blocks and, per block, the index of its
+  // first record.
+  Result<std::vector<std::byte>> PackLeaves(std::span<const DirRecord* const> records,
+                                            uint64_t min_blocks, std::vector<size_t>* firsts,
+                                            const std::string& path) {
     DirPacker packer;
     std::vector<std::byte> blocks(kBlockSize);
     ext2_dir_entry* last = nullptr;
@@ -494,12 +507,15 @@ class Writer {
       return Status::Ok();
     };
     uint64_t last_off = 0;
-    for (const DirRecord& r : records) {
+    if (firsts != nullptr) firsts->push_back(0);
+    for (size_t i = 0; i < records.size(); ++i) {
+      const DirRecord& r = *records[i];
       bool new_block = false;
       const uint64_t off = packer.Place(static_cast<uint32_t>(r.name.size()), &new_block);
       if (new_block) {
         LAZYFS_RETURN_IF_ERROR(close_block(last, last_off));
         blocks.resize(packer.blocks() * kBlockSize);
+        if (firsts != nullptr) firsts->push_back(i);
       }
       auto* d = reinterpret_cast<ext2_dir_entry*>(blocks.data() + off);
       d->inode = r.ino;
@@ -511,10 +527,10 @@ class Writer {
       last = d;
       last_off = off;
     }
-    LAZYFS_RETURN_IF_ERROR(close_block(last, last_off));
-    // Empty blocks (lost+found's spare room): one unused entry spanning the block.
-    const uint64_t nblocks = std::max(packer.blocks(), min_blocks);
-    const uint64_t used_blocks = packer.blocks();
+    // Empty blocks (lost+found's spare room, or no records): one unused entry spanning the block.
+    const uint64_t used_blocks = last == nullptr ? 0 : packer.blocks();
+    if (last != nullptr) LAZYFS_RETURN_IF_ERROR(close_block(last, last_off));
+    const uint64_t nblocks = std::max(used_blocks, min_blocks);
     blocks.resize(nblocks * kBlockSize);
     for (uint64_t b = used_blocks; b < nblocks; ++b) {
       auto* d = reinterpret_cast<ext2_dir_entry*>(blocks.data() + b * kBlockSize);
@@ -525,6 +541,135 @@ class Writer {
           fs_, reinterpret_cast<ext2_dir_entry_tail*>(blocks.data() + (b + 1) * kBlockSize -
                                                       kDirTailSize));
     }
+    return blocks;
+  }
+
+  // Builds an htree directory: block 0 is the root ("." and ".." and the index), then interior
+  // nodes when the leaves outgrow the root, then the leaves in hash order. records[0..1] are
+  // "." and "..".
+  Result<std::vector<std::byte>> BuildIndexed(const std::vector<DirRecord>& records,
+                                              const std::string& path) {
+    struct Hashed {
+      ext2_dirhash_t hash, minor;
+      const DirRecord* rec;
+    };
+    // An unsigned-hash filesystem (set in WriteExt4) uses the *_UNSIGNED variant of the
+    // superblock's default hash, as the kernel and e2fsck do.
+    const int alg = fs_->super->s_def_hash_version + 3;
+    const auto* seed = reinterpret_cast<const __u32*>(fs_->super->s_hash_seed);
+    std::vector<Hashed> hashed;
+    hashed.reserve(records.size() - 2);
+    for (size_t i = 2; i < records.size(); ++i) {
+      Hashed h{0, 0, &records[i]};
+      LAZYFS_EXT2_CHECK(ext2fs_dirhash2(alg, records[i].name.data(),
+                                        static_cast<int>(records[i].name.size()), nullptr, 0,
+                                        seed, &h.hash, &h.minor),
+                        "while hashing the names of directory " + path);
+      hashed.push_back(h);
+    }
+    std::sort(hashed.begin(), hashed.end(), [](const Hashed& a, const Hashed& b) {
+      if (a.hash != b.hash) return a.hash < b.hash;
+      if (a.minor != b.minor) return a.minor < b.minor;
+      return a.rec->name < b.rec->name;
+    });
+    std::vector<const DirRecord*> order;
+    order.reserve(hashed.size());
+    for (const Hashed& h : hashed) order.push_back(h.rec);
+    std::vector<size_t> firsts;
+    LAZYFS_ASSIGN_OR_RETURN(std::vector<std::byte> leaves, PackLeaves(order, 1, &firsts, path));
+    const uint64_t nleaves = leaves.size() / kBlockSize;
+    if (nleaves > kDxMaxLeaves) {
+      return InvalidArgumentError(path + ": " + std::to_string(records.size() - 2) +
+                                  " entries is more than a two-level htree holds");
+    }
+    // The index key of each leaf: the hash of its first entry, with the low bit set when the
+    // previous leaf ends with the same hash (a collision run continued across leaves).
+    std::vector<uint32_t> keys(nleaves, 0);
+    for (uint64_t l = 1; l < nleaves; ++l) {
+      const size_t i = firsts[l];
+      keys[l] = hashed[i].hash | (hashed[i - 1].hash == hashed[i].hash ? 1u : 0u);
+    }
+    const uint64_t nnodes = nleaves > kDxRootLimit ? DivCeil(nleaves, kDxNodeLimit) : 0;
+    const uint64_t first_leaf = 1 + nnodes;
+    std::vector<std::byte> blocks((first_leaf + nleaves) * kBlockSize);
+    std::memcpy(blocks.data() + first_leaf * kBlockSize, leaves.data(), leaves.size());
+
+    // Writes count/limit and entries (block numbers, and hashes from the second on) at `at`.
+    auto put_index = [](std::byte* at, uint16_t limit, const std::vector<uint32_t>& hashes,
+                        const std::vector<uint32_t>& lblks) {
+      auto* cl = reinterpret_cast<ext2_dx_countlimit*>(at);
+      cl->limit = ext2fs_cpu_to_le16(limit);
+      cl->count = ext2fs_cpu_to_le16(static_cast<uint16_t>(lblks.size()));
+      auto* e = reinterpret_cast<ext2_dx_entry*>(at);
+      for (size_t i = 0; i < lblks.size(); ++i) {
+        if (i > 0) e[i].hash = ext2fs_cpu_to_le32(hashes[i]);
+        e[i].block = ext2fs_cpu_to_le32(lblks[i]);
+      }
+    };
+    std::vector<uint32_t> root_hashes, root_lblks;
+    if (nnodes == 0) {
+      for (uint64_t l = 0; l < nleaves; ++l) {
+        root_hashes.push_back(keys[l]);
+        root_lblks.push_back(static_cast<uint32_t>(first_leaf + l));
+      }
+    } else {
+      for (uint64_t n = 0; n < nnodes; ++n) {
+        const uint64_t lo = n * kDxNodeLimit;
+        const uint64_t hi = std::min<uint64_t>(nleaves, lo + kDxNodeLimit);
+        std::vector<uint32_t> hashes, lblks;
+        for (uint64_t l = lo; l < hi; ++l) {
+          hashes.push_back(keys[l]);
+          lblks.push_back(static_cast<uint32_t>(first_leaf + l));
+        }
+        std::byte* node = blocks.data() + (1 + n) * kBlockSize;
+        auto* fake = reinterpret_cast<ext2_dir_entry*>(node);
+        fake->inode = 0;
+        LAZYFS_EXT2_CHECK(ext2fs_set_rec_len(fs_, kBlockSize, fake),
+                          "while building directory " + path);
+        put_index(node + 8, kDxNodeLimit, hashes, lblks);
+        root_hashes.push_back(keys[lo]);
+        root_lblks.push_back(static_cast<uint32_t>(1 + n));
+      }
+    }
+    std::byte* root = blocks.data();
+    auto* dot = reinterpret_cast<ext2_dir_entry*>(root);
+    dot->inode = records[0].ino;
+    ext2fs_dirent_set_name_len(dot, 1);
+    ext2fs_dirent_set_file_type(dot, EXT2_FT_DIR);
+    dot->name[0] = '.';
+    LAZYFS_EXT2_CHECK(ext2fs_set_rec_len(fs_, 12, dot), "while building directory " + path);
+    auto* dotdot = reinterpret_cast<ext2_dir_entry*>(root + 12);
+    dotdot->inode = records[1].ino;
+    ext2fs_dirent_set_name_len(dotdot, 2);
+    ext2fs_dirent_set_file_type(dotdot, EXT2_FT_DIR);
+    dotdot->name[0] = '.';
+    dotdot->name[1] = '.';
+    LAZYFS_EXT2_CHECK(ext2fs_set_rec_len(fs_, kBlockSize - 12, dotdot),
+                      "while building directory " + path);
+    auto* info = reinterpret_cast<ext2_dx_root_info*>(root + 24);
+    info->reserved_zero = 0;
+    info->hash_version = fs_->super->s_def_hash_version;
+    info->info_length = 8;
+    info->indirect_levels = nnodes == 0 ? 0 : 1;
+    info->unused_flags = 0;
+    put_index(root + 32, kDxRootLimit, root_hashes, root_lblks);
+    return blocks;
+  }
+
+  // Builds a directory's blocks from its records ("." and ".." first) and writes them and its
+  // inode: linear when one block holds them (or min_blocks asks for spare room), else an htree.
+  Status WriteDirInode(ext2_ino_t ino, ext2_inode_large& in, const std::vector<DirRecord>& records,
+                       uint64_t min_blocks, const std::string& path) {
+    std::vector<const DirRecord*> order;
+    order.reserve(records.size());
+    for (const DirRecord& r : records) order.push_back(&r);
+    LAZYFS_ASSIGN_OR_RETURN(std::vector<std::byte> blocks,
+                            PackLeaves(order, min_blocks, nullptr, path));
+    if (blocks.size() > kBlockSize && min_blocks <= 1) {
+      LAZYFS_ASSIGN_OR_RETURN(blocks, BuildIndexed(records, path));
+      in.i_flags |= EXT2_INDEX_FL;
+    }
+    const uint64_t nblocks = blocks.size() / kBlockSize;
 
     std::vector<std::pair<blk64_t, blk64_t>> runs;
     LAZYFS_RETURN_IF_ERROR(Allocate(nblocks, runs, path));
@@ -532,7 +677,7 @@ class Writer {
     uint64_t lblk = 0;
     for (auto [pblk, plen] : runs) {
       for (blk64_t i = 0; i < plen; ++i) {
-        // Sets the block's checksum, then writes it.
+        // Sets the block's checksum (leaf tail or dx tail), then writes it.
         LAZYFS_EXT2_CHECK(ext2fs_write_dir_block4(fs_, pblk + i,
                                                   blocks.data() + (lblk + i) * kBlockSize, 0, ino),
                           "while writing directory " + path);
@@ -748,8 +893,9 @@ Result<Ext4Report> WriteExt4(const Tree& tree, const std::string& out_path,
   LAZYFS_ASSIGN_OR_RETURN(Survey survey, SurveyTree(tree));
   const double free_fraction = std::max(options.free_fraction, 0.0);
 
+  const bool ro = options.read_only;
   uint64_t blocks = 0;
-  const uint64_t needed = RequiredBlocks(survey.needs, free_fraction, 0);
+  const uint64_t needed = RequiredBlocks(survey.needs, free_fraction, 0, ro);
   if (options.size_bytes != 0) {
     blocks = options.size_bytes / kBlockSize;
     if (blocks < needed) {
@@ -758,14 +904,16 @@ Result<Ext4Report> WriteExt4(const Tree& tree, const std::string& out_path,
                                     std::to_string(options.size_bytes));
     }
   } else {
-    const uint64_t free_blocks = static_cast<uint64_t>(
-        static_cast<double>(survey.needs.content_blocks) * free_fraction);
-    blocks = RequiredBlocks(survey.needs, free_fraction, free_blocks);
+    const uint64_t free_blocks =
+        ro ? 0
+           : static_cast<uint64_t>(static_cast<double>(survey.needs.content_blocks) *
+                                   free_fraction);
+    blocks = RequiredBlocks(survey.needs, free_fraction, free_blocks, ro);
   }
   if (blocks > (uint64_t{1} << 32) * kBlocksPerGroup) {
     return InvalidArgumentError("image of " + std::to_string(blocks) + " blocks is too large");
   }
-  const int64_t fs_time = options.fs_time != 0 ? options.fs_time : ::time(nullptr);
+  const int64_t fs_time = options.fs_time.value_or(survey.newest_mtime);
 
   TempImage temp;
   LAZYFS_RETURN_IF_ERROR(temp.Create(out_path, blocks * kBlockSize));
@@ -780,7 +928,7 @@ Result<Ext4Report> WriteExt4(const Tree& tree, const std::string& out_path,
   param.s_desc_size = EXT2_MIN_DESC_SIZE_64BIT;
   param.s_log_groups_per_flex = 4;
   param.s_inodes_count = static_cast<uint32_t>(
-      std::min<uint64_t>(InodesFor(blocks, survey.needs, free_fraction), UINT32_MAX - 1));
+      std::min<uint64_t>(InodesFor(blocks, survey.needs, free_fraction, ro), UINT32_MAX - 1));
   param.s_feature_compat = EXT2_FEATURE_COMPAT_EXT_ATTR | EXT2_FEATURE_COMPAT_DIR_INDEX;
   param.s_feature_incompat = EXT2_FEATURE_INCOMPAT_FILETYPE | EXT3_FEATURE_INCOMPAT_EXTENTS |
                              EXT4_FEATURE_INCOMPAT_FLEX_BG | EXT4_FEATURE_INCOMPAT_64BIT;
@@ -835,7 +983,7 @@ Result<Ext4Report> WriteExt4(const Tree& tree, const std::string& out_path,
 
   Writer writer(tree, fs.get(), survey, progress, fs_time);
   LAZYFS_RETURN_IF_ERROR(writer.WriteReserved().WithContext(ctx));
-  {
+  if (!ro) {
     ext2fs_journal_params jp;
     LAZYFS_EXT2_CHECK(ext2fs_get_journal_params(&jp, fs.get()), ctx + ": sizing the journal");
     LAZYFS_EXT2_CHECK(ext2fs_add_journal_inode3(fs.get(), &jp, ~0ULL,

@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,7 @@ using testing::MemoryTree;
 
 constexpr int64_t kFsTime = 1'700'000'000;
 constexpr int64_t kPast2038 = (int64_t{1} << 31) + 100;
+constexpr int64_t k2100 = 4'102'444'800;  // 2100-01-01T00:00:00Z: needs the epoch bits
 
 struct CommandResult {
   int exit_code = -1;
@@ -300,6 +302,10 @@ std::vector<MemNode> EverythingNodes() {
   MemNode far = Dir("/time/far_dir");
   far.mtime_sec = int64_t{4'000'000'000};
   v.push_back(far);
+  MemNode y2100 = File("/time/y2100", "new year 2100");
+  y2100.mtime_sec = k2100;
+  y2100.mtime_nsec = 999'999'999;
+  v.push_back(y2100);
 
   MemNode x = File("/xattrs/file", "with xattrs");
   x.xattrs["user.comment"] = "hello";
@@ -331,6 +337,15 @@ std::unique_ptr<MemoryTree> BuildTree(std::vector<MemNode> nodes) {
   auto t = MemoryTree::Build(std::move(nodes));
   EXPECT_TRUE(t.ok()) << t.status().ToString();
   return t.ok() ? std::move(t).value() : nullptr;
+}
+
+// The EverythingNodes tree written to image with the test's fixed filesystem time.
+Result<Ext4Report> WriteEverything(const std::string& image) {
+  auto tree = MemoryTree::Build(EverythingNodes());
+  if (!tree.ok()) return tree.status();
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  return WriteExt4(**tree, image, o, nullptr);
 }
 
 // e2fsck -fn must exit 0; returns its complaint otherwise.
@@ -414,6 +429,11 @@ TEST(convert_ext4, TimesPast2038KeepNanosecondsAndLabelIsSet) {
   EXPECT_EQ(st.st_mtim.tv_nsec, 123456789);
   EXPECT_EQ(st.st_atim.tv_sec, kPast2038);
   EXPECT_EQ(st.st_ctim.tv_sec, kPast2038);
+  ASSERT_EQ(lstat((mnt.dir() + "/time/y2100").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, k2100);
+  EXPECT_EQ(st.st_mtim.tv_nsec, 999'999'999);
+  ASSERT_EQ(lstat((mnt.dir() + "/time/far_dir").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mtim.tv_sec, 4'000'000'000);
   ASSERT_EQ(lstat((mnt.dir() + "/time/epoch").c_str(), &st), 0);
   EXPECT_EQ(st.st_mtim.tv_sec, 0);
   EXPECT_EQ(st.st_ctim.tv_sec, 0);
@@ -558,13 +578,9 @@ TEST(convert_ext4, ReportsWriteProgressUpToTheContentSize) {
 // The kernel must accept the image's bitmaps, group descriptors and directories as its own:
 // change it through a read-write mount, and e2fsck must still find it clean.
 TEST(convert_ext4, KernelWritesKeepTheImageClean) {
-  auto tree = BuildTree(EverythingNodes());
-  ASSERT_TRUE(tree);
   ScratchDir scratch;
   const std::string image = scratch / "rw.img";
-  Ext4Options o;
-  o.fs_time = kFsTime;
-  ASSERT_TRUE(WriteExt4(*tree, image, o, nullptr).ok());
+  ASSERT_TRUE(WriteEverything(image).ok());
   {
     LoopMount mnt;
     ASSERT_EQ(mnt.Mount(image, /*read_write=*/true), "");
@@ -627,6 +643,364 @@ TEST(convert_ext4, InvalidInputsAreInvalidArgument) {
   r = WriteExt4(*empty_link, scratch / "s.img", Ext4Options{}, nullptr);
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
   EXPECT_TRUE(scratch.Names().empty());
+}
+
+// Directories past one block become htrees: one level for 20k entries, two levels (interior
+// nodes) for 60k long names. e2fsck checks the index (hash order, ranges, checksums); the kernel
+// must find every name through it, and debugfs must dump it.
+TEST(convert_ext4, BigDirectoriesAreHashIndexedAndEveryNameIsFound) {
+  std::vector<MemNode> nodes;
+  nodes.push_back(File("/small/only", "x"));
+  for (int i = 0; i < 20000; ++i) nodes.push_back(File("/big/f" + std::to_string(i), ""));
+  for (int i = 0; i < 60000; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "/huge/%040d", i);
+    nodes.push_back(File(name, i % 1000 == 0 ? "data" : ""));
+  }
+  MemNode sub = Dir("/big/subdir");
+  nodes.push_back(sub);
+  auto tree = BuildTree(std::move(nodes));
+  ASSERT_TRUE(tree);
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  WriteCheckAndCompare(*tree, o);
+
+  ScratchDir scratch;
+  const std::string image = scratch / "dirs.img";
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WriteExt4(*tree, image, o, nullptr).ok());
+  std::printf("80k entries written in %.3f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  for (const char* dir : {"/big", "/huge"}) {
+    CommandResult h = RunCommand({"debugfs", "-R", std::string("htree ") + dir, image});
+    EXPECT_EQ(h.exit_code, 0) << h.output;
+    EXPECT_NE(h.output.find("Root node dump"), std::string::npos) << h.output.substr(0, 2000);
+    EXPECT_EQ(h.output.find("Not a hash-indexed directory"), std::string::npos);
+  }
+  CommandResult h = RunCommand({"debugfs", "-R", "htree /huge", image});
+  EXPECT_NE(h.output.find("Indirect levels: 1"), std::string::npos) << h.output.substr(0, 2000);
+  CommandResult small = RunCommand({"debugfs", "-R", "htree /small", image});
+  EXPECT_NE(small.output.find("Not a hash-indexed directory"), std::string::npos)
+      << small.output.substr(0, 2000);
+
+  LoopMount mnt;
+  ASSERT_EQ(mnt.Mount(image), "");
+  struct stat st;
+  int missing = 0;
+  for (int i = 0; i < 20000; ++i) {
+    if (lstat((mnt.dir() + "/big/f" + std::to_string(i)).c_str(), &st) != 0) ++missing;
+  }
+  for (int i = 0; i < 60000; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "/huge/%040d", i);
+    if (lstat((mnt.dir() + name).c_str(), &st) != 0) ++missing;
+  }
+  EXPECT_EQ(missing, 0);
+  EXPECT_NE(lstat((mnt.dir() + "/big/absent").c_str(), &st), 0);
+  EXPECT_EQ(errno, ENOENT);
+}
+
+// A tree with one file of kBigSize bytes, zero except a few patches (one straddling the 4 GiB
+// boundary, one in the partial last block): served without holding it in memory.
+class BigSparseTree : public index::Tree {
+ public:
+  static constexpr uint64_t kBigSize = (uint64_t{5} << 30) + 12345;
+  struct Patch {
+    uint64_t off;
+    std::string bytes;
+  };
+  BigSparseTree() {
+    patches_ = {{0, PseudoRandom(10000, 1)},
+                {(uint64_t{4} << 30) - 3, "across 4 GiB"},
+                {(uint64_t{4} << 30) + (uint64_t{1} << 29), PseudoRandom(4096 * 3, 2)},
+                {kBigSize - 5, "tail!"}};
+    Sha256 h;
+    std::vector<std::byte> buf(8 << 20);
+    for (uint64_t off = 0; off < kBigSize; off += buf.size()) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), kBigSize - off));
+      Fill(off, std::span<std::byte>(buf.data(), n));
+      h.Update(buf.data(), n);
+    }
+    digest_ = h.Finish();
+  }
+  Result<index::Attr> GetAttr(uint64_t ino) const override {
+    index::Attr a;
+    a.ino = ino;
+    if (ino == 1) {
+      a.mode = S_IFDIR | 0755;
+      a.nlink = 2;
+    } else if (ino == 2) {
+      a.mode = S_IFREG | 0644;
+      a.size = kBigSize;
+      a.mtime_sec = 1'700'000'000;
+    } else {
+      return NotFoundError("no inode " + std::to_string(ino));
+    }
+    return a;
+  }
+  Result<index::Attr> Lookup(uint64_t parent, std::string_view name) const override {
+    if (parent == 1 && name == "big") return GetAttr(2);
+    return NotFoundError(std::string(name));
+  }
+  Result<std::vector<index::DirEntry>> ReadDir(uint64_t ino) const override {
+    if (ino != 1) return std::vector<index::DirEntry>{};
+    return std::vector<index::DirEntry>{{"big", 2, S_IFREG | 0644}};
+  }
+  Result<std::string> ReadLink(uint64_t) const override { return InvalidArgumentError("no"); }
+  Result<std::vector<index::Xattr>> ListXattrs(uint64_t) const override {
+    return std::vector<index::Xattr>{};
+  }
+  Result<Digest> ContentDigest(uint64_t) const override { return digest_; }
+  Result<size_t> Read(uint64_t, uint64_t offset, std::span<std::byte> out) const override {
+    if (offset >= kBigSize) return size_t{0};
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(out.size(), kBigSize - offset));
+    Fill(offset, out.subspan(0, n));
+    return n;
+  }
+  index::TreeStats Stats() const override {
+    index::TreeStats s;
+    s.inodes = 2;
+    s.directories = 1;
+    s.regular_files = 1;
+    s.content_bytes = kBigSize;
+    return s;
+  }
+  const Digest& digest() const { return digest_; }
+  // Bytes of the file that are not in an all-zero 4 KiB block.
+  uint64_t DataBlocks() const {
+    std::set<uint64_t> blocks;
+    for (const Patch& p : patches_) {
+      for (uint64_t b = p.off / 4096; b <= (p.off + p.bytes.size() - 1) / 4096; ++b) blocks.insert(b);
+    }
+    return blocks.size();
+  }
+
+ private:
+  void Fill(uint64_t off, std::span<std::byte> out) const {
+    std::memset(out.data(), 0, out.size());
+    for (const Patch& p : patches_) {
+      const uint64_t lo = std::max(off, p.off);
+      const uint64_t hi = std::min(off + out.size(), p.off + p.bytes.size());
+      if (lo < hi) std::memcpy(out.data() + (lo - off), p.bytes.data() + (lo - p.off), hi - lo);
+    }
+  }
+  std::vector<Patch> patches_;
+  Digest digest_;
+};
+
+// Past 4 GiB nothing may wrap (offsets, extent starts, i_size_high), and whole zero blocks stay
+// holes all the way down: in the ext4 file and in out.img itself.
+TEST(convert_ext4, FileLargerThan4GiBStaysSparseAndReadsBackIdentical) {
+  BigSparseTree tree;
+  ScratchDir scratch;
+  const std::string image = scratch / "big.img";
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  Result<Ext4Report> r = WriteExt4(tree, image, o, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT(r->image_bytes, BigSparseTree::kBigSize) << "auto size counts holes as data";
+  struct stat st;
+  ASSERT_EQ(stat(image.c_str(), &st), 0);
+  const uint64_t allocated = static_cast<uint64_t>(st.st_blocks) * 512;
+  std::printf("image %llu bytes, %llu allocated on the host\n",
+              static_cast<unsigned long long>(st.st_size),
+              static_cast<unsigned long long>(allocated));
+  EXPECT_LT(allocated, uint64_t{200} << 20) << "out.img should stay sparse";
+  EXPECT_EQ(Fsck(image), "");
+
+  LoopMount mnt;
+  ASSERT_EQ(mnt.Mount(image), "");
+  const std::string big = mnt.dir() + "/big";
+  ASSERT_EQ(lstat(big.c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), BigSparseTree::kBigSize);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_blocks), tree.DataBlocks() * 4096 / 512);
+  Result<Fd> fd = OpenFile(big, O_RDONLY);
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  Sha256 h;
+  std::vector<char> buf(8 << 20);
+  uint64_t total = 0;
+  for (;;) {
+    ssize_t n = read(fd->get(), buf.data(), buf.size());
+    ASSERT_GE(n, 0) << std::strerror(errno);
+    if (n == 0) break;
+    h.Update(buf.data(), static_cast<size_t>(n));
+    total += static_cast<uint64_t>(n);
+  }
+  EXPECT_EQ(total, BigSparseTree::kBigSize);
+  EXPECT_EQ(h.Finish(), tree.digest());
+}
+
+// --read-only: no journal, and (sized automatically) almost no free blocks or inodes. Sizing
+// happens before content is read, so holes are counted as data: the free-space check uses
+// dense files.
+TEST(convert_ext4, ReadOnlyImageHasNoJournalAndLittleFreeSpace) {
+  auto everything = BuildTree(EverythingNodes());
+  ASSERT_TRUE(everything);
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  o.read_only = true;
+  WriteCheckAndCompare(*everything, o);
+
+  std::vector<MemNode> dense;
+  for (int i = 0; i < 20; ++i) {
+    dense.push_back(File("/bin/f" + std::to_string(i), PseudoRandom(1 << 20, 40 + i)));
+  }
+  for (int i = 0; i < 5000; ++i) dense.push_back(File("/etc/n" + std::to_string(i), "c"));
+  auto tree = BuildTree(std::move(dense));
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  const std::string image = scratch / "ro.img";
+  Result<Ext4Report> ro = WriteExt4(*tree, image, o, nullptr);
+  ASSERT_TRUE(ro.ok()) << ro.status().ToString();
+  o.read_only = false;
+  Result<Ext4Report> rw = WriteExt4(*tree, scratch / "rw.img", o, nullptr);
+  ASSERT_TRUE(rw.ok()) << rw.status().ToString();
+  std::printf("read-only %llu bytes (%llu free), read-write %llu bytes (%llu free)\n",
+              static_cast<unsigned long long>(ro->image_bytes),
+              static_cast<unsigned long long>(ro->free_bytes),
+              static_cast<unsigned long long>(rw->image_bytes),
+              static_cast<unsigned long long>(rw->free_bytes));
+  EXPECT_LT(ro->image_bytes, rw->image_bytes);
+  EXPECT_LT(ro->free_bytes, ro->image_bytes / 20);
+  CommandResult features = RunCommand({"dumpe2fs", "-h", image});
+  ASSERT_EQ(features.exit_code, 0) << features.output;
+  EXPECT_EQ(features.output.find("has_journal"), std::string::npos) << features.output;
+  CommandResult rw_features = RunCommand({"dumpe2fs", "-h", scratch / "rw.img"});
+  EXPECT_NE(rw_features.output.find("has_journal"), std::string::npos);
+}
+
+// Without an explicit time the filesystem's own times come from the tree, not the clock.
+TEST(convert_ext4, DefaultFilesystemTimeIsTheNewestMtime) {
+  auto tree = BuildTree({File("/a", "a"), File("/b", "b")});
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  ASSERT_TRUE(WriteExt4(*tree, scratch / "1.img", Ext4Options{}, nullptr).ok());
+  sleep(1);
+  ASSERT_TRUE(WriteExt4(*tree, scratch / "2.img", Ext4Options{}, nullptr).ok());
+  CommandResult cmp = RunCommand({"cmp", scratch / "1.img", scratch / "2.img"});
+  EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
+  CommandResult d = RunCommand({"debugfs", "-R", "stat /lost+found", scratch / "1.img"});
+  EXPECT_NE(d.output.find("mtime: 0x5f5e1000"), std::string::npos) << d.output;  // 1600000000
+}
+
+// Flips one byte of a file in place.
+void FlipByte(const std::string& path, uint64_t off) {
+  Result<Fd> fd = OpenFile(path, O_RDWR);
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  char c = 0;
+  ASSERT_EQ(pread(fd->get(), &c, 1, static_cast<off_t>(off)), 1);
+  c = static_cast<char>(c ^ 0x01);
+  ASSERT_EQ(pwrite(fd->get(), &c, 1, static_cast<off_t>(off)), 1);
+}
+
+// The hand-written tree against the real veritysetup, beside the image and appended to it; one
+// flipped byte must make veritysetup fail and CheckVerity name the block.
+TEST(convert_verity, VeritysetupAcceptsTheTreeAndRejectsAFlippedByte) {
+  ScratchDir scratch;
+  const std::string image = scratch / "v.img";
+  Result<Ext4Report> img = WriteEverything(image);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  const std::string salt = VeritySalt("sha256:test");
+  Result<VerityReport> v =
+      WriteVerity(image, img->image_bytes, scratch / "v.img.verity", 0, salt, nullptr);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ(v->root_hash.size(), 64u);
+  EXPECT_EQ(v->salt.size(), 64u);
+  CommandResult ok = RunCommand({"veritysetup", "verify", image, scratch / "v.img.verity",
+                                 v->root_hash});
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  // veritysetup reads the same parameters back from the superblock.
+  CommandResult dump = RunCommand({"veritysetup", "dump", scratch / "v.img.verity"});
+  EXPECT_NE(dump.output.find(v->salt), std::string::npos) << dump.output;
+  EXPECT_NE(dump.output.find("Data blocks:     \t" + std::to_string(v->data_blocks)),
+            std::string::npos) << dump.output;
+  // The same image and salt give the same tree.
+  Result<VerityReport> again =
+      WriteVerity(image, img->image_bytes, scratch / "again.verity", 0, salt, nullptr);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(RunCommand({"cmp", scratch / "v.img.verity", scratch / "again.verity"}).exit_code, 0);
+
+  Result<VerityCheck> clean = CheckVerity(image, scratch / "v.img.verity", 0, nullptr);
+  ASSERT_TRUE(clean.ok()) << clean.status().ToString();
+  EXPECT_EQ(clean->root_hash, v->root_hash);
+  EXPECT_TRUE(clean->bad_ranges.empty());
+
+  // Appended: the tree after the data, found through --hash-offset.
+  const std::string appended = scratch / "a.img";
+  ASSERT_EQ(RunCommand({"cp", "--sparse=always", image, appended}).exit_code, 0);
+  Result<VerityReport> a =
+      WriteVerity(appended, img->image_bytes, appended, img->image_bytes, salt, nullptr);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->root_hash, v->root_hash);
+  CommandResult a_ok =
+      RunCommand({"veritysetup", "verify", "--hash-offset=" + std::to_string(img->image_bytes),
+                  appended, appended, a->root_hash});
+  EXPECT_EQ(a_ok.exit_code, 0) << a_ok.output;
+
+  const uint64_t flip_at = uint64_t{3000} * 4096 + 17;  // inside data block 3000
+  FlipByte(image, flip_at);
+  CommandResult bad = RunCommand({"veritysetup", "verify", image, scratch / "v.img.verity",
+                                  v->root_hash});
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+  Result<VerityCheck> flipped = CheckVerity(image, scratch / "v.img.verity", 0, nullptr);
+  ASSERT_TRUE(flipped.ok()) << flipped.status().ToString();
+  EXPECT_NE(flipped->root_hash, v->root_hash);
+  ASSERT_EQ(flipped->bad_ranges.size(), 1u);
+  EXPECT_EQ(flipped->bad_ranges[0], std::make_pair(uint64_t{3000}, uint64_t{3001}));
+
+  FlipByte(appended, 4096 * 3);
+  CommandResult a_bad =
+      RunCommand({"veritysetup", "verify", "--hash-offset=" + std::to_string(img->image_bytes),
+                  appended, appended, a->root_hash});
+  EXPECT_NE(a_bad.exit_code, 0) << a_bad.output;
+}
+
+// CompareExt4 reads the image without mounting it: clean against its own tree, and after one
+// byte of a file's data block is flipped it names that file; against a changed tree it names
+// each change.
+TEST(convert_compare, NamesEveryDifferenceBetweenImageAndTree) {
+  auto tree = BuildTree(EverythingNodes());
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  const std::string image = scratch / "c.img";
+  ASSERT_TRUE(WriteEverything(image).ok());
+  Result<std::vector<std::string>> same = CompareExt4(*tree, image, 100);
+  ASSERT_TRUE(same.ok()) << same.status().ToString();
+  EXPECT_EQ(Join(*same), "");
+
+  std::vector<MemNode> changed_nodes = EverythingNodes();
+  for (MemNode& n : changed_nodes) {
+    if (n.path == "/a/b/c.txt") n.data = "hello, ext5\n";
+    if (n.path == "/modes/suid") n.mode = S_IFREG | 0755;
+    if (n.path == "/owners/f100000") n.uid = 100001;
+    if (n.path == "/xattrs/file") n.xattrs["user.comment"] = "bye";
+    if (n.path == "/links/long") n.data = "elsewhere";
+  }
+  changed_nodes.push_back(File("/new-file", "new"));
+  auto changed = BuildTree(std::move(changed_nodes));
+  ASSERT_TRUE(changed);
+  Result<std::vector<std::string>> diffs = CompareExt4(*changed, image, 100);
+  ASSERT_TRUE(diffs.ok()) << diffs.status().ToString();
+  const std::string all = Join(*diffs);
+  for (const char* want : {"/a/b/c.txt: content", "/modes/suid: mode 0104755 in the image",
+                           "/owners/f100000: uid 100000 in the image, 100001 in the index",
+                           "/xattrs/file: xattr user.comment has a different value",
+                           "/links/long: symlink target", "/new-file: missing from the image"}) {
+    EXPECT_NE(all.find(want), std::string::npos) << want << " not in: " << all;
+  }
+  EXPECT_EQ(diffs->size(), 7u) << all;  // the symlink differs in size and target
+
+  // A flipped byte in /data/six_mib's first data block.
+  CommandResult blocks = RunCommand({"debugfs", "-R", "blocks /data/six_mib", image});
+  ASSERT_EQ(blocks.exit_code, 0) << blocks.output;
+  const size_t nl = blocks.output.find('\n');
+  ASSERT_NE(nl, std::string::npos);
+  const uint64_t first_block = std::stoull(blocks.output.substr(nl + 1));
+  FlipByte(image, first_block * 4096 + 100);
+  Result<std::vector<std::string>> flipped = CompareExt4(*tree, image, 100);
+  ASSERT_TRUE(flipped.ok()) << flipped.status().ToString();
+  ASSERT_EQ(flipped->size(), 1u) << Join(*flipped);
+  EXPECT_TRUE((*flipped)[0].starts_with("/data/six_mib: content sha256:")) << (*flipped)[0];
 }
 
 }  // namespace

@@ -111,4 +111,19 @@ std::string MakeTempDir(const std::string& prefix) {
   return tmpl;
 }
 
+Result<Listing> ListExt4Image(const std::string& image, const std::string& mountpoint) {
+  ::mkdir(mountpoint.c_str(), 0755);
+  CommandResult m = RunCommand({"mount", "-o", "loop,ro", image, mountpoint});
+  if (m.exit_code != 0) {
+    return InternalError("mount -o loop,ro " + image + " (needs root): " + m.err);
+  }
+  Result<Listing> got = ListDirectory(mountpoint);
+  ForceUnmount(mountpoint);
+  if (!got.ok()) return got.status();
+  if (!got->count("/lost+found")) return InternalError(image + " has no /lost+found");
+  got->erase("/lost+found");
+  got->at("/").nlink -= 1;
+  return got;
+}
+
 }  // namespace lazyfs::testing

@@ -4,6 +4,9 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
+#include "tests/support/listing.h"
+
 namespace lazyfs::testing {
 
 struct CommandResult {
@@ -33,5 +36,9 @@ bool IsMountpoint(const std::string& path);
 // Best effort: unmount if mounted (used in TearDown).
 void ForceUnmount(const std::string& path);
 std::string MakeTempDir(const std::string& prefix);
+// Loop-mounts an ext4 image written by lazyfs read-only at mountpoint (created if absent), lists
+// it and unmounts. The writer's /lost+found, the one expected difference from the image's tree,
+// is removed along with the link it adds to the root; an image without one is an error.
+Result<Listing> ListExt4Image(const std::string& image, const std::string& mountpoint);
 
 }  // namespace lazyfs::testing
