@@ -1,0 +1,70 @@
+# Shared by the benchmark scripts: timing, cache dropping, one-layer OCI layouts made with tar
+# and gzip (so the image is built by standard tools, not by lazyfs), and a docker-registry on
+# 127.0.0.1. Source it after setting `work` (a scratch directory) and `build`.
+
+now() { date +%s.%N; }
+elapsed() { echo "$(now) - $1" | bc -l; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+ratio() { printf "%.2f" "$(echo "$1 / $2" | bc -l)"; }
+
+# make_layout LAYOUT TAG TAR_ARGS...: an OCI layout holding one image whose single gzip layer
+# is `tar TAR_ARGS` (numeric owners, sorted, fixed mtime). Sets layer_size, layer_digest,
+# layer_entries.
+make_layout() {
+  local layout=$1 tag=$2
+  shift 2
+  mkdir -p "$layout/blobs/sha256"
+  tar --numeric-owner --sort=name --mtime=@1700000000 -cf "$layout/layer.tar" "$@" 2>/dev/null || true
+  layer_entries=$(tar -tf "$layout/layer.tar" | wc -l)
+  local diff_id config config_size manifest manifest_size
+  diff_id=$(sha256sum "$layout/layer.tar" | cut -d' ' -f1)
+  gzip -6 -n -c "$layout/layer.tar" > "$layout/layer.gz"
+  rm "$layout/layer.tar"
+  layer_digest=$(sha256sum "$layout/layer.gz" | cut -d' ' -f1)
+  layer_size=$(stat -c %s "$layout/layer.gz")
+  mv "$layout/layer.gz" "$layout/blobs/sha256/$layer_digest"
+  printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"config":{}}' \
+    "$(dpkg --print-architecture)" "$diff_id" > "$layout/c"
+  config=$(sha256sum "$layout/c" | cut -d' ' -f1)
+  config_size=$(stat -c %s "$layout/c")
+  mv "$layout/c" "$layout/blobs/sha256/$config"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+    "$config" "$config_size" "$layer_digest" "$layer_size" > "$layout/m"
+  manifest=$(sha256sum "$layout/m" | cut -d' ' -f1)
+  manifest_size=$(stat -c %s "$layout/m")
+  mv "$layout/m" "$layout/blobs/sha256/$manifest"
+  printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s"}}]}' \
+    "$manifest" "$manifest_size" "$tag" > "$layout/index.json"
+}
+
+# start_registry: Debian's docker-registry on a free 127.0.0.1 port, storage under $work.
+# Sets registry (HOST:PORT), registry_pid, registry_log. Stop it with stop_registry.
+start_registry() {
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  registry=127.0.0.1:$port
+  registry_log=$work/registry.log
+  cat > "$work/registry.yml" <<YML
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: $registry
+  secret: lazyfs-bench
+YML
+  docker-registry serve "$work/registry.yml" > "$registry_log" 2>&1 &
+  registry_pid=$!
+  for _ in $(seq 100); do curl -fs "http://$registry/v2/" > /dev/null && return 0; sleep 0.1; done
+  echo "bench: docker-registry did not start (see $registry_log)" >&2
+  return 1
+}
+stop_registry() {
+  [ -n "${registry_pid:-}" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null || true
+  registry_pid=
+}
