@@ -464,6 +464,13 @@ Status Errno(StatusCode code, int err, std::string msg) { return Status(code, st
 
 class StoredTree final : public Tree {
  public:
+  // Decoded bytes kept around the wanted chunks, to cache the files they hold.
+  static constexpr uint64_t kNeighbourBytes = 8 << 20;
+  // With no checkpoint after the wanted bytes (single-frame zstd, the end of a layer), requests
+  // start at this size and double up to the next, until the bytes are decoded.
+  static constexpr uint64_t kFirstProbe = 1 << 20;
+  static constexpr uint64_t kMaxProbe = 16 << 20;
+
   StoredTree(std::shared_ptr<Db> db, ImageDescriptor image, TreeStats stats, BlobSource& blobs,
              std::shared_ptr<ContentCache> cache, std::shared_ptr<LazyReads> lazy,
              std::chrono::milliseconds read_timeout)
@@ -749,43 +756,101 @@ class StoredTree final : public Tree {
     return Status::Ok();
   }
 
-  // One range request for chunks c0..c1 of a file: from the checkpoint before them to the one
-  // after; decompressed, each chunk checked against its digest and stored.
+  // Fetches chunks c0..c1 of a file: one range request from the checkpoint before them to the
+  // one after (or, with no checkpoint after, growing requests until the bytes are decoded);
+  // each chunk is checked against its digest and stored. Whole files and chunks of other files
+  // that the decoded span happens to hold are cached too (CacheNeighbours).
   Status FetchSpan(const LayerDescriptor& layer, const LazyLayerRecord& lazy,
                    const FileLocation& loc, uint64_t c0, uint64_t c1,
                    std::chrono::steady_clock::time_point deadline) const {
     const uint64_t u0 = loc.offset + c0 * kContentChunkSize;
     const uint64_t u1 = loc.offset + std::min((c1 + 1) * kContentChunkSize, loc.size);
     std::optional<Checkpoint> before;
-    uint64_t start = u0, end = u1, skip = 0;
-    if (lazy.compression != LayerCompression::kNone) {
+    std::optional<uint64_t> end;  // where the span ends in the blob, when a checkpoint says
+    uint64_t start = u0, region_start = u0;
+    if (lazy.compression == LayerCompression::kNone) {
+      end = u1;
+    } else {
       LAZYFS_ASSIGN_OR_RETURN(before, FindCheckpoint(layer.digest, u0, true));
       LAZYFS_ASSIGN_OR_RETURN(auto after, FindCheckpoint(layer.digest, u1, false));
       start = SpanStart(before ? &*before : nullptr);
-      end = after ? after->compressed : layer.size;
-      skip = u0 - (before ? before->uncompressed : 0);
+      region_start = before ? before->uncompressed : 0;
+      if (after) end = after->compressed;
     }
-    if (end > layer.size || start > end) return Corrupt("of layer " + layer.digest.Short());
-    LAZYFS_ASSIGN_OR_RETURN(std::string span, FetchRange(layer.digest, start, end - start,
-                                                         deadline));
+    const uint64_t limit = end.value_or(layer.size);
+    if (limit > layer.size || start > limit) return Corrupt("of layer " + layer.digest.Short());
     const std::string what = "layer " + layer.digest.Short() + ": file " + loc.digest.Short();
-    if (span.size() != end - start) {
-      return DataLossError(what + ": the blob ends before byte " + std::to_string(end));
+
+    // Decoded bytes kept: the chunks wanted and up to kNeighbourBytes on either side of them.
+    const uint64_t keep_from = std::max(region_start, u0 > kNeighbourBytes ? u0 - kNeighbourBytes : 0);
+    const uint64_t keep_to = u1 + kNeighbourBytes;
+    std::string kept;
+    uint64_t decoded = region_start;
+    auto sink = [&](const char* p, size_t n) {
+      const uint64_t from = std::max(decoded, keep_from), to = std::min(decoded + n, keep_to);
+      if (from < to) kept.append(p + (from - decoded), to - from);
+      decoded += n;
+    };
+    LAZYFS_ASSIGN_OR_RETURN(auto inflater,
+                            SpanInflater::Start(lazy.compression, before ? &*before : nullptr));
+    uint64_t piece = end ? limit - start : kFirstProbe;
+    for (uint64_t pos = start; decoded < u1 && pos < limit;) {
+      const uint64_t len = std::min(piece, limit - pos);
+      LAZYFS_ASSIGN_OR_RETURN(std::string bytes, FetchRange(layer.digest, pos, len, deadline));
+      if (bytes.size() != len) {
+        return DataLossError(what + ": the blob ends before byte " + std::to_string(pos + len));
+      }
+      LAZYFS_RETURN_IF_ERROR(inflater->Feed(bytes, sink).WithContext(what));
+      NoteFetched(layer, lazy, pos, bytes);
+      if (lazy_->IsBad(layer.digest)) {
+        return DataLossError("layer " + layer.digest.Short() + " failed its whole-layer check");
+      }
+      pos += len;
+      piece = std::min(piece * 2, kMaxProbe);
     }
-    auto data = InflateSpan(lazy.compression, before ? &*before : nullptr, span, skip, u1 - u0);
-    if (!data.ok()) return data.status().WithContext(what);
+    if (decoded < u1) return DataLossError(what + ": the layer ends before the file does");
     for (uint64_t c = c0; c <= c1; ++c) {
-      const std::string_view piece = std::string_view(*data).substr(
-          (c - c0) * kContentChunkSize, kContentChunkSize);
-      Status s = cache_->Put(loc.chunk(c), piece);
+      const uint64_t c_start = loc.offset + c * kContentChunkSize;
+      const uint64_t c_end = loc.offset + std::min((c + 1) * kContentChunkSize, loc.size);
+      Status s = cache_->Put(loc.chunk(c), std::string_view(kept).substr(c_start - keep_from,
+                                                                         c_end - c_start));
       if (!s.ok()) {
         if (s.code() != StatusCode::kDataLoss) return s;
         return DataLossError(what + ": chunk " + std::to_string(c) +
                              " does not match the digest recorded when the layer was indexed");
       }
     }
-    NoteFetched(layer, lazy, start, span);
+    CacheNeighbours(layer.digest, keep_from, kept);
     return Status::Ok();
+  }
+
+  // Caches every chunk of every file that lies wholly inside decoded bytes [from, from +
+  // bytes.size()) of a layer and is not cached yet: the bytes were fetched anyway, and a
+  // directory's files sit together in a tar (reading /etc file by file then costs one fetch per
+  // span, not one per file). Best effort: a chunk that does not match is simply not cached.
+  void CacheNeighbours(const Digest& layer, uint64_t from, std::string_view bytes) const {
+    const uint64_t to = from + bytes.size();
+    const std::string prefix = schema::DigestKey('Q', layer);
+    std::unique_ptr<rocksdb::Iterator> it(db_->db->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek(schema::FileAtKey(layer, from)); it->Valid() && it->key().starts_with(prefix);
+         it->Next()) {
+      if (it->key().size() != prefix.size() + 8 || it->value().size() != 32) break;
+      const uint64_t offset =
+          schema::ReadBe64(std::string_view(it->key().data() + prefix.size(), 8));
+      if (offset >= to) break;
+      Digest file;
+      Decoder d(std::string_view(it->value().data(), 32));
+      if (!d.DigestBytes(&file)) break;
+      auto loc = GetLocation(layer, file);
+      if (!loc.ok() || !*loc) continue;
+      for (uint64_t c = 0; c < (*loc)->chunk_count(); ++c) {
+        const uint64_t c_start = offset + c * kContentChunkSize;
+        const uint64_t c_end = offset + std::min((c + 1) * kContentChunkSize, (*loc)->size);
+        if (c_end > to) break;
+        if (cache_->Contains((*loc)->chunk(c))) continue;
+        cache_->Put((*loc)->chunk(c), bytes.substr(c_start - from, c_end - c_start)).IgnoreError();
+      }
+    }
   }
 
   // Reads a blob range, retrying network failures with backoff until the deadline.
@@ -968,6 +1033,7 @@ class StoredIndex final : public Index {
     ro.record_checkpoints = true;
     LAZYFS_ASSIGN_OR_RETURN(auto reader, LayerReader::Open(blob.get(), layer.size, comp, ro, name));
     std::map<Digest, FileLocation> locations;
+    std::vector<std::pair<uint64_t, Digest>> files_at;
     std::vector<LayerEntry> entries;
     uint64_t last_report = 0;
     for (;;) {
@@ -989,6 +1055,7 @@ class StoredIndex final : public Index {
           loc.offset = *offset;
           loc.size = e.size;
           if (loc.chunks.size() <= 1) loc.chunks.clear();
+          files_at.emplace_back(loc.offset, e.digest);
           locations.emplace(e.digest, std::move(loc));
         }
       }
@@ -1015,6 +1082,10 @@ class StoredIndex final : public Index {
     }
     for (const auto& [digest, loc] : locations) {
       batch.Put(schema::LocationKey(layer.digest, digest), EncodeLocation(loc));
+    }
+    for (const auto& [offset, digest] : files_at) {
+      batch.Put(schema::FileAtKey(layer.digest, offset),
+                std::string(reinterpret_cast<const char*>(digest.bytes().data()), 32));
     }
     batch.Put(schema::LazyLayerKey(layer.digest),
               EncodeLazyLayer(LazyLayerRecord{comp, checkpoints.size()}));

@@ -456,13 +456,16 @@ std::vector<Checkpoint> LayerReader::TakeCheckpoints() {
   return out;
 }
 
-Result<Digest> LayerReader::ReadData(const Sink& sink, std::vector<Digest>* chunks) {
+Result<Digest> LayerReader::ReadData(const Sink& sink, std::vector<Digest>* out_chunks) {
+  std::vector<Digest>* chunks = out_chunks;
   Impl& m = *impl_;
   if (!m.current_is_file) return InternalError("ReadData on a non-file entry");
   m.current_is_file = false;
   static const char kZeros[64 * 1024] = {};
   Sha256 h, chunk_hash;
   uint64_t pos = 0;
+  // A file of one chunk is its own chunk: its digest is the file's, hashed once.
+  if (m.current_size <= kContentChunkSize) chunks = nullptr;
   auto emit = [&](const char* p, size_t n) -> Status {
     h.Update(p, n);
     if (chunks) {
@@ -501,6 +504,7 @@ Result<Digest> LayerReader::ReadData(const Sink& sink, std::vector<Digest>* chun
   }
   LAZYFS_RETURN_IF_ERROR(zeros_to(m.current_size));  // a trailing hole of a sparse file
   if (chunks && pos % kContentChunkSize != 0) chunks->push_back(chunk_hash.Finish());
+  if (!chunks && out_chunks) out_chunks->clear();
   return h.Finish();
 }
 

@@ -55,7 +55,7 @@ class LayerReader {
   // Streams the current regular file's content to `sink` (holes of sparse files as zeros) and
   // returns its sha256. `sink` may be empty to only hash.
   // When `chunks` is given it receives the sha256 of every kContentChunkSize piece of the
-  // content (none for an empty file).
+  // content; nothing for a file of at most one chunk (its one chunk digest is the file's).
   using Sink = std::function<Status(const char* data, size_t len)>;
   Result<Digest> ReadData(const Sink& sink, std::vector<Digest>* chunks = nullptr);
   // The offset of the current regular file's content in the uncompressed tar, when the content

@@ -39,69 +39,101 @@ struct Collector {
 
 Status Corrupt(const std::string& what) { return DataLossError("layer span: " + what); }
 
-Result<std::string> InflateGzip(const Checkpoint* cp, std::string_view span, Collector& c) {
-  ZStream z;
-  size_t pos = 0;
-  if (cp) {
-    // Raw deflate from a block boundary, primed with the partial byte and the window.
-    if (inflateInit2(&z.zs, -15) != Z_OK) return InternalError("inflateInit2 failed");
-    z.init = true;
-    if (cp->bits) {
-      if (span.empty()) return Corrupt("empty span");
-      const int byte = static_cast<unsigned char>(span[0]);
-      inflatePrime(&z.zs, cp->bits, byte >> (8 - cp->bits));
-      pos = 1;
+class GzipInflater final : public SpanInflater {
+ public:
+  Status Init(const Checkpoint* cp) {
+    if (cp) {
+      // Raw deflate from a block boundary, primed with the window (and, on the first byte fed,
+      // the bits of the block that byte holds).
+      if (inflateInit2(&z_.zs, -15) != Z_OK) return InternalError("inflateInit2 failed");
+      z_.init = true;
+      raw_ = true;
+      prime_bits_ = cp->bits;
+      inflateSetDictionary(&z_.zs, reinterpret_cast<const Bytef*>(cp->window.data()),
+                           static_cast<uInt>(cp->window.size()));
+    } else {
+      if (inflateInit2(&z_.zs, 15 + 16) != Z_OK) return InternalError("inflateInit2 failed");
+      z_.init = true;
     }
-    inflateSetDictionary(&z.zs, reinterpret_cast<const Bytef*>(cp->window.data()),
-                         static_cast<uInt>(cp->window.size()));
-  } else {
-    if (inflateInit2(&z.zs, 15 + 16) != Z_OK) return InternalError("inflateInit2 failed");
-    z.init = true;
+    return Status::Ok();
   }
-  bool raw = cp != nullptr;
-  std::string buf(256 * 1024, '\0');
-  while (!c.full()) {
-    if (pos >= span.size()) break;
-    z.zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(span.data() + pos));
-    z.zs.avail_in = static_cast<uInt>(std::min<size_t>(span.size() - pos, 1 << 30));
-    z.zs.next_out = reinterpret_cast<Bytef*>(buf.data());
-    z.zs.avail_out = static_cast<uInt>(buf.size());
-    const uInt before = z.zs.avail_in;
-    const int rc = inflate(&z.zs, Z_NO_FLUSH);
-    pos += before - z.zs.avail_in;
-    c.Add(buf.data(), buf.size() - z.zs.avail_out);
-    if (rc == Z_STREAM_END) {
-      // A member ends; another may follow (concatenated gzip members are one stream). After a
-      // raw resume the member's 8-byte trailer comes first.
-      if (raw) pos += 8;
-      raw = false;
-      if (inflateReset2(&z.zs, 15 + 16) != Z_OK) return InternalError("inflateReset2 failed");
-      continue;
-    }
-    if (rc != Z_OK && !(rc == Z_BUF_ERROR && z.zs.avail_in == 0)) {
-      return Corrupt(std::string("corrupt gzip data (") + (z.zs.msg ? z.zs.msg : "zlib error") +
-                     ")");
-    }
-  }
-  return std::move(c.out);
-}
 
-Result<std::string> InflateZstd(std::string_view span, Collector& c) {
-  std::unique_ptr<ZSTD_DCtx, ZstdDCtxFree> d(ZSTD_createDCtx());
-  if (!d) return InternalError("ZSTD_createDCtx failed");
-  std::string buf(ZSTD_DStreamOutSize(), '\0');
-  ZSTD_inBuffer in{span.data(), span.size(), 0};
-  while (!c.full()) {
-    ZSTD_outBuffer out{buf.data(), buf.size(), 0};
-    const size_t rc = ZSTD_decompressStream(d.get(), &out, &in);
-    if (ZSTD_isError(rc)) {
-      return Corrupt(std::string("corrupt zstd data (") + ZSTD_getErrorName(rc) + ")");
+  Status Feed(std::string_view in, const Sink& sink) override {
+    if (prime_bits_ && !in.empty()) {
+      inflatePrime(&z_.zs, prime_bits_, static_cast<unsigned char>(in[0]) >> (8 - prime_bits_));
+      prime_bits_ = 0;
+      in.remove_prefix(1);
     }
-    c.Add(buf.data(), out.pos);
-    if (out.pos == 0 && in.pos == in.size) break;
+    while (!in.empty()) {
+      if (skip_) {
+        const size_t n = std::min<size_t>(skip_, in.size());
+        skip_ -= n;
+        in.remove_prefix(n);
+        continue;
+      }
+      z_.zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+      z_.zs.avail_in = static_cast<uInt>(std::min<size_t>(in.size(), 1 << 30));
+      z_.zs.next_out = reinterpret_cast<Bytef*>(buf_.data());
+      z_.zs.avail_out = static_cast<uInt>(buf_.size());
+      const uInt before = z_.zs.avail_in;
+      const int rc = inflate(&z_.zs, Z_NO_FLUSH);
+      in.remove_prefix(before - z_.zs.avail_in);
+      if (const size_t n = buf_.size() - z_.zs.avail_out; n) sink(buf_.data(), n);
+      if (rc == Z_STREAM_END) {
+        // A member ends; another may follow (concatenated members are one stream). After a
+        // raw resume the member's 8-byte trailer comes first.
+        if (raw_) skip_ = 8;
+        raw_ = false;
+        if (inflateReset2(&z_.zs, 15 + 16) != Z_OK) return InternalError("inflateReset2 failed");
+        continue;
+      }
+      if (rc != Z_OK && !(rc == Z_BUF_ERROR && z_.zs.avail_in == 0)) {
+        return Corrupt(std::string("corrupt gzip data (") +
+                       (z_.zs.msg ? z_.zs.msg : "zlib error") + ")");
+      }
+    }
+    return Status::Ok();
   }
-  return std::move(c.out);
-}
+
+ private:
+  ZStream z_;
+  bool raw_ = false;
+  int prime_bits_ = 0;
+  size_t skip_ = 0;
+  std::string buf_ = std::string(256 * 1024, '\0');
+};
+
+class ZstdInflater final : public SpanInflater {
+ public:
+  Status Init() {
+    d_.reset(ZSTD_createDCtx());
+    return d_ ? Status::Ok() : InternalError("ZSTD_createDCtx failed");
+  }
+  Status Feed(std::string_view input, const Sink& sink) override {
+    ZSTD_inBuffer in{input.data(), input.size(), 0};
+    for (;;) {
+      ZSTD_outBuffer out{buf_.data(), buf_.size(), 0};
+      const size_t rc = ZSTD_decompressStream(d_.get(), &out, &in);
+      if (ZSTD_isError(rc)) {
+        return Corrupt(std::string("corrupt zstd data (") + ZSTD_getErrorName(rc) + ")");
+      }
+      if (out.pos) sink(buf_.data(), out.pos);
+      if (in.pos == in.size && out.pos < out.size) return Status::Ok();
+    }
+  }
+
+ private:
+  std::unique_ptr<ZSTD_DCtx, ZstdDCtxFree> d_;
+  std::string buf_ = std::string(ZSTD_DStreamOutSize(), '\0');
+};
+
+class TarPassThrough final : public SpanInflater {
+ public:
+  Status Feed(std::string_view input, const Sink& sink) override {
+    sink(input.data(), input.size());
+    return Status::Ok();
+  }
+};
 
 }  // namespace
 
@@ -148,22 +180,33 @@ uint64_t SpanStart(const Checkpoint* cp) {
   return cp->compressed - (cp->bits ? 1 : 0);
 }
 
+Result<std::unique_ptr<SpanInflater>> SpanInflater::Start(LayerCompression compression,
+                                                           const Checkpoint* cp) {
+  switch (compression) {
+    case LayerCompression::kGzip: {
+      auto g = std::make_unique<GzipInflater>();
+      LAZYFS_RETURN_IF_ERROR(g->Init(cp));
+      return std::unique_ptr<SpanInflater>(std::move(g));
+    }
+    case LayerCompression::kZstd: {
+      auto z = std::make_unique<ZstdInflater>();
+      LAZYFS_RETURN_IF_ERROR(z->Init());
+      return std::unique_ptr<SpanInflater>(std::move(z));
+    }
+    case LayerCompression::kNone: break;
+  }
+  return std::unique_ptr<SpanInflater>(new TarPassThrough);
+}
+
 Result<std::string> InflateSpan(LayerCompression compression, const Checkpoint* cp,
                                 std::string_view span, uint64_t skip, uint64_t want) {
   Collector c{skip, want, 0, {}};
-  Result<std::string> out = std::string();
-  switch (compression) {
-    case LayerCompression::kNone:
-      if (span.size() < skip) return Corrupt("short span");
-      out = std::string(span.substr(skip, want));
-      break;
-    case LayerCompression::kGzip: out = InflateGzip(cp, span, c); break;
-    case LayerCompression::kZstd: out = InflateZstd(span, c); break;
+  LAZYFS_ASSIGN_OR_RETURN(auto inflater, SpanInflater::Start(compression, cp));
+  LAZYFS_RETURN_IF_ERROR(inflater->Feed(span, [&](const char* p, size_t n) { c.Add(p, n); }));
+  if (c.out.size() < want) {
+    return Corrupt("ends " + std::to_string(want - c.out.size()) + " bytes early");
   }
-  if (out.ok() && out->size() < want) {
-    return Corrupt("ends " + std::to_string(want - out->size()) + " bytes early");
-  }
-  return out;
+  return std::move(c.out);
 }
 
 }  // namespace lazyfs::index

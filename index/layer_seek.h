@@ -11,6 +11,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -41,9 +43,22 @@ Result<Checkpoint> DecodeCheckpoint(std::string_view value, uint64_t uncompresse
 // block begins mid-byte); 0 for the start of the blob (cp == nullptr).
 uint64_t SpanStart(const Checkpoint* cp);
 
-// Decompresses `span` — blob bytes from SpanStart(cp) on — resuming at `cp` (nullptr: the start
-// of the blob), and returns `want` uncompressed bytes starting `skip` bytes after the
-// checkpoint. Fails with DataLoss when the span is corrupt or ends before `skip + want` bytes.
+// Decompresses a span of a blob fed piece by piece, resuming at a checkpoint (nullptr: the
+// start of the blob), so a reader that does not know where its bytes end can fetch until it has
+// them. Not thread-safe.
+class SpanInflater {
+ public:
+  static Result<std::unique_ptr<SpanInflater>> Start(LayerCompression compression,
+                                                     const Checkpoint* cp);
+  virtual ~SpanInflater() = default;
+  // Decompresses the next bytes of the span (blob bytes from SpanStart(cp) on, in order) and
+  // hands the output to `sink`. Fails with DataLoss on corrupt data.
+  using Sink = std::function<void(const char* data, size_t len)>;
+  virtual Status Feed(std::string_view input, const Sink& sink) = 0;
+};
+
+// Convenience for a whole span: returns `want` uncompressed bytes starting `skip` bytes after
+// the checkpoint. Fails with DataLoss when the span is corrupt or ends before skip + want.
 Result<std::string> InflateSpan(LayerCompression compression, const Checkpoint* cp,
                                 std::string_view span, uint64_t skip, uint64_t want);
 

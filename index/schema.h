@@ -12,6 +12,8 @@
 //   'O' layer(32) content(32)      FileLocation of a regular file with this sha256 in the layer:
 //                                  its data offset in the uncompressed tar, size, chunk digests
 //   'K' layer(32) uncompressed(be64)  a decompression checkpoint (layer_seek.h)
+//   'Q' layer(32) offset(be64)     content sha256 (32) of the regular file whose data starts at
+//                                  this tar offset: which files a fetched span holds
 //   'A' manifest(32) ino(be64)     inode record of the merged tree
 //   'D' manifest(32) parent(be64) name   child ino (be64) and st_mode (varint)
 //
@@ -32,7 +34,7 @@ inline constexpr uint32_t kFormatVersion = 1;
 // Feature flags, as ext4's superblock has them: an unknown compat feature is ignored, an unknown
 // ro_compat feature allows reading but not writing, an unknown incompat feature refuses the store.
 //
-// kCompatLazyContent: layers may carry 'M', 'O' and 'K' records, so file contents are read with
+// kCompatLazyContent: layers may carry 'M', 'O', 'Q' and 'K' records, so file contents are read with
 // range requests and verified per chunk. An older lazyfs ignores them (and extracts whole
 // layers); this lazyfs reads layers indexed without them the same old way.
 inline constexpr uint64_t kCompatLazyContent = 1;
@@ -65,6 +67,11 @@ inline std::string LazyLayerKey(const Digest& l) { return DigestKey('M', l); }
 inline std::string LocationKey(const Digest& l, const Digest& content) {
   std::string k = DigestKey('O', l);
   k.append(reinterpret_cast<const char*>(content.bytes().data()), content.bytes().size());
+  return k;
+}
+inline std::string FileAtKey(const Digest& l, uint64_t offset) {
+  std::string k = DigestKey('Q', l);
+  AppendBe(k, offset, 8);
   return k;
 }
 inline std::string CheckpointPrefix(const Digest& l) { return DigestKey('K', l); }

@@ -155,9 +155,9 @@ TEST_F(IndexTest, ReadsComeFromTheCacheAfterTheFirst) {
   std::vector<std::byte> buf(1000);
   const int before = blobs.opens(), ranges = blobs.ranges();
   ASSERT_EQ(*(*tree)->Read(big->ino, 5 << 20, buf), 1000u);
-  // One range request, no whole-blob download.
+  // Range requests (growing ones: this layer is one zstd frame), no whole-blob download.
   EXPECT_EQ(blobs.opens(), before);
-  EXPECT_EQ(blobs.ranges(), ranges + 1);
+  EXPECT_GE(blobs.ranges(), ranges + 1);
   // The chunk is cached: a fresh process (a new Index) reads it without the blob source.
   for (const auto& l : desc.layers) blobs.Remove(l.digest);
   auto idx2 = OpenIndex(false);
@@ -213,7 +213,8 @@ TEST_F(IndexTest, ConcurrentMissesOfOneFileShareOneRequest) {
   const int before = blobs.ranges();
   std::vector<std::thread> threads;
   std::atomic<int> bad{0};
-  // Every thread reads every file, in the same order: each file is fetched once.
+  // Every thread reads every file, in the same order: each file is fetched at most once (once
+  // cached as a neighbour of another, not at all), never once per thread.
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 64; ++i) {
@@ -227,7 +228,8 @@ TEST_F(IndexTest, ConcurrentMissesOfOneFileShareOneRequest) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(bad, 0);
-  EXPECT_EQ(blobs.ranges(), before + 64);
+  EXPECT_GT(blobs.ranges(), before);
+  EXPECT_LE(blobs.ranges(), before + 64);
 }
 
 TEST_F(IndexTest, HostileNamesAreRefusedAndNothingIsStored) {
