@@ -7,12 +7,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 
 namespace lazyfs::testing {
 
-Result<std::unique_ptr<CountingProxy>> CountingProxy::Start(const std::string& upstream) {
+Result<std::unique_ptr<CountingProxy>> CountingProxy::Start(const std::string& upstream,
+                                                            ProxyShape shape) {
   auto p = std::unique_ptr<CountingProxy>(new CountingProxy);
+  p->shape_ = shape;
   const size_t colon = upstream.rfind(':');
   if (colon == std::string::npos) return InvalidArgumentError("upstream needs a port");
   p->upstream_port_ = std::stoi(upstream.substr(colon + 1));
@@ -76,6 +80,11 @@ void CountingProxy::Pump(int client) {
     return;
   }
   char buf[64 * 1024];
+  // Shaping: a request (client bytes after a response) waits one round trip before it is
+  // forwarded; response bytes leave no faster than the rate allows.
+  using Clock = std::chrono::steady_clock;
+  bool turn = true;  // the next client bytes start a new request
+  Clock::time_point next_send = Clock::now();
   for (bool open = true; open;) {
     pollfd fds[3] = {{client, POLLIN, 0}, {up, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
     if (::poll(fds, 3, -1) < 0 && errno != EINTR) break;
@@ -89,6 +98,16 @@ void CountingProxy::Pump(int client) {
         break;
       }
       if (i == 1) bytes_down_ += static_cast<uint64_t>(n);
+      if (i == 0 && turn && shape_.rtt_ms > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(shape_.rtt_ms));
+      }
+      turn = i == 1;
+      if (i == 1 && shape_.bytes_per_second > 0) {
+        next_send = std::max(next_send, Clock::now()) +
+                    std::chrono::nanoseconds(static_cast<uint64_t>(n) * 1'000'000'000 /
+                                             shape_.bytes_per_second);
+        std::this_thread::sleep_until(next_send);
+      }
       for (ssize_t done = 0; done < n;) {
         const ssize_t w = ::send(to, buf + done, static_cast<size_t>(n - done), MSG_NOSIGNAL);
         if (w <= 0) {
