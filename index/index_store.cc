@@ -747,9 +747,10 @@ class StoredTree final : public Tree {
     }
     for (const auto& w : waits) {
       if (w.wait_until(deadline) == std::future_status::timeout) {
-        return UnavailableError("layer " + layer.digest.Short() + ": no answer within " +
-                                std::to_string(read_timeout_.count() / 1000.0).substr(0, 5) +
-                                " s");
+        char secs[32];
+        std::snprintf(secs, sizeof secs, "%.1f", static_cast<double>(read_timeout_.count()) / 1000);
+        return UnavailableError("layer " + layer.digest.Short() + ": no answer within " + secs +
+                                " s (the read deadline)");
       }
       LAZYFS_RETURN_IF_ERROR(w.get());
     }
