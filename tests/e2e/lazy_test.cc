@@ -216,5 +216,30 @@ TEST_F(LazyTest, ManyThreadsReadingManyFilesGetCorrectData) {
   Umount();
 }
 
+TEST_F(LazyTest, GcEvictsToTheCacheSizeAndEvictedContentIsFetchedAgain) {
+  IndexThenForgetContent();
+  ASSERT_EQ(Mount().exit_code, 0);
+  ASSERT_EQ(Slurp(mnt_ + "/etc/f5"), SmallData(5));
+  Umount();
+  auto count = [&] {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(store_ + "/content/sha256")) {
+      (void)e;
+      ++n;
+    }
+    return n;
+  };
+  ASSERT_GT(count(), 0u);
+  CommandResult r = RunLazyfs({"gc", "--store", store_, "--cache-size", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("removed"), std::string::npos) << r.out;
+  EXPECT_EQ(count(), 0u) << "a 1-byte cache keeps nothing";
+  ASSERT_EQ(Mount({"--cache-size", "64M"}).exit_code, 0);
+  world->proxy->Reset();
+  EXPECT_EQ(Slurp(mnt_ + "/etc/f5"), SmallData(5));
+  EXPECT_GT(world->proxy->bytes_down(), 0u);
+  Umount();
+}
+
 }  // namespace
 }  // namespace lazyfs::testing

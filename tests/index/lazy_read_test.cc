@@ -275,6 +275,32 @@ TEST_F(LazyReadTest, LayersIndexedWithoutCheckpointsAreExtractedWhole) {
   EXPECT_EQ(blobs.ranges(), 0);
 }
 
+TEST_F(LazyReadTest, AWritableOpenAnnouncesTheLazyContentFeature) {
+  {
+    auto idx = Index::Open(Options(true));
+    ASSERT_TRUE(idx.ok());
+  }
+  {
+    // A store as the previous version wrote it: no compat features.
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), store_ + "/index", &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), std::string(schema::kFormatKey),
+                        schema::EncodeFormatRecord(1, 0, 0, 0))
+                    .ok());
+  }
+  {
+    auto idx = Index::Open(Options(true));
+    ASSERT_TRUE(idx.ok()) << idx.status().ToString();
+  }
+  rocksdb::DB* raw = nullptr;
+  ASSERT_TRUE(rocksdb::DB::OpenForReadOnly(rocksdb::Options(), store_ + "/index", &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  std::string v;
+  ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), std::string(schema::kFormatKey), &v).ok());
+  EXPECT_EQ(v, schema::EncodeFormatRecord(1, schema::kCompatLazyContent, 0, 0));
+}
+
 TEST_F(LazyReadTest, AWholeLayerFetchedThroughRangesIsCheckedOnce) {
   ImageSpec spec;
   testing::Layer l;
