@@ -129,6 +129,15 @@ void RegisterMount(CLI::App& app, int& exit_code) {
                 "Let other users see the mount; the kernel then enforces the image's modes "
                 "(default_permissions)");
   cmd->add_option("-o", args->fuse_options, "Extra FUSE mount options")->delimiter(',');
+  cmd->add_option("--cache-size", args->image.cache_size,
+                  "Content cache limit (e.g. 2G, 500M); least recently used content is evicted "
+                  "past it (default: no limit)")
+      ->transform(CLI::AsSizeValue(false));
+  cmd->add_option("--read-timeout", args->image.read_timeout_s,
+                  "Seconds a read of uncached content keeps retrying an unreachable registry "
+                  "before it fails with EIO")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->callback([args, &exit_code] { exit_code = RunMount(*args); });
 
   auto mp = std::make_shared<std::string>();

@@ -11,5 +11,6 @@ void RegisterMaterialize(CLI::App& app, int& exit_code);  // materialize
 void RegisterInspect(CLI::App& app, int& exit_code);      // inspect
 void RegisterBrowse(CLI::App& app, int& exit_code);       // ls, cat, stat, diff
 void RegisterVerify(CLI::App& app, int& exit_code);       // verify
+void RegisterGc(CLI::App& app, int& exit_code);           // gc
 
 }  // namespace lazyfs::cli

@@ -23,6 +23,8 @@ struct ImageOptions {
   bool insecure = false;    // --insecure: allow plain HTTP / unverified TLS
   std::string pull = "missing";
   bool quiet = false;       // -q
+  uint64_t cache_size = 0;  // --cache-size: content cache limit in bytes (0: none)
+  double read_timeout_s = 30;  // --read-timeout: a failing read gives up after this (seconds)
 };
 
 void AddImageOptions(CLI::App& cmd, ImageOptions& options);

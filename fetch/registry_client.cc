@@ -385,4 +385,43 @@ Status RegistryClient::GetBlob(const Digest& digest,
   return Status::Ok();
 }
 
+Result<std::string> RegistryClient::GetBlobRange(const Digest& digest, uint64_t offset,
+                                                 uint64_t length) {
+  if (length == 0) return std::string();
+  const std::string what = "blob " + digest.ToString() + " bytes " + std::to_string(offset) +
+                           "+" + std::to_string(length);
+  std::string body;
+  HttpRequest request;
+  request.headers.push_back("Range: bytes=" + std::to_string(offset) + "-" +
+                            std::to_string(offset + length - 1));
+  // The cap also stops a registry that ignores Range (HTTP 200, the whole blob) at the first
+  // bytes past what was asked for, instead of pulling the blob.
+  request.on_body = [&](std::string_view chunk) -> Status {
+    if (body.size() + chunk.size() > length) {
+      return DataLossError(Describe() + ": " + what +
+                           ": the registry sent more than asked for (does it ignore Range?)");
+    }
+    body.append(chunk);
+    return Status::Ok();
+  };
+  LAZYFS_ASSIGN_OR_RETURN(HttpResponse response,
+                          Request(request, "/v2/" + repository_ + "/blobs/" + digest.ToString()));
+  if (response.status == 416) return std::string();  // the range starts past the end
+  // A 200 is the whole blob; it answers the request only when that starts at 0 and fit.
+  if (response.status == 200 && offset == 0) return body;
+  if (response.status != 206) {
+    if (response.status == 200) {
+      return UnimplementedError(Describe() + ": " + what +
+                                ": the registry ignores Range requests (HTTP 200)");
+    }
+    return ErrorFor(response, what);
+  }
+  const std::string range = response.Header("content-range");
+  if (!range.starts_with("bytes " + std::to_string(offset) + "-")) {
+    return DataLossError(Describe() + ": " + what + ": unexpected Content-Range \"" + range +
+                         "\"");
+  }
+  return body;
+}
+
 }  // namespace lazyfs::fetch

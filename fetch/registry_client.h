@@ -61,6 +61,13 @@ class RegistryClient {
   // transfer and is returned). The bytes are not verified here.
   Status GetBlob(const Digest& digest, const std::function<Status(std::string_view)>& sink);
 
+  // GET /v2/<repo>/blobs/<digest> with "Range: bytes=offset-(offset+length-1)": exactly the
+  // bytes asked for, or fewer only when the blob ends first. The registry must answer 206 with
+  // a Content-Range starting at `offset` (a 200 would mean a whole-blob download: refused with
+  // Unimplemented rather than silently pulled); 416 (range past the end) gives an empty result.
+  // Bodies larger than `length` fail with DataLoss. The bytes are not verified here.
+  Result<std::string> GetBlobRange(const Digest& digest, uint64_t offset, uint64_t length);
+
   // "registry HOST: repository REPO", the prefix of every message.
   std::string Describe() const;
   const std::string& registry() const { return registry_; }

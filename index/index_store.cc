@@ -19,6 +19,8 @@
 #include <cstdio>
 #include <future>
 #include <map>
+#include <set>
+#include <thread>
 #include <mutex>
 #include <unordered_map>
 
@@ -29,8 +31,11 @@
 #include "base/cas_dir.h"
 #include "base/fd.h"
 #include "base/log.h"
+#include "base/stats.h"
 #include "index/codec.h"
+#include "index/content_cache.h"
 #include "index/layer_reader.h"
+#include "index/layer_seek.h"
 #include "index/merge.h"
 #include "index/schema.h"
 #include "index/tree.h"
@@ -201,6 +206,65 @@ bool DecodeLayer(std::string_view v, LayerRecord* r) {
          d.VarintAs(&r->chunks) && d.Varint(&r->uncompressed) && d.done();
 }
 
+// Where a regular file's content lies in a layer indexed with kCompatLazyContent ('O').
+struct FileLocation {
+  uint64_t offset = 0;  // in the uncompressed tar
+  uint64_t size = 0;
+  Digest digest;               // of the whole content (the key)
+  std::vector<Digest> chunks;  // kContentChunkSize pieces; empty when the file is one chunk
+
+  uint64_t chunk_count() const { return (size + kContentChunkSize - 1) / kContentChunkSize; }
+  const Digest& chunk(uint64_t i) const { return chunks.empty() ? digest : chunks[i]; }
+};
+
+std::string EncodeLocation(const FileLocation& l) {
+  Encoder e;
+  e.U8(1);
+  e.Varint(l.offset);
+  e.Varint(l.size);
+  e.Varint(l.chunks.size());
+  for (const Digest& d : l.chunks) e.DigestBytes(d);
+  return e.Take();
+}
+
+bool DecodeLocation(std::string_view v, const Digest& digest, FileLocation* l) {
+  Decoder d(v);
+  uint8_t version;
+  uint64_t n;
+  l->digest = digest;
+  if (!d.U8(&version) || version != 1 || !d.Varint(&l->offset) || !d.Varint(&l->size) ||
+      !d.Varint(&n) || (n != 0 && n != l->chunk_count()) || (n == 0 && l->chunk_count() > 1)) {
+    return false;
+  }
+  l->chunks.resize(n);
+  for (Digest& c : l->chunks) {
+    if (!d.DigestBytes(&c)) return false;
+  }
+  return d.done();
+}
+
+// 'M': the layer can be read with ranges.
+struct LazyLayerRecord {
+  LayerCompression compression = LayerCompression::kNone;
+  uint64_t checkpoints = 0;
+};
+
+std::string EncodeLazyLayer(const LazyLayerRecord& r) {
+  Encoder e;
+  e.U8(1);
+  e.U8(static_cast<uint8_t>(r.compression));
+  e.Varint(r.checkpoints);
+  return e.Take();
+}
+
+bool DecodeLazyLayer(std::string_view v, LazyLayerRecord* r) {
+  Decoder d(v);
+  uint8_t version, comp;
+  if (!d.U8(&version) || version != 1 || !d.U8(&comp) || comp > 2) return false;
+  r->compression = static_cast<LayerCompression>(comp);
+  return d.Varint(&r->checkpoints) && d.done();
+}
+
 // ---- the database handle shared by an Index and the Trees it opened --------------------------
 
 struct Db {
@@ -225,93 +289,6 @@ struct Db {
     return std::optional<std::string>(std::move(v));
   }
 };
-
-// ---- the content cache and layer extraction ---------------------------------------------------
-
-// Extracts layers into the content cache, one extraction per layer at a time (concurrent misses
-// on the same layer wait for the one in flight). Thread-safe.
-class ContentCache {
- public:
-  ContentCache(std::unique_ptr<CasDir> cas, LayerReadOptions read_options)
-      : cas_(std::move(cas)), read_options_(read_options) {}
-
-  // An open, verified content object, or NotFound.
-  Result<std::shared_ptr<Fd>> Open(const Digest& d) {
-    {
-      std::lock_guard lock(mu_);
-      if (auto it = fds_.find(d); it != fds_.end()) return it->second;
-    }
-    LAZYFS_ASSIGN_OR_RETURN(Fd fd, cas_->OpenVerified(d));
-    auto shared = std::make_shared<Fd>(std::move(fd));
-    std::lock_guard lock(mu_);
-    if (fds_.size() >= kMaxOpen) fds_.erase(fds_.begin());
-    fds_.emplace(d, shared);
-    return shared;
-  }
-
-  bool Contains(const Digest& d) const { return cas_->Contains(d); }
-
-  // Re-reads a layer and stores every regular file in it that the cache lacks. `indexed` is
-  // the layer's entry list from the index, in archive order: each file's bytes must match the
-  // digest recorded there, so what lands in the cache chains up to the manifest.
-  Status ExtractLayer(const LayerDescriptor& layer, BlobSource& blobs,
-                      const std::vector<LayerEntry>& indexed) {
-    std::shared_future<Status> wait;
-    std::promise<Status> mine;
-    {
-      std::lock_guard lock(mu_);
-      auto it = inflight_.find(layer.digest);
-      if (it != inflight_.end()) {
-        wait = it->second;
-      } else {
-        inflight_.emplace(layer.digest, mine.get_future().share());
-      }
-    }
-    if (wait.valid()) return wait.get();
-    Status s = DoExtract(layer, blobs, indexed);
-    mine.set_value(s);
-    std::lock_guard lock(mu_);
-    inflight_.erase(layer.digest);
-    return s;
-  }
-
- private:
-  static constexpr size_t kMaxOpen = 512;
-
-  Status DoExtract(const LayerDescriptor& layer, BlobSource& blobs,
-                   const std::vector<LayerEntry>& indexed) {
-    LAZYFS_ASSIGN_OR_RETURN(LayerCompression comp, CompressionOfMediaType(layer.media_type));
-    LAZYFS_ASSIGN_OR_RETURN(Fd blob, blobs.OpenBlob(layer.digest, layer.size));
-    LAZYFS_ASSIGN_OR_RETURN(auto reader, LayerReader::Open(blob.get(), layer.size, comp,
-                                                           read_options_, layer.digest.Short()));
-    LayerEntry e;
-    for (size_t i = 0;; ++i) {
-      LAZYFS_ASSIGN_OR_RETURN(bool more, reader->Next(&e));
-      if (!more) break;
-      if (i >= indexed.size() || indexed[i].path != e.path || indexed[i].kind != e.kind) {
-        return DataLossError("layer " + layer.digest.Short() +
-                             " no longer matches its index at entry \"" + e.path + "\"");
-      }
-      if (e.kind != EntryKind::kFile || e.size == 0 || cas_->Contains(indexed[i].digest)) continue;
-      LAZYFS_ASSIGN_OR_RETURN(auto writer,
-                              cas_->BeginWrite(indexed[i].digest, static_cast<int64_t>(e.size)));
-      LAZYFS_ASSIGN_OR_RETURN(Digest got, reader->ReadData([&](const char* p, size_t n) {
-        return writer->Write(p, n);
-      }));
-      (void)got;
-      LAZYFS_RETURN_IF_ERROR(writer->Commit().WithContext("file \"" + e.path + "\" of layer " +
-                                                          layer.digest.Short()));
-    }
-    return Status::Ok();
-  }
-
-  std::unique_ptr<CasDir> cas_;
-  LayerReadOptions read_options_;
-  std::mutex mu_;
-  std::map<Digest, std::shared_ptr<Fd>> fds_;                    // GUARDED_BY(mu_)
-  std::map<Digest, std::shared_future<Status>> inflight_;       // GUARDED_BY(mu_)
-};
-
 
 Result<std::vector<LayerEntry>> LoadLayerEntries(const Db& db, const Digest& layer,
                                                  const LayerRecord& rec) {
@@ -339,16 +316,172 @@ Result<std::optional<LayerRecord>> GetLayerRecord(const Db& db, const Digest& la
   return std::optional<LayerRecord>(r);
 }
 
+Status AddCompatFeatures(Db& db, const std::string& value) {
+  Decoder d(value);
+  uint64_t version, compat, ro_compat, incompat;
+  if (!d.Varint(&version) || !d.Varint(&compat) || !d.Varint(&ro_compat) ||
+      !d.Varint(&incompat)) {
+    return DataLossError("the store index has a damaged format record");
+  }
+  if ((compat & schema::kCompatKnown) == schema::kCompatKnown) return Status::Ok();
+  const std::string rec =
+      schema::EncodeFormatRecord(version, compat | schema::kCompatKnown, ro_compat, incompat);
+  return FromRocks(db.db->Put(rocksdb::WriteOptions(), std::string(schema::kFormatKey), rec),
+                   "index write");
+}
+
+LayerReadOptions ReadOptionsOf(const IndexOptions& options) {
+  LayerReadOptions ro;
+  ro.max_entries = options.max_entries_per_layer;
+  ro.max_xattr_bytes_per_entry = options.max_xattr_bytes_per_entry;
+  ro.checkpoint_every_uncompressed = options.checkpoint_every_uncompressed;
+  ro.checkpoint_every_compressed = options.checkpoint_every_compressed;
+  return ro;
+}
+
+// ---- lazy reads: single flight, and the whole-layer check ---------------------------------------
+
+// What every tree of one Index shares for range reads: the chunks being fetched (so concurrent
+// misses share one request) and, per layer, the compressed bytes fetched so far, so the layer is
+// checked as a whole once they cover it. Thread-safe.
+class LazyReads {
+ public:
+  explicit LazyReads(std::string content_dir) : content_dir_(std::move(content_dir)) {}
+
+  std::mutex mu;
+  std::map<Digest, std::shared_future<Status>> inflight;  // GUARDED_BY(mu), by chunk digest
+
+  // Records that blob bytes [offset, offset + bytes.size()) of `layer` were fetched (and
+  // produced chunks that matched their digests). When the layer's every byte has been seen, it
+  // is checked against its digest and diff_id: a pass is recorded in
+  // STORE/content/verified/<hex>; a failure marks the layer bad (its reads fail with DataLoss
+  // from then on), removes its cached chunks through `drop_chunks`, and is logged as an error.
+  void Saw(const LayerDescriptor& layer, LayerCompression compression, const Digest& diff_id,
+           uint64_t offset, std::string_view bytes,
+           const std::function<void()>& drop_chunks) {
+    std::shared_ptr<Coverage> c;
+    {
+      std::lock_guard lock(mu);
+      if (bad_.count(layer.digest)) return;
+      auto& slot = coverage_[layer.digest];
+      if (!slot) {
+        slot = std::make_shared<Coverage>();
+        slot->done = ::access(MarkerPath(layer.digest).c_str(), F_OK) == 0;
+      }
+      c = slot;
+    }
+    std::lock_guard lock(c->mu);
+    if (c->done || bytes.empty()) return;
+    if (!c->file.valid()) {
+      auto fd = OpenFile(content_dir_ + "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+      if (!fd.ok()) {
+        c->done = true;  // no check possible here; reads still verify every chunk
+        return;
+      }
+      c->file = std::move(*fd);
+    }
+    if (::pwrite(c->file.get(), bytes.data(), bytes.size(), static_cast<off_t>(offset)) !=
+        static_cast<ssize_t>(bytes.size())) {
+      return;
+    }
+    // Merge [offset, end) into the disjoint intervals.
+    uint64_t start = offset, end = offset + bytes.size();
+    auto it = c->intervals.upper_bound(start);
+    if (it != c->intervals.begin() && std::prev(it)->second >= start) --it;
+    while (it != c->intervals.end() && it->first <= end) {
+      start = std::min(start, it->first);
+      end = std::max(end, it->second);
+      c->covered -= it->second - it->first;
+      it = c->intervals.erase(it);
+    }
+    c->intervals.emplace(start, end);
+    c->covered += end - start;
+    if (c->covered < layer.size) return;
+    c->done = true;
+    Status s = CheckWhole(layer, compression, diff_id, c->file.get());
+    c->file.Reset();
+    c->intervals.clear();
+    if (s.ok()) {
+      auto marker =
+          OpenFile(MarkerPath(layer.digest), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (marker.ok()) WriteAll(marker->get(), "ok\n", 3).IgnoreError();
+      LAZYFS_LOG(kInfo, "index", "layer %s: every byte fetched; digest and diff_id verified",
+                 layer.digest.Short().c_str());
+      return;
+    }
+    {
+      std::lock_guard lock2(mu);
+      bad_.insert(layer.digest);
+    }
+    LAZYFS_LOG(kError, "index",
+               "LAYER %s FAILED ITS WHOLE-LAYER CHECK: %s. Its cached content is dropped and "
+               "reads from it fail until lazyfs restarts; the registry serves bytes that differ "
+               "from what was indexed.",
+               layer.digest.ToString().c_str(), s.message().c_str());
+    drop_chunks();
+  }
+
+  bool IsBad(const Digest& layer) {
+    std::lock_guard lock(mu);
+    return bad_.count(layer) != 0;
+  }
+
+ private:
+  struct Coverage {
+    std::mutex mu;
+    bool done = false;                   // GUARDED_BY(mu): checked (or recorded as passed)
+    Fd file;                             // GUARDED_BY(mu): the fetched bytes, at their offsets
+    std::map<uint64_t, uint64_t> intervals;  // GUARDED_BY(mu): start -> end, disjoint
+    uint64_t covered = 0;                // GUARDED_BY(mu)
+  };
+
+  std::string MarkerPath(const Digest& layer) const {
+    return content_dir_ + "/verified/" + layer.Hex();
+  }
+
+  Status CheckWhole(const LayerDescriptor& layer, LayerCompression compression,
+                    const Digest& diff_id, int fd) {
+    LAZYFS_ASSIGN_OR_RETURN(Digest got, Sha256OfFd(fd));
+    if (got != layer.digest) return DataLossError("its bytes hash to " + got.ToString());
+    LAZYFS_ASSIGN_OR_RETURN(auto reader, LayerReader::Open(fd, layer.size, compression,
+                                                           LayerReadOptions{}, layer.digest.Short()));
+    LAZYFS_ASSIGN_OR_RETURN(Digest uncompressed, reader->Finish());
+    if (uncompressed != diff_id) {
+      return DataLossError("it decompresses to " + uncompressed.ToString() + ", not diff_id " +
+                           diff_id.ToString());
+    }
+    return Status::Ok();
+  }
+
+  const std::string content_dir_;
+  std::map<Digest, std::shared_ptr<Coverage>> coverage_;  // GUARDED_BY(mu)
+  std::set<Digest> bad_;                                  // GUARDED_BY(mu)
+};
+
 // ---- Tree -------------------------------------------------------------------------------------
 
 Status Errno(StatusCode code, int err, std::string msg) { return Status(code, std::move(msg), err); }
 
 class StoredTree final : public Tree {
  public:
+  // Decoded bytes kept around the wanted chunks, to cache the files they hold.
+  static constexpr uint64_t kNeighbourBytes = 8 << 20;
+  // With no checkpoint after the wanted bytes (single-frame zstd, the end of a layer), requests
+  // start at this size and double up to the next, until the bytes are decoded.
+  static constexpr uint64_t kFirstProbe = 1 << 20;
+  static constexpr uint64_t kMaxProbe = 16 << 20;
+
   StoredTree(std::shared_ptr<Db> db, ImageDescriptor image, TreeStats stats, BlobSource& blobs,
-             std::shared_ptr<ContentCache> cache)
+             std::shared_ptr<ContentCache> cache, std::shared_ptr<LazyReads> lazy,
+             std::chrono::milliseconds read_timeout)
       : db_(std::move(db)), image_(std::move(image)), stats_(stats), blobs_(blobs),
-        cache_(std::move(cache)) {}
+        cache_(std::move(cache)), lazy_(std::move(lazy)), read_timeout_(read_timeout) {}
+
+  // Fetches still running (their readers gave up at the deadline) use this tree's BlobSource.
+  ~StoredTree() override {
+    std::unique_lock lock(workers_mu_);
+    workers_cv_.wait(lock, [&] { return workers_ == 0; });
+  }
 
   Result<Attr> GetAttr(uint64_t ino) const override {
     LAZYFS_ASSIGN_OR_RETURN(InodeRecord r, Inode(ino));
@@ -411,14 +544,17 @@ class StoredTree final : public Tree {
     if (!r.attr.is_reg()) return Errno(StatusCode::kFailedPrecondition, EINVAL, "not a file");
     if (offset >= r.attr.size || out.empty()) return size_t{0};
     const size_t want = static_cast<size_t>(std::min<uint64_t>(out.size(), r.attr.size - offset));
-    auto fd = cache_->Open(r.digest);
-    if (!fd.ok() && fd.status().code() == StatusCode::kNotFound) {
-      LAZYFS_RETURN_IF_ERROR(Fill(r));
-      fd = cache_->Open(r.digest);
+    bool fetched = false;
+    auto n = ReadContent(r, offset, out.first(want), &fetched);
+    static StatCounter& hits = Counter(kStatCacheHits);
+    static StatCounter& misses = Counter(kStatCacheMisses);
+    (fetched ? misses : hits).Add();
+    if (!n.ok()) {
+      static StatCounter& unavailable = Counter(kStatEioUnavailable);
+      static StatCounter& data_loss = Counter(kStatEioDataLoss);
+      if (n.status().code() == StatusCode::kUnavailable) unavailable.Add();
+      if (n.status().code() == StatusCode::kDataLoss) data_loss.Add();
     }
-    if (!fd.ok()) return fd.status();
-    LAZYFS_ASSIGN_OR_RETURN(size_t n, PreadFull((*fd)->get(), out.data(), want, offset));
-    if (n != want) return DataLossError("cached content " + r.digest.Short() + " is short");
     return n;
   }
 
@@ -449,19 +585,338 @@ class StoredTree final : public Tree {
     return Status::Ok();
   }
 
+  Result<size_t> ReadContent(const InodeRecord& r, uint64_t offset, std::span<std::byte> out,
+                             bool* fetched) const {
+    if (r.layer >= image_.layers.size()) return Corrupt("of inode " + std::to_string(r.attr.ino));
+    const LayerDescriptor& layer = image_.layers[r.layer];
+    if (lazy_->IsBad(layer.digest)) {
+      return DataLossError("layer " + layer.digest.Short() + " failed its whole-layer check");
+    }
+    // A whole-file object: a file of one chunk, or one extracted with its whole layer.
+    auto fd = cache_->Open(r.digest);
+    if (fd.ok()) return PreadExact(**fd, r.digest, offset, out);
+    if (fd.status().code() != StatusCode::kNotFound) return fd.status();
+    LAZYFS_ASSIGN_OR_RETURN(auto lazy, GetLazyLayer(layer.digest));
+    std::optional<FileLocation> loc;
+    if (lazy) {
+      LAZYFS_ASSIGN_OR_RETURN(loc, GetLocation(layer.digest, r.digest));
+    }
+    if (!loc) {
+      // Indexed before kCompatLazyContent, or a sparse file: the whole layer, once.
+      *fetched = true;
+      LAZYFS_RETURN_IF_ERROR(Fill(r));
+      LAZYFS_ASSIGN_OR_RETURN(auto filled, cache_->Open(r.digest));
+      return PreadExact(*filled, r.digest, offset, out);
+    }
+    if (loc->size != r.attr.size) return Corrupt("of file " + r.digest.Short() + " (size)");
+    return ReadChunks(layer, *lazy, *loc, offset, out, fetched);
+  }
+
+  static Result<size_t> PreadExact(const Fd& fd, const Digest& d, uint64_t offset,
+                                   std::span<std::byte> out) {
+    LAZYFS_ASSIGN_OR_RETURN(size_t n, PreadFull(fd.get(), out.data(), out.size(), offset));
+    if (n != out.size()) return DataLossError("cached content " + d.Short() + " is short");
+    return n;
+  }
+
+  Result<std::optional<LazyLayerRecord>> GetLazyLayer(const Digest& layer) const {
+    LAZYFS_ASSIGN_OR_RETURN(auto v, db_->Get(schema::LazyLayerKey(layer)));
+    if (!v) return std::optional<LazyLayerRecord>();
+    LazyLayerRecord rec;
+    if (!DecodeLazyLayer(*v, &rec)) return Corrupt("of layer " + layer.Short() + " (lazy)");
+    return std::optional<LazyLayerRecord>(rec);
+  }
+
+  Result<std::optional<FileLocation>> GetLocation(const Digest& layer, const Digest& file) const {
+    LAZYFS_ASSIGN_OR_RETURN(auto v, db_->Get(schema::LocationKey(layer, file)));
+    if (!v) return std::optional<FileLocation>();
+    FileLocation loc;
+    if (!DecodeLocation(*v, file, &loc)) return Corrupt("of file " + file.Short() + " (location)");
+    return std::optional<FileLocation>(std::move(loc));
+  }
+
+  // The checkpoint at or before (`before`) or at or after an uncompressed offset of a layer.
+  Result<std::optional<Checkpoint>> FindCheckpoint(const Digest& layer, uint64_t uncompressed,
+                                                   bool before) const {
+    const std::string prefix = schema::CheckpointPrefix(layer);
+    const std::string key = schema::CheckpointKey(layer, uncompressed);
+    std::unique_ptr<rocksdb::Iterator> it(db_->db->NewIterator(rocksdb::ReadOptions()));
+    if (before) {
+      it->SeekForPrev(key);
+    } else {
+      it->Seek(key);
+    }
+    LAZYFS_RETURN_IF_ERROR(FromRocks(it->status(), "index read"));
+    if (!it->Valid() || !it->key().starts_with(prefix) ||
+        it->key().size() != prefix.size() + 8) {
+      return std::optional<Checkpoint>();
+    }
+    const uint64_t at = schema::ReadBe64(std::string_view(it->key().data() + prefix.size(), 8));
+    LAZYFS_ASSIGN_OR_RETURN(Checkpoint cp,
+                            DecodeCheckpoint(std::string_view(it->value().data(),
+                                                              it->value().size()), at));
+    return std::optional<Checkpoint>(std::move(cp));
+  }
+
+  // Serves [offset, offset + out.size()) of a located file from its chunks, fetching the
+  // missing ones first.
+  Result<size_t> ReadChunks(const LayerDescriptor& layer, const LazyLayerRecord& lazy,
+                            const FileLocation& loc, uint64_t offset, std::span<std::byte> out,
+                            bool* fetched) const {
+    const auto deadline = std::chrono::steady_clock::now() + read_timeout_;
+    const uint64_t first = offset / kContentChunkSize;
+    const uint64_t last = (offset + out.size() - 1) / kContentChunkSize;
+    for (int attempt = 0;; ++attempt) {
+      std::vector<uint64_t> missing;
+      for (uint64_t c = first; c <= last; ++c) {
+        if (!cache_->Contains(loc.chunk(c))) missing.push_back(c);
+      }
+      if (!missing.empty()) {
+        *fetched = true;
+        LAZYFS_RETURN_IF_ERROR(FetchChunks(layer, lazy, loc, missing, deadline));
+      }
+      size_t done = 0;
+      bool lost = false;
+      for (uint64_t c = first; c <= last && !lost; ++c) {
+        auto fd = cache_->Open(loc.chunk(c));
+        if (!fd.ok()) {
+          // Evicted, or found corrupt and dropped, since it was fetched: fetch it again.
+          if (fd.status().code() != StatusCode::kNotFound) return fd.status();
+          lost = true;
+          break;
+        }
+        const uint64_t chunk_start = c * kContentChunkSize;
+        const uint64_t from = std::max(offset, chunk_start);
+        const uint64_t to = std::min(offset + out.size(), chunk_start + kContentChunkSize);
+        LAZYFS_RETURN_IF_ERROR(PreadExact(**fd, loc.chunk(c), from - chunk_start,
+                                          out.subspan(done, static_cast<size_t>(to - from)))
+                                   .status());
+        done += static_cast<size_t>(to - from);
+      }
+      if (!lost) return done;
+      if (attempt >= 3) {
+        return UnavailableError("file " + loc.digest.Short() +
+                                ": its chunks are evicted as fast as they are fetched; the "
+                                "content cache is too small");
+      }
+    }
+  }
+
+  // Fetches the missing chunks of a file: chunks another read is already fetching are waited
+  // for; the rest are fetched by one request in a worker thread, so a reader gives up at its
+  // deadline even when a connection hangs.
+  Status FetchChunks(const LayerDescriptor& layer, const LazyLayerRecord& lazy,
+                     const FileLocation& loc, const std::vector<uint64_t>& missing,
+                     std::chrono::steady_clock::time_point deadline) const {
+    std::vector<std::shared_future<Status>> waits;
+    std::vector<uint64_t> mine;
+    auto promise = std::make_shared<std::promise<Status>>();
+    std::shared_future<Status> mine_done = promise->get_future().share();
+    {
+      std::lock_guard lock(lazy_->mu);
+      for (uint64_t c : missing) {
+        // A fetch stores its chunks before it leaves `inflight`: checked under the lock, a
+        // chunk is either cached or in flight, never fetched twice.
+        if (cache_->Contains(loc.chunk(c))) continue;
+        auto [it, inserted] = lazy_->inflight.emplace(loc.chunk(c), mine_done);
+        if (inserted) {
+          mine.push_back(c);
+        } else if (it->second.valid()) {
+          waits.push_back(it->second);
+        }
+      }
+    }
+    if (!mine.empty()) {
+      waits.push_back(mine_done);
+      {
+        std::lock_guard lock(workers_mu_);
+        ++workers_;
+      }
+      std::thread([this, layer, lazy, loc, mine, promise, deadline] {
+        Status s = FetchSpan(layer, lazy, loc, mine.front(), mine.back(), deadline);
+        {
+          // No memory of failures: the next read of these chunks tries again.
+          std::lock_guard lock(lazy_->mu);
+          for (uint64_t c : mine) lazy_->inflight.erase(loc.chunk(c));
+        }
+        promise->set_value(s);
+        std::lock_guard lock(workers_mu_);
+        --workers_;
+        workers_cv_.notify_all();
+      }).detach();
+    }
+    for (const auto& w : waits) {
+      if (w.wait_until(deadline) == std::future_status::timeout) {
+        char secs[32];
+        std::snprintf(secs, sizeof secs, "%.1f", static_cast<double>(read_timeout_.count()) / 1000);
+        return UnavailableError("layer " + layer.digest.Short() + ": no answer within " + secs +
+                                " s (the read deadline)");
+      }
+      LAZYFS_RETURN_IF_ERROR(w.get());
+    }
+    return Status::Ok();
+  }
+
+  // Fetches chunks c0..c1 of a file: one range request from the checkpoint before them to the
+  // one after (or, with no checkpoint after, growing requests until the bytes are decoded);
+  // each chunk is checked against its digest and stored. Whole files and chunks of other files
+  // that the decoded span happens to hold are cached too (CacheNeighbours).
+  Status FetchSpan(const LayerDescriptor& layer, const LazyLayerRecord& lazy,
+                   const FileLocation& loc, uint64_t c0, uint64_t c1,
+                   std::chrono::steady_clock::time_point deadline) const {
+    const uint64_t u0 = loc.offset + c0 * kContentChunkSize;
+    const uint64_t u1 = loc.offset + std::min((c1 + 1) * kContentChunkSize, loc.size);
+    std::optional<Checkpoint> before;
+    std::optional<uint64_t> end;  // where the span ends in the blob, when a checkpoint says
+    uint64_t start = u0, region_start = u0;
+    if (lazy.compression == LayerCompression::kNone) {
+      end = u1;
+    } else {
+      LAZYFS_ASSIGN_OR_RETURN(before, FindCheckpoint(layer.digest, u0, true));
+      LAZYFS_ASSIGN_OR_RETURN(auto after, FindCheckpoint(layer.digest, u1, false));
+      start = SpanStart(before ? &*before : nullptr);
+      region_start = before ? before->uncompressed : 0;
+      if (after) end = after->compressed;
+    }
+    const uint64_t limit = end.value_or(layer.size);
+    if (limit > layer.size || start > limit) return Corrupt("of layer " + layer.digest.Short());
+    const std::string what = "layer " + layer.digest.Short() + ": file " + loc.digest.Short();
+
+    // Decoded bytes kept: the chunks wanted and up to kNeighbourBytes on either side of them.
+    const uint64_t keep_from = std::max(region_start, u0 > kNeighbourBytes ? u0 - kNeighbourBytes : 0);
+    const uint64_t keep_to = u1 + kNeighbourBytes;
+    std::string kept;
+    uint64_t decoded = region_start;
+    auto sink = [&](const char* p, size_t n) {
+      const uint64_t from = std::max(decoded, keep_from), to = std::min(decoded + n, keep_to);
+      if (from < to) kept.append(p + (from - decoded), to - from);
+      decoded += n;
+    };
+    LAZYFS_ASSIGN_OR_RETURN(auto inflater,
+                            SpanInflater::Start(lazy.compression, before ? &*before : nullptr));
+    uint64_t piece = end ? limit - start : kFirstProbe;
+    for (uint64_t pos = start; decoded < u1 && pos < limit;) {
+      const uint64_t len = std::min(piece, limit - pos);
+      LAZYFS_ASSIGN_OR_RETURN(std::string bytes, FetchRange(layer.digest, pos, len, deadline));
+      if (bytes.size() != len) {
+        return DataLossError(what + ": the blob ends before byte " + std::to_string(pos + len));
+      }
+      LAZYFS_RETURN_IF_ERROR(inflater->Feed(bytes, sink).WithContext(what));
+      NoteFetched(layer, lazy, pos, bytes);
+      if (lazy_->IsBad(layer.digest)) {
+        return DataLossError("layer " + layer.digest.Short() + " failed its whole-layer check");
+      }
+      pos += len;
+      piece = std::min(piece * 2, kMaxProbe);
+    }
+    if (decoded < u1) return DataLossError(what + ": the layer ends before the file does");
+    for (uint64_t c = c0; c <= c1; ++c) {
+      const uint64_t c_start = loc.offset + c * kContentChunkSize;
+      const uint64_t c_end = loc.offset + std::min((c + 1) * kContentChunkSize, loc.size);
+      Status s = cache_->Put(loc.chunk(c), std::string_view(kept).substr(c_start - keep_from,
+                                                                         c_end - c_start));
+      if (!s.ok()) {
+        if (s.code() != StatusCode::kDataLoss) return s;
+        return DataLossError(what + ": chunk " + std::to_string(c) +
+                             " does not match the digest recorded when the layer was indexed");
+      }
+    }
+    CacheNeighbours(layer.digest, keep_from, kept);
+    return Status::Ok();
+  }
+
+  // Caches every chunk of every file that lies wholly inside decoded bytes [from, from +
+  // bytes.size()) of a layer and is not cached yet: the bytes were fetched anyway, and a
+  // directory's files sit together in a tar (reading /etc file by file then costs one fetch per
+  // span, not one per file). Best effort: a chunk that does not match is simply not cached.
+  void CacheNeighbours(const Digest& layer, uint64_t from, std::string_view bytes) const {
+    const uint64_t to = from + bytes.size();
+    const std::string prefix = schema::DigestKey('Q', layer);
+    std::unique_ptr<rocksdb::Iterator> it(db_->db->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek(schema::FileAtKey(layer, from)); it->Valid() && it->key().starts_with(prefix);
+         it->Next()) {
+      if (it->key().size() != prefix.size() + 8 || it->value().size() != 32) break;
+      const uint64_t offset =
+          schema::ReadBe64(std::string_view(it->key().data() + prefix.size(), 8));
+      if (offset >= to) break;
+      Digest file;
+      Decoder d(std::string_view(it->value().data(), 32));
+      if (!d.DigestBytes(&file)) break;
+      auto loc = GetLocation(layer, file);
+      if (!loc.ok() || !*loc) continue;
+      for (uint64_t c = 0; c < (*loc)->chunk_count(); ++c) {
+        const uint64_t c_start = offset + c * kContentChunkSize;
+        const uint64_t c_end = offset + std::min((c + 1) * kContentChunkSize, (*loc)->size);
+        if (c_end > to) break;
+        if (cache_->Contains((*loc)->chunk(c))) continue;
+        cache_->Put((*loc)->chunk(c), bytes.substr(c_start - from, c_end - c_start)).IgnoreError();
+      }
+    }
+  }
+
+  // Reads a blob range, retrying network failures with backoff until the deadline.
+  Result<std::string> FetchRange(const Digest& blob, uint64_t offset, uint64_t length,
+                                 std::chrono::steady_clock::time_point deadline) const {
+    std::string buf(length, '\0');
+    auto delay = std::chrono::milliseconds(50);
+    for (;;) {
+      auto n = blobs_.ReadBlobRange(blob, offset, std::as_writable_bytes(std::span(buf)));
+      if (n.ok()) {
+        buf.resize(*n);
+        return buf;
+      }
+      if (n.status().code() != StatusCode::kUnavailable ||
+          std::chrono::steady_clock::now() + delay >= deadline) {
+        return n.status();
+      }
+      std::this_thread::sleep_for(delay);
+      delay = std::min(delay * 2, std::chrono::milliseconds(1000));
+    }
+  }
+
+  void NoteFetched(const LayerDescriptor& layer, const LazyLayerRecord& lazy, uint64_t offset,
+                   std::string_view bytes) const {
+    auto rec = GetLayerRecord(*db_, layer.digest);
+    if (!rec.ok() || !*rec) return;
+    lazy_->Saw(layer, lazy.compression, (*rec)->diff_id, offset, bytes, [&] {
+      // Drop every cached chunk of the layer: they matched digests, but the layer as a whole
+      // did not, so nothing from it is trusted any more.
+      const std::string prefix = schema::DigestKey('O', layer.digest);
+      std::unique_ptr<rocksdb::Iterator> it(db_->db->NewIterator(rocksdb::ReadOptions()));
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        Digest file;
+        Decoder d(std::string_view(it->key().data() + prefix.size(), 32));
+        FileLocation loc;
+        if (!d.DigestBytes(&file) ||
+            !DecodeLocation(std::string_view(it->value().data(), it->value().size()), file,
+                            &loc)) {
+          continue;
+        }
+        for (uint64_t c = 0; c < loc.chunk_count(); ++c) cache_->Remove(loc.chunk(c)).IgnoreError();
+      }
+    });
+  }
+
   std::shared_ptr<Db> db_;
   const ImageDescriptor image_;
   const TreeStats stats_;
   BlobSource& blobs_;
   std::shared_ptr<ContentCache> cache_;
+  std::shared_ptr<LazyReads> lazy_;
+  const std::chrono::milliseconds read_timeout_;
+  mutable std::mutex workers_mu_;
+  mutable std::condition_variable workers_cv_;
+  mutable int workers_ = 0;  // GUARDED_BY(workers_mu_): fetch threads still running
 };
 
 // ---- Index ------------------------------------------------------------------------------------
 
 class StoredIndex final : public Index {
  public:
-  StoredIndex(IndexOptions options, std::shared_ptr<Db> db, std::shared_ptr<ContentCache> cache)
-      : options_(std::move(options)), db_(std::move(db)), cache_(std::move(cache)) {}
+  StoredIndex(IndexOptions options, std::shared_ptr<Db> db, std::shared_ptr<ContentCache> cache,
+              std::shared_ptr<LazyReads> lazy)
+      : options_(std::move(options)), db_(std::move(db)), cache_(std::move(cache)),
+        lazy_(std::move(lazy)) {}
 
   Result<bool> HasImage(const Digest& manifest) override {
     LAZYFS_ASSIGN_OR_RETURN(auto v, db_->Get(schema::ImageKey(manifest)));
@@ -510,7 +965,49 @@ class StoredIndex final : public Index {
   Result<std::unique_ptr<Tree>> OpenTree(const Digest& manifest, BlobSource& blobs) override {
     TreeStats st;
     LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor img, GetImageAndStats(manifest, &st));
-    return std::unique_ptr<Tree>(new StoredTree(db_, std::move(img), st, blobs, cache_));
+    return std::unique_ptr<Tree>(
+        new StoredTree(db_, std::move(img), st, blobs, cache_, lazy_, options_.read_timeout));
+  }
+
+  Result<GcReport> Gc() override {
+    // Everything a stored image can read: its files' digests and their chunks' digests.
+    std::set<Digest> referenced;
+    std::set<Digest> layers;
+    std::unique_ptr<rocksdb::Iterator> it(db_->db->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek("I"); it->Valid() && it->key().starts_with("I"); it->Next()) {
+      ImageDescriptor img;
+      TreeStats st;
+      if (!DecodeImage(std::string_view(it->value().data(), it->value().size()), &img, &st)) {
+        return Corrupt("of an image");
+      }
+      for (const LayerDescriptor& l : img.layers) layers.insert(l.digest);
+    }
+    LAZYFS_RETURN_IF_ERROR(FromRocks(it->status(), "index read"));
+    for (const Digest& layer : layers) {
+      LAZYFS_ASSIGN_OR_RETURN(auto rec, GetLayerRecord(*db_, layer));
+      if (!rec) return Corrupt("of layer " + layer.Short() + " (missing)");
+      LAZYFS_ASSIGN_OR_RETURN(auto entries, LoadLayerEntries(*db_, layer, *rec));
+      for (const LayerEntry& e : entries) {
+        if (e.kind == EntryKind::kFile) referenced.insert(e.digest);
+      }
+      const std::string prefix = schema::DigestKey('O', layer);
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        Digest file;
+        Decoder d(std::string_view(it->key().data() + prefix.size(), it->key().size() - prefix.size()));
+        FileLocation loc;
+        if (!d.DigestBytes(&file) ||
+            !DecodeLocation(std::string_view(it->value().data(), it->value().size()), file, &loc)) {
+          return Corrupt("of a file location in layer " + layer.Short());
+        }
+        for (const Digest& c : loc.chunks) referenced.insert(c);
+      }
+      LAZYFS_RETURN_IF_ERROR(FromRocks(it->status(), "index read"));
+    }
+    LAZYFS_ASSIGN_OR_RETURN(
+        ContentCache::EvictReport r,
+        cache_->Evict(options_.cache_size_bytes,
+                      [&](const Digest& d) { return referenced.count(d) == 0; }));
+    return GcReport{r.objects_removed, r.bytes_removed, r.objects_kept, r.bytes_kept};
   }
 
  private:
@@ -533,10 +1030,11 @@ class StoredIndex final : public Index {
     const std::string name = layer.digest.Short();
     LAZYFS_ASSIGN_OR_RETURN(LayerCompression comp, CompressionOfMediaType(layer.media_type));
     LAZYFS_ASSIGN_OR_RETURN(Fd blob, blobs.OpenBlob(layer.digest, layer.size));
-    LayerReadOptions ro;
-    ro.max_entries = options_.max_entries_per_layer;
-    ro.max_xattr_bytes_per_entry = options_.max_xattr_bytes_per_entry;
+    LayerReadOptions ro = ReadOptionsOf(options_);
+    ro.record_checkpoints = true;
     LAZYFS_ASSIGN_OR_RETURN(auto reader, LayerReader::Open(blob.get(), layer.size, comp, ro, name));
+    std::map<Digest, FileLocation> locations;
+    std::vector<std::pair<uint64_t, Digest>> files_at;
     std::vector<LayerEntry> entries;
     uint64_t last_report = 0;
     for (;;) {
@@ -544,12 +1042,23 @@ class StoredIndex final : public Index {
       LAZYFS_ASSIGN_OR_RETURN(bool more, reader->Next(&e));
       if (!more) break;
       if (e.kind == EntryKind::kFile) {
-        auto digest = reader->ReadData(nullptr);
+        const std::optional<uint64_t> offset = reader->DataOffset();
+        FileLocation loc;
+        auto digest = reader->ReadData(nullptr, &loc.chunks);
         if (!digest.ok()) {
           return Status(digest.status().code(),
                         digest.status().message() + " (in entry \"" + e.path + "\")");
         }
         e.digest = *digest;
+        // Where the bytes lie, for range reads; each chunk's digest is computed from the same
+        // bytes as the file's, so it chains to the layer's digest and diff_id checked below.
+        if (offset && e.size > 0) {
+          loc.offset = *offset;
+          loc.size = e.size;
+          if (loc.chunks.size() <= 1) loc.chunks.clear();
+          files_at.emplace_back(loc.offset, e.digest);
+          locations.emplace(e.digest, std::move(loc));
+        }
       }
       entries.push_back(std::move(e));
       if (progress && reader->compressed_bytes_read() - last_report >= (4 << 20)) {
@@ -568,6 +1077,19 @@ class StoredIndex final : public Index {
     r.diff_id = diff_id;
     r.entries = entries.size();
     r.uncompressed = reader->uncompressed_bytes();
+    const std::vector<Checkpoint> checkpoints = reader->TakeCheckpoints();
+    for (const Checkpoint& cp : checkpoints) {
+      batch.Put(schema::CheckpointKey(layer.digest, cp.uncompressed), EncodeCheckpoint(cp));
+    }
+    for (const auto& [digest, loc] : locations) {
+      batch.Put(schema::LocationKey(layer.digest, digest), EncodeLocation(loc));
+    }
+    for (const auto& [offset, digest] : files_at) {
+      batch.Put(schema::FileAtKey(layer.digest, offset),
+                std::string(reinterpret_cast<const char*>(digest.bytes().data()), 32));
+    }
+    batch.Put(schema::LazyLayerKey(layer.digest),
+              EncodeLazyLayer(LazyLayerRecord{comp, checkpoints.size()}));
     for (size_t i = 0; i < entries.size(); i += schema::kEntriesPerChunk) {
       Encoder enc;
       for (size_t j = i; j < std::min(entries.size(), i + schema::kEntriesPerChunk); ++j) {
@@ -610,6 +1132,7 @@ class StoredIndex final : public Index {
   const IndexOptions options_;
   std::shared_ptr<Db> db_;
   std::shared_ptr<ContentCache> cache_;
+  std::shared_ptr<LazyReads> lazy_;
 };
 
 std::string FeatureNames(uint64_t bits) {
@@ -697,6 +1220,9 @@ Result<std::unique_ptr<Index>> Index::Open(const IndexOptions& options) {
           "index write"));
     } else {
       LAZYFS_RETURN_IF_ERROR(CheckFormat(*format, path, true));
+      // Announce the compat features this version writes (layers indexed from now on carry
+      // them); images indexed before keep working without them.
+      LAZYFS_RETURN_IF_ERROR(AddCompatFeatures(*db, *format));
     }
   } else {
     if (::access((path + "/CURRENT").c_str(), F_OK) != 0) {
@@ -716,12 +1242,14 @@ Result<std::unique_ptr<Index>> Index::Open(const IndexOptions& options) {
     if (!format) return DataLossError("store index " + path + " has no format record");
     LAZYFS_RETURN_IF_ERROR(CheckFormat(*format, path, false));
   }
-  LAZYFS_ASSIGN_OR_RETURN(auto cas, CasDir::Open(options.store_dir + "/content"));
-  LayerReadOptions lro;
-  lro.max_entries = options.max_entries_per_layer;
-  lro.max_xattr_bytes_per_entry = options.max_xattr_bytes_per_entry;
-  auto cache = std::make_shared<ContentCache>(std::move(cas), lro);
-  return std::unique_ptr<Index>(new StoredIndex(options, std::move(db), std::move(cache)));
+  const std::string content = options.store_dir + "/content";
+  LAZYFS_ASSIGN_OR_RETURN(auto cas, CasDir::Open(content));
+  LAZYFS_RETURN_IF_ERROR(MakeDirs(content + "/verified", 0700));
+  auto cache =
+      std::make_shared<ContentCache>(std::move(cas), ReadOptionsOf(options), options.cache_size_bytes);
+  auto lazy = std::make_shared<LazyReads>(content);
+  return std::unique_ptr<Index>(
+      new StoredIndex(options, std::move(db), std::move(cache), std::move(lazy)));
 }
 
 }  // namespace lazyfs::index

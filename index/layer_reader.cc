@@ -83,6 +83,10 @@ struct LayerReader::Impl {
   uint64_t total_out = 0;
   bool out_eof = false;
   Sha256 diff_hash;
+  // Checkpoints (options.record_checkpoints) and the last 32 KiB of output before `out`.
+  std::vector<Checkpoint> checkpoints;
+  uint64_t last_cp_in = 0, last_cp_out = 0;
+  std::string history;
 
   z_stream zs{};
   bool zs_init = false;
@@ -96,6 +100,7 @@ struct LayerReader::Impl {
   uint64_t entries = 0;
   bool current_is_file = false;
   uint64_t current_size = 0;
+  std::optional<uint64_t> current_offset;
 
   ~Impl() {
     if (ar) archive_read_free(ar);
@@ -122,6 +127,44 @@ struct LayerReader::Impl {
     return Status::Ok();
   }
 
+  // The blob offset of the next compressed byte not yet consumed.
+  uint64_t InputOffset() const { return blob_pos - in_len + in_pos; }
+
+  // Called at a block or frame boundary, `produced` bytes into `out`.
+  void MaybeCheckpoint(size_t produced, uint8_t bits, bool with_window) {
+    const uint64_t in_off = InputOffset(), out_off = total_out + produced;
+    if (out_off - last_cp_out < options.checkpoint_every_uncompressed &&
+        in_off - last_cp_in < options.checkpoint_every_compressed) {
+      return;
+    }
+    Checkpoint cp;
+    cp.uncompressed = out_off;
+    cp.compressed = in_off;
+    cp.bits = bits;
+    if (with_window) {
+      if (produced >= kDeflateWindow) {
+        cp.window.assign(out.data() + produced - kDeflateWindow, kDeflateWindow);
+      } else {
+        const size_t from_history = std::min(history.size(), kDeflateWindow - produced);
+        cp.window = history.substr(history.size() - from_history);
+        cp.window.append(out.data(), produced);
+      }
+    }
+    checkpoints.push_back(std::move(cp));
+    last_cp_in = in_off;
+    last_cp_out = out_off;
+  }
+
+  void RememberHistory(size_t produced) {
+    if (!options.record_checkpoints || compression != LayerCompression::kGzip) return;
+    if (produced >= kDeflateWindow) {
+      history.assign(out.data() + produced - kDeflateWindow, kDeflateWindow);
+      return;
+    }
+    history.append(out.data(), produced);
+    if (history.size() > kDeflateWindow) history.erase(0, history.size() - kDeflateWindow);
+  }
+
   // Produces the next piece of the uncompressed stream into `out`; 0 at its end.
   Result<size_t> Produce() {
     if (out_eof) return size_t{0};
@@ -135,7 +178,9 @@ struct LayerReader::Impl {
         break;
       }
       case LayerCompression::kGzip: {
-        while (produced == 0) {
+        // Z_BLOCK stops at each deflate block boundary, where a checkpoint may be taken.
+        const int flush = options.record_checkpoints ? Z_BLOCK : Z_NO_FLUSH;
+        while (produced < out.size()) {
           LAZYFS_RETURN_IF_ERROR(FillInput());
           if (in_pos == in_len) {
             if (!gz_member_done) return Fail("truncated gzip stream");
@@ -148,16 +193,20 @@ struct LayerReader::Impl {
           }
           zs.next_in = reinterpret_cast<Bytef*>(in.data() + in_pos);
           zs.avail_in = static_cast<uInt>(in_len - in_pos);
-          zs.next_out = reinterpret_cast<Bytef*>(out.data());
-          zs.avail_out = static_cast<uInt>(out.size());
-          const int rc = inflate(&zs, Z_NO_FLUSH);
+          zs.next_out = reinterpret_cast<Bytef*>(out.data() + produced);
+          zs.avail_out = static_cast<uInt>(out.size() - produced);
+          const int rc = inflate(&zs, flush);
           in_pos = in_len - zs.avail_in;
           produced = out.size() - zs.avail_out;
           if (rc == Z_STREAM_END) {
             gz_member_done = true;
-          } else if (rc != Z_OK && !(rc == Z_BUF_ERROR && produced > 0)) {
+          } else if (rc != Z_OK && !(rc == Z_BUF_ERROR && zs.avail_in == 0)) {
             return Fail(std::string("corrupt gzip stream (") + (zs.msg ? zs.msg : "zlib error") +
                         ")");
+          } else if (options.record_checkpoints && (zs.data_type & 128) &&
+                     !(zs.data_type & 64)) {
+            // End of a block that is not the member's last: the next block starts here.
+            MaybeCheckpoint(produced, static_cast<uint8_t>(zs.data_type & 7), true);
           }
         }
         break;
@@ -177,6 +226,8 @@ struct LayerReader::Impl {
           }
           in_pos = ib.pos;
           produced = ob.pos;
+          // A frame ends here: the next one decodes without any history.
+          if (zstd_last == 0 && options.record_checkpoints) MaybeCheckpoint(produced, 0, false);
         }
         break;
       }
@@ -185,13 +236,14 @@ struct LayerReader::Impl {
       out_eof = true;
       return size_t{0};
     }
-    total_out += produced;
-    if (total_out > options.max_uncompressed_bytes) {
+    if (total_out + produced > options.max_uncompressed_bytes) {
       return Status(StatusCode::kResourceExhausted,
                     "layer " + name + ": decompresses to more than " +
                         std::to_string(options.max_uncompressed_bytes) + " bytes");
     }
     diff_hash.Update(out.data(), produced);
+    RememberHistory(produced);
+    total_out += produced;
     return produced;
   }
 
@@ -263,6 +315,7 @@ Result<bool> LayerReader::Next(LayerEntry* e) {
     }
     m.current = ae;
     m.current_is_file = false;
+    m.current_offset.reset();
 
     const char* raw = archive_entry_pathname(ae);
     if (!raw) raw = archive_entry_pathname_utf8(ae);
@@ -355,6 +408,12 @@ Result<bool> LayerReader::Next(LayerEntry* e) {
         e->size = static_cast<uint64_t>(size);
         m.current_is_file = true;
         m.current_size = e->size;
+        // The tar reader has consumed the header blocks and none of the data: the bytes it
+        // consumed so far are where the content starts. Sparse files keep only their data
+        // pieces there, so they have no such offset.
+        if (archive_entry_sparse_count(ae) == 0) {
+          m.current_offset = static_cast<uint64_t>(archive_filter_bytes(m.ar, 0));
+        }
         break;
       }
       case AE_IFDIR: e->kind = EntryKind::kDir; break;
@@ -386,16 +445,41 @@ Result<bool> LayerReader::Next(LayerEntry* e) {
   }
 }
 
-Result<Digest> LayerReader::ReadData(const Sink& sink) {
+std::optional<uint64_t> LayerReader::DataOffset() const { return impl_->current_offset; }
+
+std::vector<Checkpoint> LayerReader::TakeCheckpoints() {
+  std::vector<Checkpoint> out = std::move(impl_->checkpoints);
+  impl_->checkpoints.clear();
+  if (impl_->out_eof) {
+    std::erase_if(out, [&](const Checkpoint& c) { return c.uncompressed >= impl_->total_out; });
+  }
+  return out;
+}
+
+Result<Digest> LayerReader::ReadData(const Sink& sink, std::vector<Digest>* out_chunks) {
+  std::vector<Digest>* chunks = out_chunks;
   Impl& m = *impl_;
   if (!m.current_is_file) return InternalError("ReadData on a non-file entry");
   m.current_is_file = false;
   static const char kZeros[64 * 1024] = {};
-  Sha256 h;
+  Sha256 h, chunk_hash;
   uint64_t pos = 0;
+  // A file of one chunk is its own chunk: its digest is the file's, hashed once.
+  if (m.current_size <= kContentChunkSize) chunks = nullptr;
   auto emit = [&](const char* p, size_t n) -> Status {
     h.Update(p, n);
-    pos += n;
+    if (chunks) {
+      for (size_t done = 0; done < n;) {
+        const size_t room = static_cast<size_t>(kContentChunkSize - pos % kContentChunkSize);
+        const size_t take = std::min(room, n - done);
+        chunk_hash.Update(p + done, take);
+        done += take;
+        if (take == room) chunks->push_back(chunk_hash.Finish());
+        pos += take;
+      }
+    } else {
+      pos += n;
+    }
     return sink ? sink(p, n) : Status::Ok();
   };
   auto zeros_to = [&](uint64_t end) -> Status {
@@ -419,6 +503,8 @@ Result<Digest> LayerReader::ReadData(const Sink& sink) {
     LAZYFS_RETURN_IF_ERROR(emit(static_cast<const char*>(buf), len));
   }
   LAZYFS_RETURN_IF_ERROR(zeros_to(m.current_size));  // a trailing hole of a sparse file
+  if (chunks && pos % kContentChunkSize != 0) chunks->push_back(chunk_hash.Finish());
+  if (!chunks && out_chunks) out_chunks->clear();
   return h.Finish();
 }
 

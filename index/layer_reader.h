@@ -9,11 +9,14 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
+#include <vector>
 #include <string>
 
 #include "base/image.h"
 #include "base/status.h"
 #include "index/layer_entry.h"
+#include "index/layer_seek.h"
 
 namespace lazyfs::index {
 
@@ -22,6 +25,13 @@ struct LayerReadOptions {
   uint64_t max_xattr_bytes_per_entry = 64 * 1024;
   // Decompressed bytes accepted from one layer (a gzip bomb stops here).
   uint64_t max_uncompressed_bytes = uint64_t{1} << 40;
+  // Record decompression checkpoints (layer_seek.h) for later random access: one at the first
+  // block (gzip) or frame (zstd) boundary after either this much output or this much input
+  // since the previous one. The input distance bounds what a read fetches; the output distance
+  // bounds what it decompresses. Each gzip checkpoint costs its window (<= 32 KiB, compressed).
+  bool record_checkpoints = false;
+  uint64_t checkpoint_every_uncompressed = 4 << 20;
+  uint64_t checkpoint_every_compressed = 512 << 10;
 };
 
 // Normalises a tar entry name: strips "./" and empty components; fails with InvalidArgument on
@@ -44,11 +54,20 @@ class LayerReader {
   Result<bool> Next(LayerEntry* entry);
   // Streams the current regular file's content to `sink` (holes of sparse files as zeros) and
   // returns its sha256. `sink` may be empty to only hash.
+  // When `chunks` is given it receives the sha256 of every kContentChunkSize piece of the
+  // content; nothing for a file of at most one chunk (its one chunk digest is the file's).
   using Sink = std::function<Status(const char* data, size_t len)>;
-  Result<Digest> ReadData(const Sink& sink);
+  Result<Digest> ReadData(const Sink& sink, std::vector<Digest>* chunks = nullptr);
+  // The offset of the current regular file's content in the uncompressed tar, when the content
+  // is stored there contiguously (not for sparse files).
+  std::optional<uint64_t> DataOffset() const;
   // Reads to the end of the blob; returns the sha256 of the whole uncompressed stream (the
   // diff_id) and checks the blob had no trailing garbage after the compressed stream.
   Result<Digest> Finish();
+
+  // The checkpoints recorded so far (record_checkpoints), in stream order; after Finish, only
+  // those before the end of the stream.
+  std::vector<Checkpoint> TakeCheckpoints();
 
   uint64_t compressed_bytes_read() const;
   uint64_t uncompressed_bytes() const;

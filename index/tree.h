@@ -4,12 +4,14 @@
 // xattrs is computed once per image from the layer tar headers (whiteouts and opaque directories
 // applied as the OCI image spec says) and kept in RocksDB under the manifest digest, so mounting
 // an image again reads nothing from the registry. File contents are not stored in the index: a
-// read goes to a content cache keyed by the file's sha256 and, on a miss, to the layer bytes
-// through a BlobSource. Both fs/ (FUSE) and convert/ (ext4) read the same Tree.
+// read goes to a content cache keyed by the file's (or 1 MiB chunk's) sha256 and, on a miss, to
+// the layer bytes through a BlobSource: one range request from the decompression checkpoint
+// before the bytes needed, every chunk checked against the digest recorded while indexing. Both fs/ (FUSE) and convert/ (ext4) read the same Tree.
 #pragma once
 
 #include <sys/stat.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -95,6 +97,25 @@ struct IndexOptions {
   // Caps applied while indexing untrusted layers.
   uint64_t max_entries_per_layer = 1'000'000;
   uint64_t max_xattr_bytes_per_entry = 64 * 1024;
+  // Content cache (STORE/content) size limit in bytes: past it, the least recently used objects
+  // are evicted. 0: no limit.
+  uint64_t cache_size_bytes = 0;
+  // A read whose fetch keeps failing (registry gone, network down) retries until this much time
+  // has passed since the read started, then fails with Unavailable (EIO through FUSE). Nothing
+  // is remembered of the failure: the next read tries again.
+  std::chrono::milliseconds read_timeout{30'000};
+  // Decompression checkpoints taken while indexing gzip/zstd layers (see index/layer_seek.h):
+  // after this much output or this much input since the last one. The input distance bounds
+  // what one read fetches beyond the bytes it needs.
+  uint64_t checkpoint_every_uncompressed = 4 << 20;
+  uint64_t checkpoint_every_compressed = 512 << 10;
+};
+
+struct GcReport {
+  uint64_t objects_removed = 0;
+  uint64_t bytes_removed = 0;
+  uint64_t objects_kept = 0;
+  uint64_t bytes_kept = 0;
 };
 
 // The store's index. Thread-safe.
@@ -120,6 +141,10 @@ class Index {
   // Opens the stored tree of an image. Content misses read layer bytes through `blobs`, which
   // must outlive the tree.
   virtual Result<std::unique_ptr<Tree>> OpenTree(const Digest& manifest, BlobSource& blobs) = 0;
+  // Removes from the content cache every object no stored image refers to, then the least
+  // recently used ones until the cache fits in cache_size_bytes (when set). Safe while mounts
+  // run: they fetch an evicted object again.
+  virtual Result<GcReport> Gc() = 0;
 };
 
 }  // namespace lazyfs::index

@@ -25,6 +25,11 @@ class MemoryBlobs : public BlobSource {
   void AddImage(const BuiltImage& img) {
     for (const BuiltLayer& l : img.layers) Add(l.digest, l.blob);
   }
+  std::string Get(const Digest& d) {
+    std::lock_guard lock(mu_);
+    auto it = blobs_.find(d);
+    return it == blobs_.end() ? std::string() : it->second;
+  }
   void Remove(const Digest& d) {
     std::lock_guard lock(mu_);
     blobs_.erase(d);
@@ -50,17 +55,24 @@ class MemoryBlobs : public BlobSource {
     std::lock_guard lock(mu_);
     auto it = blobs_.find(digest);
     if (it == blobs_.end()) return UnavailableError("blob unavailable");
+    ranges_++;
     if (offset >= it->second.size()) return size_t{0};
     const size_t n = std::min(out.size(), it->second.size() - offset);
     std::memcpy(out.data(), it->second.data() + offset, n);
+    range_bytes_ += n;
     return n;
   }
   int opens() const { return opens_; }
+  // Successful range reads, and the bytes they returned.
+  int ranges() const { return ranges_; }
+  uint64_t range_bytes() const { return range_bytes_; }
 
  private:
   std::mutex mu_;
   std::map<Digest, std::string> blobs_;
   std::atomic<int> opens_{0};
+  std::atomic<int> ranges_{0};
+  std::atomic<uint64_t> range_bytes_{0};
 };
 
 // The descriptor an ImageSource would resolve for a built image.

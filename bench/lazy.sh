@@ -1,0 +1,142 @@
+#!/bin/bash
+# Lazy reads against a real registry (Debian's docker-registry on 127.0.0.1), printed as ratios:
+#  1. bytes fetched to read every file under /etc and /bin (a boot-like pattern) of an image made
+#     from this machine's /etc and /usr/bin, against the image's compressed size;
+#  2. time from `lazyfs mount` to the first byte of a small file, against `skopeo copy` of the
+#     same image from the same registry (a full pull) — with the index already built (content
+#     cache and blob store empty), and cold (the first mount indexes, which streams every layer).
+# Bytes are summed from the registry's own access log (http.response.written of blob GETs).
+# Both are measured on bare loopback, and again through lazyfs-proxy shaping the link to a 20 ms
+# round trip and 100 Mbit/s per connection (this kernel has no sch_netem for tc netem).
+# Usage: sudo bench/lazy.sh   (needs root for FUSE; LAZYFS_BUILD=DIR for another build tree)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${LAZYFS_BUILD:-$PWD/build}
+lazyfs=${LAZYFS_BIN:-$build/cli/lazyfs}
+push=$build/tests/support/lazyfs-push
+work=$(mktemp -d /tmp/lazyfs-lazy-bench.XXXXXX)
+reg_pid=
+proxy_pid=
+cleanup() {
+  [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null || true
+  mountpoint -q "$work/mnt" 2>/dev/null && "$lazyfs" umount "$work/mnt" || true
+  [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/mnt"
+now() { date +%s.%N; }
+elapsed() { echo "$(now) - $1" | bc -l; }
+
+# The image: one gzip layer of /etc and /usr/bin (as /bin), in an OCI layout.
+layout=$work/layout
+mkdir -p "$layout/blobs/sha256"
+tar --numeric-owner --sort=name --mtime=@1700000000 -C / --transform 's,^usr/bin,bin,' \
+  -cf "$work/layer.tar" etc usr/bin 2>/dev/null || true
+diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
+gzip -6 -n -c "$work/layer.tar" > "$work/layer.gz"
+layer=$(sha256sum "$work/layer.gz" | cut -d' ' -f1)
+layer_size=$(stat -c %s "$work/layer.gz")
+mv "$work/layer.gz" "$layout/blobs/sha256/$layer"
+rm "$work/layer.tar"
+printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"config":{}}' \
+  "$(dpkg --print-architecture)" "$diff_id" > "$work/c"
+config=$(sha256sum "$work/c" | cut -d' ' -f1); config_size=$(stat -c %s "$work/c")
+mv "$work/c" "$layout/blobs/sha256/$config"
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
+  "$config" "$config_size" "$layer" "$layer_size" > "$work/m"
+manifest=$(sha256sum "$work/m" | cut -d' ' -f1); manifest_size=$(stat -c %s "$work/m")
+mv "$work/m" "$layout/blobs/sha256/$manifest"
+printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"boot"}}]}' \
+  "$manifest" "$manifest_size" > "$layout/index.json"
+
+# The registry, with its access log.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/registry.yml" <<YML
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+  secret: lazyfs-bench
+YML
+docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+sleep 0.2
+reg_pid=$!
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" > /dev/null && break; sleep 0.1; done
+"$push" "$layout" boot "127.0.0.1:$port" bench/boot:1 > /dev/null
+ref=docker://127.0.0.1:$port/bench/boot:1
+
+# Bytes of blob bodies the registry sent since the log was cut at line $1.
+blob_bytes() {
+  tail -n +"$1" "$work/registry.log" | { grep 'response completed' || true; } |
+    { grep '/blobs/' || true; } | sed -n 's/.*http.response.written=\([0-9]*\).*/\1/p' |
+    awk '{s+=$1} END {print s+0}'
+}
+log_mark() { echo $(( $(wc -l < "$work/registry.log") + 1 )); }
+forget_content() { rm -rf "$work/store/blobs/sha256" "$work/store/content/sha256"; }
+small=$(cd /etc && find . -maxdepth 1 -type f -size +0 -size -4k -readable | sort | head -1)
+small=${small#./}
+
+# Cold: the first mount indexes (streams the layer once), then the first byte.
+mark=$(log_mark); t=$(now)
+"$lazyfs" mount -q --store "$work/store" "$ref" "$work/mnt"
+head -c1 "$work/mnt/etc/$small" > /dev/null
+t_cold=$(elapsed "$t"); b_cold=$(blob_bytes "$mark")
+"$lazyfs" umount "$work/mnt"
+
+# Indexed, content cache empty: mount, first byte.
+forget_content
+mark=$(log_mark); t=$(now)
+"$lazyfs" mount -q --store "$work/store" "$ref" "$work/mnt"
+head -c1 "$work/mnt/etc/$small" > /dev/null
+t_warm=$(elapsed "$t"); b_warm=$(blob_bytes "$mark")
+"$lazyfs" umount "$work/mnt"
+
+# Boot-like: read every file under /etc and /bin, content cache empty.
+forget_content
+"$lazyfs" mount -q --store "$work/store" "$ref" "$work/mnt"
+mark=$(log_mark)
+find "$work/mnt/etc" "$work/mnt/bin" -type f -print0 | xargs -0 cat > /dev/null 2>&1 || true
+b_boot=$(blob_bytes "$mark")
+"$lazyfs" umount "$work/mnt"
+
+# The full pull.
+mark=$(log_mark); t=$(now)
+skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$port/bench/boot:1" "oci:$work/copy:boot"
+t_skopeo=$(elapsed "$t"); b_skopeo=$(blob_bytes "$mark")
+
+# The same through a shaped link: the image is indexed under the proxy's reference first (a
+# resolve; the layers are already indexed), then content is forgotten and the clock starts.
+"$build/tests/support/lazyfs-proxy" "127.0.0.1:$port" 20 100 > "$work/proxy.out" &
+proxy_pid=$!
+for _ in $(seq 100); do [ -s "$work/proxy.out" ] && break; sleep 0.05; done
+shaped=docker://$(head -1 "$work/proxy.out")/bench/boot:1
+"$lazyfs" mount -q --store "$work/store" "$shaped" "$work/mnt"
+"$lazyfs" umount "$work/mnt"
+forget_content
+t=$(now)
+"$lazyfs" mount -q --store "$work/store" "$shaped" "$work/mnt"
+head -c1 "$work/mnt/etc/$small" > /dev/null
+t_shaped=$(elapsed "$t")
+"$lazyfs" umount "$work/mnt"
+rm -rf "$work/copy2"
+t=$(now)
+skopeo copy -q --src-tls-verify=false "$shaped" "oci:$work/copy2:boot"
+t_skopeo_shaped=$(elapsed "$t")
+
+ratio() { printf "%.4f" "$(echo "$1 / $2" | bc -l)"; }
+echo "image: /etc + /usr/bin of this machine, one gzip layer of $(numfmt --to=iec "$layer_size") ($layer_size bytes)"
+printf '\n%-34s %12s %12s %10s  %s\n' what lazyfs other ratio "(other)"
+printf '%-34s %11sB %11sB %10s  %s\n' "bytes: read all of /etc and /bin" "$b_boot" "$layer_size" "$(ratio "$b_boot" "$layer_size")" "image compressed size"
+printf '%-34s %11sB %11sB %10s  %s\n' "bytes: mount + first byte (indexed)" "$b_warm" "$b_skopeo" "$(ratio "$b_warm" "$b_skopeo")" "skopeo copy (full pull)"
+printf '%-34s %11.3fs %11.3fs %10s  %s\n' "time: mount + first byte (indexed)" "$t_warm" "$t_skopeo" "$(ratio "$t_warm" "$t_skopeo")" "skopeo copy (full pull)"
+printf '%-34s %11.3fs %11.3fs %10s  %s\n' "time: mount + first byte (cold)" "$t_cold" "$t_skopeo" "$(ratio "$t_cold" "$t_skopeo")" "skopeo copy; cold = index by streaming the layer ($b_cold B)"
+printf '%-34s %11.3fs %11.3fs %10s  %s\n' "time: mount + first byte, shaped" "$t_shaped" "$t_skopeo_shaped" "$(ratio "$t_shaped" "$t_skopeo_shaped")" "skopeo copy through 20 ms RTT, 100 Mbit/s"
+echo "(ratio = lazyfs / other; loopback unless marked shaped)"

@@ -1,0 +1,179 @@
+#include "index/content_cache.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "base/stats.h"
+
+namespace lazyfs::index {
+
+ContentCache::ContentCache(std::unique_ptr<CasDir> cas, LayerReadOptions read_options,
+                           uint64_t size_limit)
+    : cas_(std::move(cas)), read_options_(read_options), size_limit_(size_limit) {}
+
+Result<std::shared_ptr<Fd>> ContentCache::Open(const Digest& d) {
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = fds_.find(d); it != fds_.end()) {
+      // Mark the use for LRU eviction, at most once a minute per object.
+      if (now - it->second.touched > std::chrono::minutes(1)) {
+        const timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+        ::futimens(it->second.fd->get(), times);
+        it->second.touched = now;
+      }
+      return it->second.fd;
+    }
+  }
+  const bool existed = cas_->Contains(d);
+  auto fd = cas_->OpenVerified(d);
+  if (!fd.ok()) {
+    if (fd.status().code() == StatusCode::kNotFound && existed && !cas_->Contains(d)) {
+      static StatCounter& corrupt = Counter(kStatCacheCorrupt);
+      corrupt.Add();
+    }
+    return fd.status();
+  }
+  const timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+  ::futimens(fd->get(), times);
+  auto shared = std::make_shared<Fd>(std::move(*fd));
+  std::lock_guard lock(mu_);
+  if (fds_.size() >= kMaxOpen) fds_.erase(fds_.begin());
+  fds_[d] = OpenObject{shared, now};
+  return shared;
+}
+
+Status ContentCache::Put(const Digest& d, std::string_view bytes) {
+  if (!cas_->Contains(d)) {
+    LAZYFS_RETURN_IF_ERROR(cas_->Put(d, bytes));
+    MaybeEvict(bytes.size());
+  }
+  return Status::Ok();
+}
+
+Status ContentCache::Remove(const Digest& d) {
+  {
+    std::lock_guard lock(mu_);
+    fds_.erase(d);
+  }
+  return cas_->Remove(d);
+}
+
+void ContentCache::MaybeEvict(uint64_t added) {
+  if (size_limit_ == 0) return;
+  {
+    std::lock_guard lock(mu_);
+    added_since_evict_ += added;
+    // Scanning the cache costs a stat per object: do it after each eighth of the limit.
+    if (added_since_evict_ < std::max<uint64_t>(size_limit_ / 8, 1)) return;
+    added_since_evict_ = 0;
+  }
+  Evict(size_limit_, nullptr).IgnoreError();
+}
+
+Result<ContentCache::EvictReport> ContentCache::Evict(
+    uint64_t limit, const std::function<bool(const Digest&)>& drop) {
+  std::unique_lock evicting(evict_mu_, std::try_to_lock);
+  if (!evicting.owns_lock()) return EvictReport{};  // another thread is at it
+  struct Object {
+    Digest digest;
+    uint64_t bytes;
+    timespec used;
+  };
+  std::vector<Object> objects;
+  const std::string dir = cas_->root() + "/sha256";
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return ErrnoError(errno, "open " + dir);
+  while (dirent* de = ::readdir(d)) {
+    if (de->d_name[0] == '.') continue;
+    auto digest = Digest::Parse(std::string("sha256:") + de->d_name);
+    struct stat st;
+    if (!digest.ok() || ::stat((dir + "/" + de->d_name).c_str(), &st) != 0) continue;
+    objects.push_back({*digest, static_cast<uint64_t>(st.st_size), st.st_atim});
+  }
+  ::closedir(d);
+  EvictReport report;
+  uint64_t total = 0;
+  for (const Object& o : objects) total += o.bytes;
+  auto remove = [&](const Object& o) {
+    if (Remove(o.digest).ok()) {
+      report.objects_removed++;
+      report.bytes_removed += o.bytes;
+      total -= o.bytes;
+    }
+  };
+  std::vector<Object> kept;
+  for (const Object& o : objects) {
+    if (drop && drop(o.digest)) {
+      remove(o);
+    } else {
+      kept.push_back(o);
+    }
+  }
+  if (limit > 0 && total > limit) {
+    std::sort(kept.begin(), kept.end(), [](const Object& a, const Object& b) {
+      return a.used.tv_sec != b.used.tv_sec ? a.used.tv_sec < b.used.tv_sec
+                                            : a.used.tv_nsec < b.used.tv_nsec;
+    });
+    size_t i = 0;
+    for (; i < kept.size() && total > limit; ++i) remove(kept[i]);
+    kept.erase(kept.begin(), kept.begin() + static_cast<long>(i));
+  }
+  report.objects_kept = kept.size();
+  report.bytes_kept = total;
+  return report;
+}
+
+Status ContentCache::ExtractLayer(const LayerDescriptor& layer, BlobSource& blobs,
+                                  const std::vector<LayerEntry>& indexed) {
+  std::shared_future<Status> wait;
+  std::promise<Status> mine;
+  {
+    std::lock_guard lock(mu_);
+    auto it = inflight_.find(layer.digest);
+    if (it != inflight_.end()) {
+      wait = it->second;
+    } else {
+      inflight_.emplace(layer.digest, mine.get_future().share());
+    }
+  }
+  if (wait.valid()) return wait.get();
+  Status s = DoExtract(layer, blobs, indexed);
+  mine.set_value(s);
+  std::lock_guard lock(mu_);
+  inflight_.erase(layer.digest);
+  return s;
+}
+
+Status ContentCache::DoExtract(const LayerDescriptor& layer, BlobSource& blobs,
+                               const std::vector<LayerEntry>& indexed) {
+  LAZYFS_ASSIGN_OR_RETURN(LayerCompression comp, CompressionOfMediaType(layer.media_type));
+  LAZYFS_ASSIGN_OR_RETURN(Fd blob, blobs.OpenBlob(layer.digest, layer.size));
+  LAZYFS_ASSIGN_OR_RETURN(auto reader, LayerReader::Open(blob.get(), layer.size, comp,
+                                                         read_options_, layer.digest.Short()));
+  LayerEntry e;
+  for (size_t i = 0;; ++i) {
+    LAZYFS_ASSIGN_OR_RETURN(bool more, reader->Next(&e));
+    if (!more) break;
+    if (i >= indexed.size() || indexed[i].path != e.path || indexed[i].kind != e.kind) {
+      return DataLossError("layer " + layer.digest.Short() +
+                           " no longer matches its index at entry \"" + e.path + "\"");
+    }
+    if (e.kind != EntryKind::kFile || e.size == 0 || cas_->Contains(indexed[i].digest)) continue;
+    LAZYFS_ASSIGN_OR_RETURN(auto writer,
+                            cas_->BeginWrite(indexed[i].digest, static_cast<int64_t>(e.size)));
+    LAZYFS_ASSIGN_OR_RETURN(Digest got, reader->ReadData([&](const char* p, size_t n) {
+      return writer->Write(p, n);
+    }));
+    (void)got;
+    LAZYFS_RETURN_IF_ERROR(writer->Commit().WithContext("file \"" + e.path + "\" of layer " +
+                                                        layer.digest.Short()));
+    MaybeEvict(e.size);
+  }
+  return Status::Ok();
+}
+
+}  // namespace lazyfs::index

@@ -1,0 +1,79 @@
+// The content cache behind Tree::Read: STORE/content, a CasDir of verified objects named by
+// their sha256 — whole files (a file of at most one chunk is its own single chunk) and
+// kContentChunkSize chunks of larger files — so identical files and chunks, in any layer of any
+// image, are stored once.
+//
+// Objects are verified when written and again on their first use in a process; one found
+// corrupt is dropped (counted as cache.corrupt_dropped) and reported as NotFound so the caller
+// fetches it again. With a size limit, the least recently used objects are evicted (use is the
+// object's atime, set explicitly when it is served, so relatime mounts do not matter).
+// Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/cas_dir.h"
+#include "base/image.h"
+#include "index/layer_entry.h"
+#include "index/layer_reader.h"
+
+namespace lazyfs::index {
+
+class ContentCache {
+ public:
+  // size_limit 0: unlimited.
+  ContentCache(std::unique_ptr<CasDir> cas, LayerReadOptions read_options, uint64_t size_limit);
+
+  // An open, verified content object, or NotFound (absent, or corrupt and dropped).
+  Result<std::shared_ptr<Fd>> Open(const Digest& d);
+  bool Contains(const Digest& d) const { return cas_->Contains(d); }
+  // Stores verified bytes (DataLoss if they do not hash to `d`), then evicts if over the limit.
+  Status Put(const Digest& d, std::string_view bytes);
+  Status Remove(const Digest& d);
+
+  // Re-reads a whole layer and stores every regular file in it that the cache lacks. `indexed`
+  // is the layer's entry list from the index, in archive order: each file's bytes must match the
+  // digest recorded there, so what lands in the cache chains up to the manifest. Concurrent
+  // calls for one layer share one extraction. The fallback for layers indexed without
+  // checkpoints and for sparse files.
+  Status ExtractLayer(const LayerDescriptor& layer, BlobSource& blobs,
+                      const std::vector<LayerEntry>& indexed);
+
+  struct EvictReport {
+    uint64_t objects_removed = 0, bytes_removed = 0, objects_kept = 0, bytes_kept = 0;
+  };
+  // Removes the objects `drop` says to drop, then the least recently used until the cache fits
+  // in `limit` bytes (0: no limit).
+  Result<EvictReport> Evict(uint64_t limit, const std::function<bool(const Digest&)>& drop);
+
+ private:
+  static constexpr size_t kMaxOpen = 512;
+  struct OpenObject {
+    std::shared_ptr<Fd> fd;
+    std::chrono::steady_clock::time_point touched;
+  };
+  Status DoExtract(const LayerDescriptor& layer, BlobSource& blobs,
+                   const std::vector<LayerEntry>& indexed);
+  void MaybeEvict(uint64_t added);
+
+  std::unique_ptr<CasDir> cas_;
+  const LayerReadOptions read_options_;
+  const uint64_t size_limit_;
+  // Lock order: evict_mu_ before mu_.
+  std::mutex evict_mu_;
+  std::mutex mu_;
+  std::map<Digest, OpenObject> fds_;                        // GUARDED_BY(mu_)
+  std::map<Digest, std::shared_future<Status>> inflight_;  // GUARDED_BY(mu_)
+  uint64_t added_since_evict_ = 0;                         // GUARDED_BY(mu_)
+};
+
+}  // namespace lazyfs::index
