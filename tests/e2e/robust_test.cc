@@ -13,6 +13,9 @@
 #include <gtest/gtest.h>
 #include <random>
 #include <thread>
+#include <variant>
+#include <cstring>
+#include <fcntl.h>
 
 #include "base/digest.h"
 #include "base/fd.h"
@@ -282,6 +285,76 @@ TEST_F(RobustTest, KillTheDaemonDuringReadsThenMountAgain) {
     ExpectTree(m, world->big);
     ASSERT_EQ(RunLazyfs({"umount", m}).exit_code, 0);
   }
+}
+
+// Reads a file with read(2), returning its bytes or the errno that stopped it.
+std::variant<std::string, int> ReadOrErrno(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return errno;
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) return errno;
+    if (n == 0) return out;
+    out.append(buf, static_cast<size_t>(n));
+  }
+}
+
+TEST_F(RobustTest, AFullDiskFailsClearlyAndLosesNothing) {
+  // The store on a small tmpfs: first too small for the image's 48 MiB layer, then big enough
+  // to index it but filled up before the content is read.
+  const std::string small = dir_ + "/small";
+  ASSERT_EQ(::mkdir(small.c_str(), 0755), 0);
+  CommandResult t = RunCommand({"mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", small});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  mounts_.push_back(small);
+  const std::string store = small + "/store";
+  const std::string m = NewMountpoint();
+
+  CommandResult r = RunLazyfs({"mount", "--store", store, "-q", Ref("big"), m});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
+  EXPECT_FALSE(IsMountpoint(m));
+
+  // Grow the tmpfs: the same store now indexes and mounts the image, with room for the layer
+  // blob and every file's content once the filler below is gone.
+  t = RunCommand({"mount", "-o", "remount,size=160m", small});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  r = RunLazyfs({"mount", "--store", store, "-q", Ref("big"), m});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (int i = 0; i < 20; ++i) {
+    auto got = ReadFileToString(m + "/small/" + std::to_string(i));
+    EXPECT_EQ(got.ok() ? *got : got.status().ToString(), "small file " + std::to_string(i) + "\n");
+  }
+  // Fill what is left, then read the big files: each read either fails with ENOSPC or EIO, or
+  // returns exactly the right bytes; never anything else.
+  const std::string filler = small + "/filler";
+  CommandResult dd = RunCommand({"dd", "if=/dev/zero", "of=" + filler, "bs=1M", "count=400"});
+  ASSERT_NE(dd.exit_code, 0) << "dd should have hit the end of the tmpfs";
+  int failed = 0;
+  for (int i = 0; i < 6; ++i) {
+    const std::string path = "/big/" + std::to_string(i);
+    auto got = ReadOrErrno(m + path);
+    if (std::holds_alternative<int>(got)) {
+      const int err = std::get<int>(got);
+      EXPECT_TRUE(err == ENOSPC || err == EIO) << path << ": " << std::strerror(err);
+      ++failed;
+    } else {
+      EXPECT_EQ(Sha256Of(std::get<std::string>(got)).Hex(), world->big.at(path).sha256) << path;
+    }
+  }
+  // What was read before still reads.
+  for (int i = 0; i < 20; ++i) {
+    auto got = ReadFileToString(m + "/small/" + std::to_string(i));
+    EXPECT_EQ(got.ok() ? *got : got.status().ToString(), "small file " + std::to_string(i) + "\n");
+  }
+  // With space again, every file reads whole and right.
+  ASSERT_TRUE(fsys::remove(filler));
+  ExpectTree(m, world->big);
+  ASSERT_EQ(RunLazyfs({"umount", m}).exit_code, 0);
+  std::printf("full disk: %d of 6 big-file reads failed while the store was full\n", failed);
 }
 
 }  // namespace
