@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 
 namespace lazyfs {
 
@@ -98,6 +99,41 @@ Status CasDir::Remove(const Digest& d) {
     return ErrnoError(errno, "remove " + PathFor(d));
   }
   return Status::Ok();
+}
+
+Result<CasDir::CheckReport> CasDir::Check(bool repair) {
+  CheckReport report;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(root_ + "/sha256", ec)) {
+    const std::string path = entry.path().string();
+    auto digest = Digest::Parse("sha256:" + entry.path().filename().string());
+    if (!digest.ok() || !entry.is_regular_file()) {
+      report.stray.push_back(path);
+      continue;
+    }
+    LAZYFS_ASSIGN_OR_RETURN(Fd fd, OpenFile(path, O_RDONLY));
+    LAZYFS_ASSIGN_OR_RETURN(Digest got, Sha256OfFd(fd.get()));
+    ++report.objects;
+    report.bytes += entry.file_size(ec);
+    if (got != *digest) {
+      report.corrupt.push_back(path);
+      if (repair) LAZYFS_RETURN_IF_ERROR(Remove(*digest));
+    } else {
+      MarkVerified(*digest);
+    }
+  }
+  if (ec) return ErrnoError(ec.value(), "list " + root_ + "/sha256");
+  // Temporaries are named HEX.PID.N (BeginWrite): a live PID may still be writing one.
+  for (const auto& entry : fs::directory_iterator(root_ + "/tmp", ec)) {
+    const std::string name = entry.path().filename().string();
+    const size_t dot = name.find('.');
+    const std::string pid = dot == std::string::npos ? "" : name.substr(dot + 1, name.find('.', dot + 1) - dot - 1);
+    if (!pid.empty() && ::access(("/proc/" + pid).c_str(), F_OK) == 0) continue;
+    report.stale_tmp.push_back(entry.path().string());
+    if (repair) fs::remove(entry.path(), ec);
+  }
+  return report;
 }
 
 }  // namespace lazyfs

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include "base/digest.h"
 #include "base/fd.h"
@@ -70,6 +71,18 @@ class CasDir {
   // Convenience: writes a whole object from memory.
   Status Put(const Digest& expected, std::string_view data);
   Status Remove(const Digest& d);
+
+  // fsck: hashes every object, and finds temporaries left by processes that no longer exist.
+  // With repair, corrupt objects (fetched again when needed) and such temporaries are removed.
+  struct CheckReport {
+    uint64_t objects = 0;
+    uint64_t bytes = 0;
+    std::vector<std::string> corrupt;      // paths of objects whose bytes do not match the name
+    std::vector<std::string> stray;        // files in sha256/ not named by a digest
+    std::vector<std::string> stale_tmp;    // temporaries of dead processes
+    bool clean() const { return corrupt.empty() && stray.empty(); }  // stale_tmp is only junk
+  };
+  Result<CheckReport> Check(bool repair);
 
  private:
   friend class CasWriter;

@@ -17,6 +17,7 @@ void RegisterGc(CLI::App& app, int& exit_code) {
       "Examples:\n"
       "  lazyfs gc\n"
       "  lazyfs gc --cache-size 2G");
+  cmd->alias("prune");
   cmd->add_option("--store", options->store,
                   "Store directory; default $LAZYFS_STORE, /var/lib/lazyfs for root, else "
                   "$XDG_DATA_HOME/lazyfs");
@@ -37,11 +38,19 @@ void RegisterGc(CLI::App& app, int& exit_code) {
       exit_code = ReportError(report.status());
       return;
     }
+    auto blobs = PruneBlobs(options->store, **index);
+    if (!blobs.ok()) {
+      exit_code = ReportError(blobs.status());
+      return;
+    }
     std::printf("removed %llu objects (%llu bytes); kept %llu objects (%llu bytes)\n",
                 static_cast<unsigned long long>(report->objects_removed),
                 static_cast<unsigned long long>(report->bytes_removed),
                 static_cast<unsigned long long>(report->objects_kept),
                 static_cast<unsigned long long>(report->bytes_kept));
+    std::printf("removed %llu blobs no stored image uses (%llu bytes)\n",
+                static_cast<unsigned long long>(blobs->objects),
+                static_cast<unsigned long long>(blobs->bytes));
     exit_code = 0;
   });
 }

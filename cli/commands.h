@@ -12,5 +12,6 @@ void RegisterInspect(CLI::App& app, int& exit_code);      // inspect
 void RegisterBrowse(CLI::App& app, int& exit_code);       // ls, cat, stat, diff
 void RegisterVerify(CLI::App& app, int& exit_code);       // verify
 void RegisterGc(CLI::App& app, int& exit_code);           // gc
+void RegisterStore(CLI::App& app, int& exit_code);        // images, rmi, fsck
 
 }  // namespace lazyfs::cli

@@ -52,6 +52,13 @@ struct OpenedTree {
 };
 Result<OpenedTree> OpenTree(const PreparedImage& image, const ImageOptions& options);
 
+// Removes from STORE/blobs what no stored image refers to (their manifests, configs and layers
+// stay). Blobs are a cache too: lazy reads fetch ranges again when a layer blob is gone.
+struct BlobPrune {
+  uint64_t objects = 0, bytes = 0;
+};
+Result<BlobPrune> PruneBlobs(const std::string& store, index::Index& idx);
+
 // Prints "lazyfs: error: MESSAGE" and returns the exit code for it (1).
 int ReportError(const Status& status);
 

@@ -973,16 +973,11 @@ class StoredIndex final : public Index {
     // Everything a stored image can read: its files' digests and their chunks' digests.
     std::set<Digest> referenced;
     std::set<Digest> layers;
-    std::unique_ptr<rocksdb::Iterator> it(db_->db->NewIterator(rocksdb::ReadOptions()));
-    for (it->Seek("I"); it->Valid() && it->key().starts_with("I"); it->Next()) {
-      ImageDescriptor img;
-      TreeStats st;
-      if (!DecodeImage(std::string_view(it->value().data(), it->value().size()), &img, &st)) {
-        return Corrupt("of an image");
-      }
+    LAZYFS_RETURN_IF_ERROR(ForEachImage([&](const ImageDescriptor& img, const TreeStats&) {
       for (const LayerDescriptor& l : img.layers) layers.insert(l.digest);
-    }
-    LAZYFS_RETURN_IF_ERROR(FromRocks(it->status(), "index read"));
+      return Status::Ok();
+    }));
+    std::unique_ptr<rocksdb::Iterator> it(db_->db->NewIterator(rocksdb::ReadOptions()));
     for (const Digest& layer : layers) {
       LAZYFS_ASSIGN_OR_RETURN(auto rec, GetLayerRecord(*db_, layer));
       if (!rec) return Corrupt("of layer " + layer.Short() + " (missing)");
@@ -1010,8 +1005,134 @@ class StoredIndex final : public Index {
     return GcReport{r.objects_removed, r.bytes_removed, r.objects_kept, r.bytes_kept};
   }
 
+  Result<std::vector<StoredImage>> ListImages() override {
+    std::map<Digest, StoredImage> images;
+    LAZYFS_RETURN_IF_ERROR(ForEachImage([&](const ImageDescriptor& img, const TreeStats& st) {
+      images[img.manifest_digest] = StoredImage{img, st, {}};
+      return Status::Ok();
+    }));
+    LAZYFS_RETURN_IF_ERROR(ForEachRef([&](std::string_view ref, const Digest& m) {
+      if (auto it = images.find(m); it != images.end()) it->second.refs.emplace_back(ref);
+      return Status::Ok();
+    }));
+    std::vector<StoredImage> out;
+    for (auto& [digest, image] : images) out.push_back(std::move(image));
+    std::sort(out.begin(), out.end(), [](const StoredImage& a, const StoredImage& b) {
+      return a.descriptor.reference < b.descriptor.reference;
+    });
+    return out;
+  }
+
+  Status RemoveImage(const Digest& manifest) override {
+    if (!options_.writable) return FailedPreconditionError("index opened read-only");
+    LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor gone, GetImage(manifest));
+    // Layers another stored image still uses keep their records.
+    std::set<Digest> shared;
+    LAZYFS_RETURN_IF_ERROR(ForEachImage([&](const ImageDescriptor& img, const TreeStats&) {
+      if (img.manifest_digest == manifest) return Status::Ok();
+      for (const LayerDescriptor& l : img.layers) shared.insert(l.digest);
+      return Status::Ok();
+    }));
+    rocksdb::WriteBatch batch;
+    auto drop_prefix = [&](const std::string& prefix) {
+      // Every key under `prefix`: [prefix, prefix + 0xff...) as digest-led keys have it.
+      batch.DeleteRange(prefix, prefix + std::string(16, '\xff'));
+    };
+    batch.Delete(schema::ImageKey(manifest));
+    drop_prefix(schema::DigestKey('A', manifest));
+    drop_prefix(schema::DigestKey('D', manifest));
+    LAZYFS_RETURN_IF_ERROR(ForEachRef([&](std::string_view ref, const Digest& m) {
+      if (m == manifest) batch.Delete(schema::RefKey(ref));
+      return Status::Ok();
+    }));
+    for (const LayerDescriptor& l : gone.layers) {
+      if (shared.count(l.digest)) continue;
+      batch.Delete(schema::LayerKey(l.digest));
+      batch.Delete(schema::LazyLayerKey(l.digest));
+      for (char tag : {'E', 'O', 'K', 'Q'}) drop_prefix(schema::DigestKey(tag, l.digest));
+    }
+    return FromRocks(db_->db->Write(WriteOptions(), &batch), "index write");
+  }
+
+  Result<IndexCheckReport> Check() override {
+    IndexCheckReport report;
+    std::set<Digest> manifests;
+    LAZYFS_RETURN_IF_ERROR(ForEachImage([&](const ImageDescriptor& img, const TreeStats& st) {
+      ++report.images;
+      manifests.insert(img.manifest_digest);
+      const std::string name = "image " + img.manifest_digest.Short() + " (" + img.reference + ")";
+      for (const LayerDescriptor& l : img.layers) {
+        auto rec = GetLayerRecord(*db_, l.digest);
+        if (!rec.ok() || !*rec) {
+          report.problems.push_back(name + ": layer " + l.digest.Short() + " is not indexed");
+          continue;
+        }
+        ++report.layers;
+        auto entries = LoadLayerEntries(*db_, l.digest, **rec);
+        if (!entries.ok()) {
+          report.problems.push_back(name + ": layer " + l.digest.Short() + ": " +
+                                    entries.status().message());
+        }
+      }
+      // The tree: inode records 1..inodes, no more, no fewer.
+      uint64_t inodes = 0;
+      const std::string prefix = schema::DigestKey('A', img.manifest_digest);
+      std::unique_ptr<rocksdb::Iterator> it(db_->db->NewIterator(rocksdb::ReadOptions()));
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        const uint64_t ino = schema::ReadBe64(
+            std::string_view(it->key().data() + prefix.size(), it->key().size() - prefix.size()));
+        if (ino != inodes + 1) {
+          report.problems.push_back(name + ": inode " + std::to_string(inodes + 1) + " is missing");
+          break;
+        }
+        inodes = ino;
+      }
+      LAZYFS_RETURN_IF_ERROR(FromRocks(it->status(), "index read"));
+      report.inodes += inodes;
+      if (inodes != st.inodes) {
+        report.problems.push_back(name + ": " + std::to_string(inodes) + " inode records, " +
+                                  std::to_string(st.inodes) + " expected");
+      }
+      return Status::Ok();
+    }));
+    LAZYFS_RETURN_IF_ERROR(ForEachRef([&](std::string_view ref, const Digest& m) {
+      ++report.refs;
+      if (!manifests.count(m)) {
+        report.problems.push_back("reference " + std::string(ref) + " points at " + m.Short() +
+                                  ", which is not stored");
+      }
+      return Status::Ok();
+    }));
+    return report;
+  }
+
  private:
   static rocksdb::WriteOptions WriteOptions() { return rocksdb::WriteOptions(); }
+
+  Status ForEachImage(const std::function<Status(const ImageDescriptor&, const TreeStats&)>& fn) {
+    std::unique_ptr<rocksdb::Iterator> it(db_->db->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek("I"); it->Valid() && it->key().starts_with("I"); it->Next()) {
+      ImageDescriptor img;
+      TreeStats st;
+      if (!DecodeImage(std::string_view(it->value().data(), it->value().size()), &img, &st)) {
+        return Corrupt("of an image");
+      }
+      LAZYFS_RETURN_IF_ERROR(fn(img, st));
+    }
+    return FromRocks(it->status(), "index read");
+  }
+
+  Status ForEachRef(const std::function<Status(std::string_view, const Digest&)>& fn) {
+    std::unique_ptr<rocksdb::Iterator> it(db_->db->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek("R"); it->Valid() && it->key().starts_with("R"); it->Next()) {
+      Decoder d(std::string_view(it->value().data(), it->value().size()));
+      Digest m;
+      const std::string_view ref(it->key().data() + 1, it->key().size() - 1);
+      if (!d.DigestBytes(&m) || !d.done()) return Corrupt("of reference " + std::string(ref));
+      LAZYFS_RETURN_IF_ERROR(fn(ref, m));
+    }
+    return FromRocks(it->status(), "index read");
+  }
 
   Result<ImageDescriptor> GetImageAndStats(const Digest& manifest, TreeStats* st) {
     LAZYFS_ASSIGN_OR_RETURN(auto v, db_->Get(schema::ImageKey(manifest)));

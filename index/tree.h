@@ -118,6 +118,19 @@ struct GcReport {
   uint64_t bytes_kept = 0;
 };
 
+// An image the index holds, for `lazyfs images`.
+struct StoredImage {
+  ImageDescriptor descriptor;
+  TreeStats stats;
+  std::vector<std::string> refs;  // references that resolved to it ("docker://h/r:t|linux/amd64")
+};
+
+// What Index::Check found (fsck). Empty `problems` and a clean content report: all is well.
+struct IndexCheckReport {
+  uint64_t images = 0, layers = 0, refs = 0, inodes = 0;
+  std::vector<std::string> problems;  // one line each, naming the record
+};
+
 // The store's index. Thread-safe.
 class Index {
  public:
@@ -145,6 +158,15 @@ class Index {
   // recently used ones until the cache fits in cache_size_bytes (when set). Safe while mounts
   // run: they fetch an evicted object again.
   virtual Result<GcReport> Gc() = 0;
+  // Every stored image with the references that resolved to it, sorted by reference.
+  virtual Result<std::vector<StoredImage>> ListImages() = 0;
+  // Forgets an image: its tree, the references to it, and the records of layers no other
+  // stored image uses, in one atomic write. Its content stays in the cache until Gc. Running
+  // mounts keep the view they opened. NotFound if the index does not hold it.
+  virtual Status RemoveImage(const Digest& manifest) = 0;
+  // fsck of the index: every image's tree is complete (root, inode count, every layer indexed),
+  // every reference points at a stored image, every layer record's entries decode.
+  virtual Result<IndexCheckReport> Check() = 0;
 };
 
 }  // namespace lazyfs::index

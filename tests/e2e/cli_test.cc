@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -55,7 +56,7 @@ std::vector<std::string> Subcommands() {
     }
     // Each subcommand line is "  NAME  description"; continuation lines are indented deeper.
     if (in_list && line.size() > 2 && line[0] == ' ' && line[1] == ' ' && line[2] != ' ') {
-      subs.push_back(line.substr(2, line.find(' ', 2) - 2));
+      subs.push_back(line.substr(2, line.find_first_of(" ,", 2) - 2));  // "gc, prune": gc
     }
   }
   return subs;
@@ -64,8 +65,8 @@ std::vector<std::string> Subcommands() {
 TEST_F(CliTest, EverySubcommandHasHelpWithExamples) {
   const auto subs = Subcommands();
   const std::set<std::string> listed(subs.begin(), subs.end());
-  for (const char* required : {"mount", "umount", "materialize", "inspect", "ls", "cat", "stat",
-                               "diff"}) {
+  for (const char* required : {"mount", "umount", "materialize", "verify", "inspect", "ls", "cat",
+                               "stat", "diff", "images", "rmi", "gc", "fsck"}) {
     EXPECT_TRUE(listed.count(required)) << "lazyfs --help does not list " << required;
   }
   for (const auto& sub : subs) {
@@ -180,6 +181,59 @@ TEST_F(CliTest, DiffNamesWhatWasAddedRemovedAndModified) {
   EXPECT_NE(text.out.find("D " + removed), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("M " + modified + "  (0600 7:8; changed: mode"), std::string::npos)
       << text.out;
+}
+
+TEST_F(CliTest, ImagesRmiAndFsckManageTheStore) {
+  // Two images sharing their bottom layer.
+  ImageSpec a = FoundationSpec();
+  ImageSpec b = a;
+  b.layers.resize(1);
+  Layer top;
+  top.entries = {File("only-in-b", "b\n")};
+  b.layers.push_back(top);
+  const std::string ref_a = Layout(a, "a"), ref_b = Layout(b, "b");
+  ASSERT_EQ(Lazyfs({"cat", ref_a, "/etc/passwd"}).exit_code, 0);
+  ASSERT_EQ(Lazyfs({"cat", ref_b, "/only-in-b"}).exit_code, 0);
+
+  CommandResult images = RunLazyfs({"images", "--store", store_, "--json"});
+  ASSERT_EQ(images.exit_code, 0) << images.err;
+  auto listed = nlohmann::json::parse(images.out);
+  ASSERT_EQ(listed.size(), 2u) << images.out;
+  EXPECT_EQ(listed[0]["refs"][0], ref_a.substr(0, ref_a.rfind(':')) + ":a") << images.out;
+
+  CommandResult fsck = RunLazyfs({"fsck", "--store", store_});
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
+  EXPECT_NE(fsck.out.find("2 images"), std::string::npos) << fsck.out;
+
+  // A damaged cached object: fsck names it and exits 1; --repair drops it; reads fetch again.
+  std::string victim;
+  for (const auto& e : std::filesystem::directory_iterator(store_ + "/content/sha256")) {
+    victim = e.path();
+    break;
+  }
+  ASSERT_FALSE(victim.empty());
+  ASSERT_TRUE(WriteFileAtomic(victim, "not what the digest says").ok());
+  fsck = RunLazyfs({"fsck", "--store", store_});
+  EXPECT_EQ(fsck.exit_code, 1);
+  EXPECT_NE(fsck.out.find(victim + ": content does not match its digest"), std::string::npos)
+      << fsck.out;
+  EXPECT_EQ(RunLazyfs({"fsck", "--store", store_, "--repair"}).exit_code, 1);
+  fsck = RunLazyfs({"fsck", "--store", store_});
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out;
+
+  // rmi forgets a and keeps b whole, shared layer included.
+  CommandResult rmi = RunLazyfs({"rmi", "--store", store_, ref_a});
+  ASSERT_EQ(rmi.exit_code, 0) << rmi.err;
+  listed = nlohmann::json::parse(RunLazyfs({"images", "--store", store_, "--json"}).out);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed[0]["manifest_digest"], WriteOciLayout(b, dir_ + "/b", "b")->ToString());
+  CommandResult ls = Lazyfs({"ls", "-R", "--json", "--pull", "never", ref_b, "/"});
+  EXPECT_EQ(ls.exit_code, 0) << ls.err;
+  EXPECT_EQ(Lazyfs({"cat", ref_b, "/etc/passwd"}).out, "root:x:0:0:root:/root:/bin/sh\n");
+  EXPECT_EQ(RunLazyfs({"fsck", "--store", store_}).exit_code, 0);
+  CommandResult again = RunLazyfs({"rmi", "--store", store_, ref_a});
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(again.err.find("no such image"), std::string::npos) << again.err;
 }
 
 }  // namespace

@@ -250,7 +250,9 @@ TEST_F(RobustTest, KillDuringIndexingOrMaterializeLosesNothing) {
     } else {
       EXPECT_EQ(killed.exit_code, 0) << killed.err;  // it finished before the kill
     }
-    // The next run from the same store completes and writes the right tree.
+    // The store holds nothing half-written, and the next run completes with the right tree.
+    CommandResult fsck = RunLazyfs({"fsck", "--store", store});
+    EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
     fsys::remove(img);
     CommandResult again = RunLazyfs({"materialize", "--store", store, "-q", Ref("big"), img});
     ASSERT_EQ(again.exit_code, 0) << again.err;
@@ -279,6 +281,8 @@ TEST_F(RobustTest, KillTheDaemonDuringReadsThenMountAgain) {
     CommandResult um = RunLazyfs({"umount", "-l", m});
     EXPECT_EQ(um.exit_code, 0) << um.err;
     EXPECT_FALSE(IsMountpoint(m));
+    CommandResult fsck = RunLazyfs({"fsck", "--store", store_});
+    EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
     // Mount again from the same store: every file is whole and right.
     CommandResult r = RunLazyfs({"mount", "--store", store_, "-q", Ref("big"), m});
     ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -350,9 +354,11 @@ TEST_F(RobustTest, AFullDiskFailsClearlyAndLosesNothing) {
     auto got = ReadFileToString(m + "/small/" + std::to_string(i));
     EXPECT_EQ(got.ok() ? *got : got.status().ToString(), "small file " + std::to_string(i) + "\n");
   }
-  // With space again, every file reads whole and right.
+  // With space again, every file reads whole and right, and the store checks clean.
   ASSERT_TRUE(fsys::remove(filler));
   ExpectTree(m, world->big);
+  CommandResult fsck = RunLazyfs({"fsck", "--store", store});
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
   ASSERT_EQ(RunLazyfs({"umount", m}).exit_code, 0);
   std::printf("full disk: %d of 6 big-file reads failed while the store was full\n", failed);
 }
