@@ -2,10 +2,13 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <random>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -201,6 +204,7 @@ RegistryClient::RegistryClient(std::string registry, std::string repository,
       endpoint_(IsDockerHub(registry_) ? std::string(kDockerHubEndpoint) : registry_),
       repository_(std::move(repository)),
       insecure_(options.insecure),
+      options_(options),
       credentials_(std::move(credentials)),
       config_path_(std::move(config_path)),
       http_(HttpOptions{options.connect_timeout_s, options.low_speed_timeout_s,
@@ -224,6 +228,11 @@ Result<HttpResponse> RegistryClient::Request(HttpRequest request, const std::str
     bool settled;
     {
       std::lock_guard lock(mu_);
+      if (std::chrono::steady_clock::now() >= token_expiry_) {
+        // An expired token would only earn a 401: go straight to the token service.
+        authorization_.clear();
+        token_expiry_ = std::chrono::steady_clock::time_point::max();
+      }
       scheme = scheme_;
       settled = scheme_settled_;
       request.authorization = authorization_;
@@ -331,8 +340,15 @@ Status RegistryClient::FetchToken(const std::string& realm, const std::string& s
     }
   }
   if (token.empty()) return PermissionDeniedError(request.peer + ": response holds no token");
+  // The distribution spec's default lifetime is 60 s; renew a little before the end.
+  long lifetime = 60;
+  if (auto it = j.find("expires_in"); it != j.end() && it->is_number_integer()) {
+    lifetime = std::max<long>(1, it->get<long>());
+  }
+  const long margin = lifetime > 30 ? 10 : 0;
   std::lock_guard lock(mu_);
   authorization_ = "Bearer " + token;
+  token_expiry_ = std::chrono::steady_clock::now() + std::chrono::seconds(lifetime - margin);
   return Status::Ok();
 }
 
@@ -361,7 +377,8 @@ Result<RegistryClient::RawManifest> RegistryClient::GetManifest(const std::strin
   request.headers.push_back("Accept: " + std::string(kManifestAccept));
   request.max_body = kMaxManifestSize;
   const std::string what = "manifest \"" + reference + "\"";
-  auto response = Request(request, "/v2/" + repository_ + "/manifests/" + reference);
+  auto response = WithRetries(
+      what, [&] { return Request(request, "/v2/" + repository_ + "/manifests/" + reference); });
   if (!response.ok()) {
     if (response.status().code() == StatusCode::kResourceExhausted) {
       return ResourceExhaustedError(Describe() + ": " + what + " is larger than 4 MiB");
@@ -375,14 +392,154 @@ Result<RegistryClient::RawManifest> RegistryClient::GetManifest(const std::strin
   return out;
 }
 
+namespace {
+
+bool RetryableHttpStatus(long status) {
+  return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
+         status == 504;
+}
+
+// The first byte position of a "Content-Range: bytes FIRST-LAST/TOTAL" header.
+std::optional<uint64_t> ContentRangeStart(const std::string& value) {
+  if (!value.starts_with("bytes ")) return std::nullopt;
+  uint64_t first = 0;
+  size_t i = 6;
+  if (i >= value.size() || !std::isdigit(static_cast<unsigned char>(value[i]))) return std::nullopt;
+  for (; i < value.size() && std::isdigit(static_cast<unsigned char>(value[i])); ++i) {
+    if (first > (UINT64_MAX - 9) / 10) return std::nullopt;
+    first = first * 10 + static_cast<uint64_t>(value[i] - '0');
+  }
+  if (i >= value.size() || value[i] != '-') return std::nullopt;
+  return first;
+}
+
+}  // namespace
+
+Result<HttpResponse> RegistryClient::WithRetries(
+    const std::string& what, const std::function<Result<HttpResponse>()>& attempt,
+    const Status* permanent) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::seconds(options_.retry_deadline_s);
+  const int attempts = std::max(1, options_.max_attempts);
+  long delay_ms = std::max<long>(1, options_.retry_initial_delay_ms);
+  thread_local std::minstd_rand jitter(std::random_device{}());
+  for (int n = 1;; ++n) {
+    Result<HttpResponse> outcome = attempt();
+    long wait_ms;
+    if (!outcome.ok()) {
+      if (outcome.status().code() != StatusCode::kUnavailable) return outcome;
+      if (permanent && !permanent->ok()) return outcome;
+    } else if (!RetryableHttpStatus(outcome->status)) {
+      return outcome;
+    }
+    // Backoff with jitter, so that many clients thrown off together do not return together.
+    wait_ms = delay_ms / 2 + static_cast<long>(jitter() % static_cast<unsigned long>(delay_ms / 2 + 1));
+    delay_ms = std::min(delay_ms * 2, std::max<long>(1, options_.retry_max_delay_ms));
+    if (outcome.ok()) {
+      if (auto after = ParseRetryAfter(outcome->Header("retry-after"))) wait_ms = *after * 1000;
+    }
+    const bool out_of_time = Clock::now() + std::chrono::milliseconds(wait_ms) > deadline;
+    if (n >= attempts || out_of_time) {
+      if (outcome.ok() || n == 1) return outcome;  // HTTP statuses get their message from the caller
+      return outcome.status().WithContext(
+          Describe() + ": " + what + ": gave up after " + std::to_string(n) + " attempts" +
+          (out_of_time && n < attempts ? " (retry deadline reached)" : ""));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+  }
+}
+
+Result<HttpResponse> RegistryClient::GetStreamed(
+    const std::string& path, const std::string& what, uint64_t offset, uint64_t length,
+    const std::function<Status(std::string_view)>& sink) {
+  uint64_t delivered = 0;  // bytes the sink has taken, over all attempts
+  Status sink_failure;
+  auto attempt = [&]() -> Result<HttpResponse> {
+    const uint64_t first = offset + delivered;
+    uint64_t skip = 0;  // bytes of a full (200) answer to a range request that we already have
+    uint64_t left = length ? length - delivered : UINT64_MAX;
+    HttpRequest request;
+    if (first > 0 || length > 0) {
+      request.headers.push_back("Range: bytes=" + std::to_string(first) + "-" +
+                                (length ? std::to_string(offset + length - 1) : std::string()));
+    }
+    request.on_start = [&](const HttpResponse& r) -> Status {
+      if (r.status == 206) {
+        const auto start = ContentRangeStart(r.Header("content-range"));
+        if (start != first) {
+          return sink_failure = DataLossError(what + ": asked for bytes from " +
+                                              std::to_string(first) + ", got Content-Range \"" +
+                                              r.Header("content-range") + "\"");
+        }
+      } else {
+        skip = first;  // the server ignored the Range header and sends the whole blob
+      }
+      return Status::Ok();
+    };
+    request.on_body = [&](std::string_view chunk) -> Status {
+      const size_t drop = static_cast<size_t>(std::min<uint64_t>(skip, chunk.size()));
+      chunk.remove_prefix(drop);
+      skip -= drop;
+      if (chunk.size() > left) chunk = chunk.substr(0, static_cast<size_t>(left));
+      if (chunk.empty()) return Status::Ok();
+      if (Status s = sink(chunk); !s.ok()) return sink_failure = std::move(s);
+      delivered += chunk.size();
+      left -= chunk.size();
+      return Status::Ok();
+    };
+    return Request(std::move(request), path);
+  };
+  LAZYFS_ASSIGN_OR_RETURN(HttpResponse response, WithRetries(what, attempt, &sink_failure));
+  // Asking for bytes past the end (a resume after the last byte arrived, a range read at the
+  // end): nothing more to deliver.
+  if (response.status == 416 && (delivered > 0 || offset > 0)) response.status = 206;
+  return response;
+}
+
 Status RegistryClient::GetBlob(const Digest& digest,
                                const std::function<Status(std::string_view)>& sink) {
-  HttpRequest request;
-  request.on_body = sink;
-  LAZYFS_ASSIGN_OR_RETURN(HttpResponse response,
-                          Request(request, "/v2/" + repository_ + "/blobs/" + digest.ToString()));
-  if (response.status != 200) return ErrorFor(response, "blob " + digest.ToString());
+  const std::string what = "blob " + digest.ToString();
+  LAZYFS_ASSIGN_OR_RETURN(
+      HttpResponse response,
+      GetStreamed("/v2/" + repository_ + "/blobs/" + digest.ToString(), what, 0, 0, sink));
+  if (response.status != 200 && response.status != 206) return ErrorFor(response, what);
   return Status::Ok();
+}
+
+Result<uint64_t> RegistryClient::BlobSize(const Digest& digest) {
+  const std::string what = "blob " + digest.ToString();
+  HttpRequest request;
+  request.method = "HEAD";
+  LAZYFS_ASSIGN_OR_RETURN(
+      HttpResponse response,
+      WithRetries(what, [&] {
+        return Request(request, "/v2/" + repository_ + "/blobs/" + digest.ToString());
+      }));
+  if (response.status != 200) return ErrorFor(response, what);
+  const std::string length = response.Header("content-length");
+  if (length.empty() || length.size() > 19 ||
+      !std::all_of(length.begin(), length.end(), [](unsigned char c) { return std::isdigit(c); })) {
+    return InvalidArgumentError(Describe() + ": " + what + ": HEAD gave no usable Content-Length");
+  }
+  return std::stoull(length);
+}
+
+Result<size_t> RegistryClient::GetBlobRange(const Digest& digest, uint64_t offset,
+                                            std::span<std::byte> out) {
+  if (out.empty()) return size_t{0};
+  const std::string what = "blob " + digest.ToString() + " bytes " + std::to_string(offset) +
+                           "+" + std::to_string(out.size());
+  size_t got = 0;
+  LAZYFS_ASSIGN_OR_RETURN(
+      HttpResponse response,
+      GetStreamed("/v2/" + repository_ + "/blobs/" + digest.ToString(), what, offset, out.size(),
+                  [&](std::string_view chunk) -> Status {
+                    std::memcpy(out.data() + got, chunk.data(), chunk.size());
+                    got += chunk.size();
+                    return Status::Ok();
+                  }));
+  if (response.status != 200 && response.status != 206) return ErrorFor(response, what);
+  return got;
 }
 
 }  // namespace lazyfs::fetch

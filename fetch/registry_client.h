@@ -7,10 +7,12 @@
 // retried once. Credentials never appear in messages. Thread-safe.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -58,8 +60,17 @@ class RegistryClient {
   Result<RawManifest> GetManifest(const std::string& reference);
 
   // GET /v2/<repo>/blobs/<digest>, streaming the body to `sink` (whose error aborts the
-  // transfer and is returned). The bytes are not verified here.
+  // transfer and is returned). Every byte reaches the sink once, in order: a transfer that
+  // breaks is resumed with a Range request from the first byte not yet delivered. The bytes are
+  // not verified here.
   Status GetBlob(const Digest& digest, const std::function<Status(std::string_view)>& sink);
+
+  // The size of a blob (HEAD /v2/<repo>/blobs/<digest>, its Content-Length).
+  Result<uint64_t> BlobSize(const Digest& digest);
+
+  // Reads up to out.size() bytes of a blob at `offset` with a Range request (retried and
+  // resumed like GetBlob). Returns the bytes read: fewer only at the blob's end. Not verified.
+  Result<size_t> GetBlobRange(const Digest& digest, uint64_t offset, std::span<std::byte> out);
 
   // "registry HOST: repository REPO", the prefix of every message.
   std::string Describe() const;
@@ -71,6 +82,17 @@ class RegistryClient {
 
   // Performs a request against the registry, authenticating on 401 and retrying once.
   Result<HttpResponse> Request(HttpRequest request, const std::string& path);
+  // Runs `attempt` again while it fails in a way that may pass (Unavailable, or HTTP 408, 429,
+  // 5xx), with backoff, within the options' attempt and time budget. `permanent` (if given)
+  // set to an error means a sink failed: no retry. Returns the last outcome.
+  Result<HttpResponse> WithRetries(const std::string& what,
+                                   const std::function<Result<HttpResponse>()>& attempt,
+                                   const Status* permanent = nullptr);
+  // Streams GET `path` with an optional byte range [offset, offset+length) (length 0: to the
+  // end) to `sink`, resuming after breaks. Returns the final response.
+  Result<HttpResponse> GetStreamed(const std::string& path, const std::string& what,
+                                   uint64_t offset, uint64_t length,
+                                   const std::function<Status(std::string_view)>& sink);
   Status Authenticate(const HttpResponse& challenge, const std::string& used_authorization);
   Status FetchToken(const std::string& realm, const std::string& service,
                     const std::string& scope);
@@ -80,6 +102,7 @@ class RegistryClient {
   const std::string endpoint_;    // host[:port] spoken to (registry-1.docker.io for docker.io)
   const std::string repository_;
   const bool insecure_;
+  const SourceOptions options_;
   const std::optional<Credentials> credentials_;
   const std::string config_path_;
   HttpClient http_;
@@ -88,6 +111,8 @@ class RegistryClient {
   std::string scheme_;         // GUARDED_BY(mu_): "https" or "http"
   bool scheme_settled_ = false;  // GUARDED_BY(mu_)
   std::string authorization_;  // GUARDED_BY(mu_): "Bearer ..." / "Basic ...", or empty
+  // GUARDED_BY(mu_): when a bearer token in authorization_ stops being valid.
+  std::chrono::steady_clock::time_point token_expiry_ = std::chrono::steady_clock::time_point::max();
 };
 
 }  // namespace lazyfs::fetch

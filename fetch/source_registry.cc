@@ -157,21 +157,23 @@ Result<Fd> RegistrySource::OpenBlob(const Digest& digest, uint64_t size) {
 
 Result<size_t> RegistrySource::ReadBlobRange(const Digest& digest, uint64_t offset,
                                              std::span<std::byte> out) {
-  // For now the whole blob is fetched once and read locally; range requests come later behind
-  // this same interface.
-  Result<Fd> fd = UnavailableError("unset");
-  if (auto size = KnownSize(digest)) {
-    fd = OpenBlob(digest, *size);
-  } else {
-    fd = store_->OpenVerified(digest);
-    if (!fd.ok() && fd.status().code() == StatusCode::kNotFound) {
-      LAZYFS_RETURN_IF_ERROR(
-          downloads_.Do(digest, [&] { return Download(digest, std::nullopt); }));
-      fd = store_->OpenVerified(digest);
-    }
+  // A stored blob is read locally; otherwise only the range travels (the caller verifies what
+  // it derives from these bytes, as BlobSource says).
+  if (store_->Contains(digest)) {
+    auto fd = store_->OpenVerified(digest);
+    if (fd.ok()) return PreadFull(fd->get(), out.data(), out.size(), offset);
+    if (fd.status().code() != StatusCode::kNotFound) return fd.status();
   }
-  if (!fd.ok()) return fd.status();
-  return PreadFull(fd->get(), out.data(), out.size(), offset);
+  // Asking past the end earns a 416 whose framing some registries get wrong: stay inside.
+  std::optional<uint64_t> size = KnownSize(digest);
+  if (!size) {
+    LAZYFS_ASSIGN_OR_RETURN(size, client_->BlobSize(digest));
+    std::lock_guard lock(mu_);
+    sizes_[digest] = *size;
+  }
+  if (offset >= *size) return size_t{0};
+  return client_->GetBlobRange(
+      digest, offset, out.first(static_cast<size_t>(std::min<uint64_t>(out.size(), *size - offset))));
 }
 
 }  // namespace

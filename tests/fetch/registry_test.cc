@@ -15,6 +15,7 @@
 
 #include "base/cas_dir.h"
 #include "fetch/fetch.h"
+#include "tests/fetch/registry_fixture.h"
 #include "tests/fetch/test_layout.h"
 #include "tests/support/registry.h"
 
@@ -47,6 +48,7 @@ Result<std::unique_ptr<ImageSource>> OpenSource(const std::string& ref_text,
   options.docker_config = docker_config;
   options.connect_timeout_s = 5;
   options.low_speed_timeout_s = 10;
+  options.retry_initial_delay_ms = 50;
   LAZYFS_ASSIGN_OR_RETURN(options.platform, Platform::Parse(platform));
   return OpenImageSource(ref, options);
 }
@@ -62,18 +64,8 @@ size_t FilesIn(const std::string& dir) {
   return n;
 }
 
-class RegistryTest : public ::testing::Test {
+class RegistryTest : public testing::SharedRegistryTest {
  protected:
-  static void SetUpTestSuite() {
-    auto r = lazyfs::testing::Registry::Start();
-    ASSERT_TRUE(r.ok()) << "cannot start docker-registry: " << r.status().message();
-    registry_ = r->release();
-  }
-  static void TearDownTestSuite() {
-    delete registry_;
-    registry_ = nullptr;
-  }
-  void SetUp() override { ASSERT_NE(registry_, nullptr) << "the registry did not start"; }
 
   // Builds a one-image layout and pushes it as REPO:tag; returns the manifest.
   Blob PushImage(const std::string& repo, const std::string& tag,
@@ -90,12 +82,9 @@ class RegistryTest : public ::testing::Test {
     return "docker://" + registry_->host() + "/" + repo_and_tag;
   }
 
-  static lazyfs::testing::Registry* registry_;
   TempDir tmp_;
   std::string store_ = tmp_.path() + "/store";
 };
-
-lazyfs::testing::Registry* RegistryTest::registry_ = nullptr;
 
 TEST_F(RegistryTest, ResolveByTagAndDigestThenOpenBlob) {
   Blob config;
@@ -296,7 +285,9 @@ TEST(RegistryUnreachableTest, UnavailableNamingTheRegistry) {
   auto image = (*source)->Resolve();
   ASSERT_FALSE(image.ok());
   EXPECT_EQ(image.status().code(), StatusCode::kUnavailable);
-  EXPECT_EQ(image.status().message(), "cannot reach registry 127.0.0.1:1 (connection refused)");
+  EXPECT_EQ(image.status().message(),
+            "registry 127.0.0.1:1: repository foo/bar: manifest \"latest\": gave up after 5 "
+            "attempts: cannot reach registry 127.0.0.1:1 (connection refused)");
 }
 
 // --- basic auth -----------------------------------------------------------------------------
