@@ -36,21 +36,6 @@ std::string HostOnly(std::string_view host_port) {
   return std::string(host_port.substr(0, colon));
 }
 
-// A docker config "auths" key ("https://host/v1/", "host", "http://host:5000") as host[:port].
-std::string AuthKeyHost(std::string_view key) {
-  if (const size_t scheme = key.find("://"); scheme != std::string_view::npos) {
-    key = key.substr(scheme + 3);
-  }
-  key = key.substr(0, key.find('/'));
-  std::string out(key);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-bool IsDockerHub(std::string_view host) {
-  return host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io";
-}
-
 // One challenge of a WWW-Authenticate header: the scheme and its parameters.
 struct Challenge {
   std::string scheme;  // lower-cased
@@ -118,58 +103,8 @@ std::pair<std::string, std::string> RegistryErrorOf(const std::string& body) {
 
 }  // namespace
 
-std::string DockerConfigPath(const SourceOptions& options) {
-  if (!options.docker_config.empty()) return options.docker_config;
-  if (const char* dir = std::getenv("DOCKER_CONFIG"); dir && *dir) {
-    return std::string(dir) + "/config.json";
-  }
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "/") + "/.docker/config.json";
-}
-
-Result<std::optional<Credentials>> LookupDockerCredentials(const std::string& config_path,
-                                                           const std::string& registry) {
-  auto text = ReadFileToString(config_path, 4 << 20);
-  if (!text.ok()) {
-    if (text.status().error_number() == ENOENT || text.status().code() == StatusCode::kNotFound) {
-      return std::optional<Credentials>();
-    }
-    return text.status().WithContext("while reading credentials");
-  }
-  Json j = Json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return InvalidArgumentError("docker config " + config_path + " is not a JSON object");
-  }
-  auto auths = j.find("auths");
-  if (auths == j.end() || !auths->is_object()) return std::optional<Credentials>();
-  std::string want = registry;
-  for (char& c : want) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  for (const auto& [key, entry] : auths->items()) {
-    const std::string host = AuthKeyHost(key);
-    if (host != want && !(IsDockerHub(want) && IsDockerHub(host))) continue;
-    if (!entry.is_object()) continue;
-    Credentials c;
-    auto auth = entry.find("auth");
-    if (auth != entry.end() && auth->is_string() && !auth->get<std::string>().empty()) {
-      auto decoded = Base64Decode(auth->get<std::string>());
-      const size_t colon = decoded.ok() ? decoded->find(':') : std::string::npos;
-      if (colon == std::string::npos) {
-        return InvalidArgumentError("docker config " + config_path + ": the \"auth\" entry for " +
-                                    key + " is not base64 of user:password");
-      }
-      c.username = decoded->substr(0, colon);
-      c.password = decoded->substr(colon + 1);
-      return std::optional<Credentials>(std::move(c));
-    }
-    auto user = entry.find("username");
-    auto pass = entry.find("password");
-    if (user != entry.end() && user->is_string() && pass != entry.end() && pass->is_string()) {
-      c.username = user->get<std::string>();
-      c.password = pass->get<std::string>();
-      return std::optional<Credentials>(std::move(c));
-    }
-  }
-  return std::optional<Credentials>();
+bool IsDockerHub(std::string_view host) {
+  return host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io";
 }
 
 bool IsLoopbackHost(std::string_view host_port) {
@@ -190,23 +125,23 @@ bool IsLoopbackHost(std::string_view host_port) {
 Result<std::unique_ptr<RegistryClient>> RegistryClient::Create(const std::string& registry,
                                                                const std::string& repository,
                                                                const SourceOptions& options) {
-  const std::string config_path = DockerConfigPath(options);
-  LAZYFS_ASSIGN_OR_RETURN(std::optional<Credentials> credentials,
-                          LookupDockerCredentials(config_path, registry));
-  return std::unique_ptr<RegistryClient>(
-      new RegistryClient(registry, repository, options, std::move(credentials), config_path));
+  LAZYFS_ASSIGN_OR_RETURN(FoundCredentials found,
+                          FindCredentials(options, registry, repository));
+  return std::unique_ptr<RegistryClient>(new RegistryClient(
+      registry, repository, options, std::move(found.credentials), std::move(found.source)));
 }
 
 RegistryClient::RegistryClient(std::string registry, std::string repository,
                                const SourceOptions& options,
-                               std::optional<Credentials> credentials, std::string config_path)
+                               std::optional<Credentials> credentials,
+                               std::string credentials_source)
     : registry_(std::move(registry)),
       endpoint_(IsDockerHub(registry_) ? std::string(kDockerHubEndpoint) : registry_),
       repository_(std::move(repository)),
       insecure_(options.insecure),
       options_(options),
       credentials_(std::move(credentials)),
-      config_path_(std::move(config_path)),
+      credentials_source_(std::move(credentials_source)),
       http_(HttpOptions{options.connect_timeout_s, options.low_speed_timeout_s,
                         /*verify_tls=*/!(options.insecure || IsLoopbackHost(endpoint_))}) {
   // HTTPS first. Loopback registries are insecure registries (as docker and podman treat
@@ -256,7 +191,7 @@ Result<HttpResponse> RegistryClient::Request(HttpRequest request, const std::str
     if (authenticated_now) {
       if (credentials_) {
         return PermissionDeniedError("registry " + registry_ + ": credentials for " + registry_ +
-                                     " from " + config_path_ + " were rejected (HTTP 401)");
+                                     " from " + credentials_source_ + " were rejected (HTTP 401)");
       }
       return PermissionDeniedError("registry " + registry_ + ": access denied (HTTP 401)");
     }
@@ -289,8 +224,10 @@ Status RegistryClient::Authenticate(const HttpResponse& response,
   }
   if (c.scheme == "basic") {
     if (!credentials_) {
+      const bool several = credentials_source_.starts_with("none of ");
       return PermissionDeniedError("registry " + registry_ + " requires credentials and " +
-                                   config_path_ + " has none for " + registry_);
+                                   credentials_source_ +
+                                   (several ? " holds any for it" : " has none for it"));
     }
     std::lock_guard lock(mu_);
     authorization_ =
@@ -318,7 +255,7 @@ Status RegistryClient::FetchToken(const std::string& realm, const std::string& s
   if (response.status == 401 || response.status == 403) {
     return PermissionDeniedError(
         request.peer + ": " +
-        (credentials_ ? "credentials from " + config_path_ + " were rejected"
+        (credentials_ ? "credentials from " + credentials_source_ + " were rejected"
                       : std::string("anonymous access denied")) +
         " (HTTP " + std::to_string(response.status) + ")");
   }

@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/digest.h"
 #include "base/status.h"
@@ -37,6 +38,32 @@ std::string DockerConfigPath(const SourceOptions& options);
 // file or entry is nullopt; a malformed one fails with InvalidArgument naming the file.
 Result<std::optional<Credentials>> LookupDockerCredentials(const std::string& config_path,
                                                            const std::string& registry);
+
+// The auth files searched, in order, as container tools do: SourceOptions.docker_config alone
+// when set; else $REGISTRY_AUTH_FILE alone when set; else ${XDG_RUNTIME_DIR}/containers/
+// auth.json, ~/.config/containers/auth.json, then the docker config (DockerConfigPath).
+std::vector<std::string> AuthFilePaths(const SourceOptions& options);
+
+// Credentials for `registry`/`repository` and where they came from (for messages; never the
+// secret itself).
+struct FoundCredentials {
+  std::optional<Credentials> credentials;
+  // "FILE", or "credential helper docker-credential-NAME (FILE)"; when none was found, the
+  // list of files searched.
+  std::string source;
+};
+
+// Searches the auth files in order. In each: "credHelpers" naming a helper for the registry,
+// then "auths" (keys are hosts, URLs, or host/namespace prefixes of the repository; the
+// longest match wins), then "credsStore". A helper is run as `docker-credential-NAME get` with
+// the registry on stdin; it answers {"Username":..,"Secret":..}. Fails with InvalidArgument on
+// a malformed file and Unavailable when a helper fails (its exit status, never its output).
+Result<FoundCredentials> FindCredentials(const SourceOptions& options,
+                                         const std::string& registry,
+                                         const std::string& repository);
+
+// True for Docker Hub's names: docker.io, index.docker.io, registry-1.docker.io.
+bool IsDockerHub(std::string_view host);
 
 // True for localhost, 127.0.0.0/8 and ::1 (with or without a port).
 bool IsLoopbackHost(std::string_view host_port);
@@ -78,7 +105,7 @@ class RegistryClient {
 
  private:
   RegistryClient(std::string registry, std::string repository, const SourceOptions& options,
-                 std::optional<Credentials> credentials, std::string config_path);
+                 std::optional<Credentials> credentials, std::string credentials_source);
 
   // Performs a request against the registry, authenticating on 401 and retrying once.
   Result<HttpResponse> Request(HttpRequest request, const std::string& path);
@@ -104,7 +131,7 @@ class RegistryClient {
   const bool insecure_;
   const SourceOptions options_;
   const std::optional<Credentials> credentials_;
-  const std::string config_path_;
+  const std::string credentials_source_;  // where credentials_ came from, or what was searched
   HttpClient http_;
 
   std::mutex mu_;
