@@ -60,6 +60,9 @@ struct SourceOptions {
   // Allow plain HTTP (and unverified TLS) for every registry. Loopback registries
   // (localhost, 127.0.0.0/8, ::1) fall back to HTTP without it, as other container tools do.
   bool insecure = false;
+  // registries.conf (v2) naming mirrors, insecure and blocked registries; empty means
+  // $CONTAINERS_REGISTRIES_CONF, else /etc/containers/registries.conf (absent: no configuration).
+  std::string registries_conf;
   // Docker credentials file; empty means $DOCKER_CONFIG/config.json or ~/.docker/config.json.
   std::string docker_config;
   // Overall timeouts (seconds) for a connection attempt and for a stalled transfer.
