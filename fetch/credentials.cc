@@ -4,6 +4,8 @@
 // Secrets are only ever returned in Credentials: messages name files, keys and helpers, never
 // what they hold or print.
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -71,6 +73,24 @@ Result<Credentials> DecodeAuthEntry(const Json& entry, const std::string& path,
   return NotFoundError("no credentials in the entry");
 }
 
+// Writes to a child's stdin pipe. A child that exits without reading would raise SIGPIPE and
+// kill this process: the signal is blocked in this thread for the write, and one it caused is
+// consumed before the mask is restored.
+Status WriteToChild(int fd, std::string_view data) {
+  sigset_t pipe_set, old;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  Status s = WriteAll(fd, data.data(), data.size());
+  if (!s.ok()) {
+    const timespec zero{0, 0};
+    while (::sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return s;
+}
+
 // Runs `docker-credential-NAME get` with `server` on stdin (the credential helper protocol).
 // nullopt when the helper says it has nothing for the server.
 Result<std::optional<Credentials>> RunCredentialHelper(const std::string& name,
@@ -95,7 +115,7 @@ Result<std::optional<Credentials>> RunCredentialHelper(const std::string& name,
   if (rc != 0) return ErrnoError(rc, "cannot run credential helper " + program);
   in_read.Reset();
   out_write.Reset();
-  Status wrote = WriteAll(in_write.get(), server.data(), server.size());
+  Status wrote = WriteToChild(in_write.get(), server);
   in_write.Reset();
   std::string output;
   char buf[4096];

@@ -167,7 +167,10 @@ std::vector<std::string> HttpResponse::Headers(std::string_view name) const {
 }
 
 // A curl share handle with one lock per shared data kind, so that the handles of one client
-// reuse each other's connections, DNS answers and TLS sessions.
+// reuse each other's DNS answers and TLS sessions. Connections are not shared: each pooled
+// handle keeps its own (a handle returns to the pool with its connection alive), because a
+// connection cache shared by easy handles in several threads let transfers wait on each other
+// without any timeout firing.
 struct HttpClient::Share {
   CURLSH* sh = nullptr;
   std::mutex locks[CURL_LOCK_DATA_LAST];
@@ -180,7 +183,6 @@ struct HttpClient::Share {
     curl_share_setopt(sh, CURLSHOPT_USERDATA, this);
     curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-    curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
   }
   ~Share() {
     if (sh) curl_share_cleanup(sh);
@@ -267,10 +269,9 @@ Result<HttpResponse> HttpClient::PerformOnce(CURL* easy, const HttpRequest& requ
   curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(easy, CURLOPT_USERAGENT, "lazyfs/" LAZYFS_VERSION);
-  // HTTP/2 when the TLS server offers it; several transfers then wait for one connection
-  // rather than open new ones.
+  // HTTP/2 when the TLS server offers it. (No CURLOPT_PIPEWAIT: with the easy interface in
+  // several threads a transfer could wait forever for another thread's connection.)
   curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
-  curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
   if (share_->sh) curl_easy_setopt(easy, CURLOPT_SHARE, share_->sh);
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers.get());
   curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);

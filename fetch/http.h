@@ -93,9 +93,9 @@ class HttpResponse {
   std::vector<std::string> Headers(std::string_view name) const;
 };
 
-// Performs requests, reusing connections through a small pool of handles that share one
-// connection cache, DNS cache and TLS session cache (a curl share handle), and speaking HTTP/2
-// over TLS when the server offers it. Thread-safe.
+// Performs requests, reusing connections through a small pool of handles (each keeps its
+// connection alive between requests) that share a DNS cache and TLS sessions (a curl share
+// handle), speaking HTTP/2 over TLS when the server offers it. Thread-safe.
 class HttpClient {
  public:
   explicit HttpClient(HttpOptions options);

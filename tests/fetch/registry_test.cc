@@ -218,6 +218,27 @@ TEST_F(RegistryTest, BlobCorruptedInRegistryIsDataLossAndNotStored) {
   EXPECT_EQ(FilesIn(store_ + "/blobs/tmp"), 0u);
 }
 
+TEST_F(RegistryTest, ConfigLongerThanItsDescriptorIsCutOffAndRejected) {
+  Blob config;
+  PushImage("fetch/longconfig", "v1", {"layer under a long config"}, &config);
+  // The registry serves 5 MiB where the manifest promises config.size bytes: lazyfs stops
+  // reading at the promised size and stores nothing.
+  ASSERT_TRUE(WriteFileAtomic(registry_->BlobDataPath(config.digest.ToString()),
+                              config.bytes + std::string(5 << 20, ' '))
+                  .ok());
+  auto source = OpenSource(Ref("fetch/longconfig:v1"), store_);
+  ASSERT_TRUE(source.ok());
+  auto image = (*source)->Resolve();
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), StatusCode::kDataLoss) << image.status().message();
+  EXPECT_THAT(image.status().message(),
+              HasSubstr("sent more than " + std::to_string(config.size) + " bytes"));
+  EXPECT_THAT(image.status().message(), HasSubstr("registry " + registry_->host()));
+  auto store = CasDir::Open(store_ + "/blobs");
+  ASSERT_TRUE(store.ok());
+  EXPECT_FALSE((*store)->Contains(config.digest));
+}
+
 TEST_F(RegistryTest, BlobCorruptedInStoreIsFetchedAgain) {
   PushImage("fetch/storefix", "v1", {"layer kept in the store"});
   const Digest layer = Sha256Of("layer kept in the store");

@@ -325,6 +325,9 @@ void FaultProxy::Serve(int client_fd, int connection) {
     if (!upstream->ReadHead(&resp_head)) return;
     const std::vector<std::string> resp_lines = Lines(resp_head);
     const int status = resp_lines.empty() ? 0 : std::atoi(resp_lines[0].c_str() + 9);
+    // The record is always updated before the client gets the bytes, so a client that has
+    // finished reading sees a record that says so.
+    Update(index, status, 0, "");
     if (!Send(client_fd, resp_head)) return;
 
     const bool cut = faulty && (rule.action == Action::kReset || rule.action == Action::kClose);
@@ -332,8 +335,10 @@ void FaultProxy::Serve(int client_fd, int connection) {
     // Passes `data` on, stopping at the cut point; false once the connection must end.
     auto pass = [&](std::string_view data) -> bool {
       if (cut && passed + data.size() >= rule.after_bytes) {
-        Send(client_fd, data.substr(0, static_cast<size_t>(rule.after_bytes - passed)));
+        const size_t part = static_cast<size_t>(rule.after_bytes - passed);
         passed = rule.after_bytes;
+        Update(index, status, passed, rule.action == Action::kReset ? "reset" : "close");
+        Send(client_fd, data.substr(0, part));
         if (rule.action == Action::kReset) {
           // Let the client read what was sent, then reset: an RST, not a clean end.
           std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -342,10 +347,10 @@ void FaultProxy::Serve(int client_fd, int connection) {
         } else {
           ::shutdown(client_fd, SHUT_WR);
         }
-        Update(index, status, passed, rule.action == Action::kReset ? "reset" : "close");
         return false;
       }
       passed += data.size();
+      Update(index, status, passed, "");
       return Send(client_fd, data);
     };
 
