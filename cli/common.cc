@@ -18,6 +18,12 @@ void AddImageOptions(CLI::App& cmd, ImageOptions& options) {
                  "(default: this host's)");
   cmd.add_flag("--insecure", options.insecure,
                "Allow plain HTTP and unverified TLS for registries");
+  cmd.add_option("--tls-verify", options.tls_verify,
+                 "--tls-verify=false: the same as --insecure (as podman and skopeo spell it)")
+      ->default_val(true);
+  cmd.add_option("--registries-conf", options.registries_conf,
+                 "registries.conf (v2) with mirrors and insecure registries; default "
+                 "$CONTAINERS_REGISTRIES_CONF, else /etc/containers/registries.conf");
   cmd.add_option("--pull", options.pull,
                  "missing: use the stored index of a reference seen before (default); "
                  "always: ask the registry again; never: fail unless stored")
@@ -41,7 +47,8 @@ Result<fetch::SourceOptions> SourceOptionsFor(const ImageOptions& options,
                                               const std::string& store) {
   fetch::SourceOptions so;
   so.store_dir = store;
-  so.insecure = options.insecure;
+  so.insecure = options.insecure || !options.tls_verify;
+  so.registries_conf = options.registries_conf;
   if (!options.platform.empty()) {
     LAZYFS_ASSIGN_OR_RETURN(so.platform, fetch::Platform::Parse(options.platform));
   }

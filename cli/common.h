@@ -21,6 +21,8 @@ struct ImageOptions {
   std::string store;        // --store, else $LAZYFS_STORE, else the per-user default
   std::string platform;     // --platform os/arch[/variant]; empty: the host's
   bool insecure = false;    // --insecure: allow plain HTTP / unverified TLS
+  bool tls_verify = true;   // --tls-verify=false: the same as --insecure
+  std::string registries_conf;  // --registries-conf FILE (mirrors, insecure registries)
   std::string pull = "missing";
   bool quiet = false;       // -q
   uint64_t cache_size = 0;  // --cache-size: content cache limit in bytes (0: none)

@@ -60,11 +60,25 @@ struct SourceOptions {
   // Allow plain HTTP (and unverified TLS) for every registry. Loopback registries
   // (localhost, 127.0.0.0/8, ::1) fall back to HTTP without it, as other container tools do.
   bool insecure = false;
+  // registries.conf (v2) naming mirrors, insecure and blocked registries; empty means
+  // $CONTAINERS_REGISTRIES_CONF, else /etc/containers/registries.conf (absent: no configuration).
+  std::string registries_conf;
   // Docker credentials file; empty means $DOCKER_CONFIG/config.json or ~/.docker/config.json.
   std::string docker_config;
   // Overall timeouts (seconds) for a connection attempt and for a stalled transfer.
   long connect_timeout_s = 30;
   long low_speed_timeout_s = 60;
+  // Retries of a registry request that failed for a reason that may pass: connection errors,
+  // resets and timeouts, HTTP 408, 429 and 5xx. Attempts count the first one; 1 disables
+  // retries. A broken blob download resumes where it stopped (a Range request).
+  int max_attempts = 5;
+  // The delay before the second attempt; doubled for each further one, capped at
+  // retry_max_delay_ms, with random jitter (each delay is between half and all of it). A 429 or
+  // 503 with Retry-After waits what the server asks instead.
+  long retry_initial_delay_ms = 500;
+  long retry_max_delay_ms = 20000;
+  // No new attempt starts later than this many seconds after a request's first attempt.
+  long retry_deadline_s = 300;
 };
 
 // One image's source: resolves the reference and serves its blobs (caching them, verified, in

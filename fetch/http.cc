@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <ctime>
 #include <memory>
 
 namespace lazyfs::fetch {
@@ -49,7 +50,16 @@ struct Transfer {
   HttpResponse* response;
   Status abort;  // why a callback stopped the transfer
   uint64_t collected = 0;
+  bool started = false;  // on_start has been called
 };
+
+// Calls request.on_start once, for a final 2xx response.
+Status StartBody(Transfer* t, long code) {
+  if (t->started || !t->request->on_start || code < 200 || code >= 300) return Status::Ok();
+  t->started = true;
+  t->response->status = code;
+  return t->request->on_start(*t->response);
+}
 
 size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
@@ -72,6 +82,10 @@ size_t OnWrite(char* data, size_t size, size_t n, void* user) {
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
   if (code >= 300 && code < 400) return len;  // a redirect's body is of no interest
   const bool success = code >= 200 && code < 300;
+  if (Status s = StartBody(t, code); !s.ok()) {
+    t->abort = std::move(s);
+    return 0;
+  }
   if (success && t->request->on_body) {
     Status s = t->request->on_body(std::string_view(data, len));
     if (!s.ok()) {
@@ -152,13 +166,44 @@ std::vector<std::string> HttpResponse::Headers(std::string_view name) const {
   return out;
 }
 
+// A curl share handle with one lock per shared data kind, so that the handles of one client
+// reuse each other's DNS answers and TLS sessions. Connections are not shared: each pooled
+// handle keeps its own (a handle returns to the pool with its connection alive), because a
+// connection cache shared by easy handles in several threads let transfers wait on each other
+// without any timeout firing.
+struct HttpClient::Share {
+  CURLSH* sh = nullptr;
+  std::mutex locks[CURL_LOCK_DATA_LAST];
+
+  Share() {
+    sh = curl_share_init();
+    if (!sh) return;
+    curl_share_setopt(sh, CURLSHOPT_LOCKFUNC, &Lock);
+    curl_share_setopt(sh, CURLSHOPT_UNLOCKFUNC, &Unlock);
+    curl_share_setopt(sh, CURLSHOPT_USERDATA, this);
+    curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  }
+  ~Share() {
+    if (sh) curl_share_cleanup(sh);
+  }
+  static void Lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
+    static_cast<Share*>(user)->locks[data].lock();
+  }
+  static void Unlock(CURL*, curl_lock_data data, void* user) {
+    static_cast<Share*>(user)->locks[data].unlock();
+  }
+};
+
 HttpClient::HttpClient(HttpOptions options) : options_(options) {
   // curl_global_init is not thread-safe; do it once before any handle exists.
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  share_ = std::make_unique<Share>();
 }
 
-HttpClient::~HttpClient() = default;
+// The handles go before the share they use.
+HttpClient::~HttpClient() { idle_.clear(); }
 
 CurlEasy HttpClient::Acquire() {
   std::lock_guard lock(mu_);
@@ -224,6 +269,10 @@ Result<HttpResponse> HttpClient::PerformOnce(CURL* easy, const HttpRequest& requ
   curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(easy, CURLOPT_USERAGENT, "lazyfs/" LAZYFS_VERSION);
+  // HTTP/2 when the TLS server offers it. (No CURLOPT_PIPEWAIT: with the easy interface in
+  // several threads a transfer could wait forever for another thread's connection.)
+  curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
+  if (share_->sh) curl_easy_setopt(easy, CURLOPT_SHARE, share_->sh);
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers.get());
   curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
   curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t);
@@ -244,8 +293,21 @@ Result<HttpResponse> HttpClient::PerformOnce(CURL* easy, const HttpRequest& requ
     return CurlError(rc, easy, errbuf, request.peer.empty() ? HostPortOf(url) : request.peer);
   }
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &response.status);
+  // A 2xx without a body never reached OnWrite.
+  LAZYFS_RETURN_IF_ERROR(StartBody(&t, response.status));
   response.url = url;
   return response;
+}
+
+std::optional<long> ParseRetryAfter(const std::string& value) {
+  if (value.empty()) return std::nullopt;
+  if (std::all_of(value.begin(), value.end(), [](unsigned char c) { return std::isdigit(c); })) {
+    if (value.size() > 9) return std::nullopt;
+    return std::stol(value);
+  }
+  const time_t when = curl_getdate(value.c_str(), nullptr);
+  if (when < 0) return std::nullopt;
+  return std::max<long>(0, static_cast<long>(when - std::time(nullptr)));
 }
 
 std::string OriginOf(const std::string& url) {

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -56,23 +57,29 @@ struct HttpOptions {
   bool verify_tls = true;
 };
 
+class HttpResponse;
+
 struct HttpRequest {
   std::string method = "GET";  // GET or HEAD
   std::string url;
-  // "Name: value" lines sent to the URL's own origin only.
+  // "Name: value" lines (Accept, Range), sent to every hop of a redirect chain.
   std::vector<std::string> headers;
   // "Authorization: ..." sent only while the URL stays on the original scheme://host:port.
   std::string authorization;
   // 2xx bodies go here; returning a non-OK Status aborts the transfer with that Status. When
   // unset, the body is collected into HttpResponse::body up to max_body bytes.
   std::function<Status(std::string_view)> on_body;
+  // Called once with the final 2xx response's status and headers, before its first body byte
+  // (or at its end when it has no body); its error aborts the transfer like on_body's.
+  std::function<Status(const HttpResponse&)> on_start;
   uint64_t max_body = 4 << 20;
   int max_redirects = 10;
   // Who is being talked to, for messages ("registry 127.0.0.1:5000"); default: the URL's host.
   std::string peer;
 };
 
-struct HttpResponse {
+class HttpResponse {
+ public:
   long status = 0;
   // Response headers of the final response; names lower-cased, values trimmed.
   std::vector<std::pair<std::string, std::string>> headers;
@@ -86,7 +93,9 @@ struct HttpResponse {
   std::vector<std::string> Headers(std::string_view name) const;
 };
 
-// Performs requests, reusing connections through a small pool of handles. Thread-safe.
+// Performs requests, reusing connections through a small pool of handles (each keeps its
+// connection alive between requests) that share a DNS cache and TLS sessions (a curl share
+// handle), speaking HTTP/2 over TLS when the server offers it. Thread-safe.
 class HttpClient {
  public:
   explicit HttpClient(HttpOptions options);
@@ -105,10 +114,17 @@ class HttpClient {
   Result<HttpResponse> PerformOnce(CURL* easy, const HttpRequest& request, const std::string& url,
                                    bool send_auth);
 
+  struct Share;
+
   const HttpOptions options_;
+  std::unique_ptr<Share> share_;
   std::mutex mu_;
   std::vector<CurlEasy> idle_;  // GUARDED_BY(mu_)
 };
+
+// The delay a Retry-After header asks for: delta-seconds or an HTTP-date (relative to now, never
+// negative); nullopt when absent or unparseable.
+std::optional<long> ParseRetryAfter(const std::string& value);
 
 // "scheme://host:port" of a URL (default ports filled in), or empty if it does not parse.
 std::string OriginOf(const std::string& url);

@@ -2,14 +2,18 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <random>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <vector>
 
 #include "base/fd.h"
+#include "base/stats.h"
 #include "fetch/manifest.h"
 
 namespace lazyfs::fetch {
@@ -31,21 +35,6 @@ std::string HostOnly(std::string_view host_port) {
     return std::string(host_port);
   }
   return std::string(host_port.substr(0, colon));
-}
-
-// A docker config "auths" key ("https://host/v1/", "host", "http://host:5000") as host[:port].
-std::string AuthKeyHost(std::string_view key) {
-  if (const size_t scheme = key.find("://"); scheme != std::string_view::npos) {
-    key = key.substr(scheme + 3);
-  }
-  key = key.substr(0, key.find('/'));
-  std::string out(key);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-bool IsDockerHub(std::string_view host) {
-  return host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io";
 }
 
 // One challenge of a WWW-Authenticate header: the scheme and its parameters.
@@ -115,58 +104,8 @@ std::pair<std::string, std::string> RegistryErrorOf(const std::string& body) {
 
 }  // namespace
 
-std::string DockerConfigPath(const SourceOptions& options) {
-  if (!options.docker_config.empty()) return options.docker_config;
-  if (const char* dir = std::getenv("DOCKER_CONFIG"); dir && *dir) {
-    return std::string(dir) + "/config.json";
-  }
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "/") + "/.docker/config.json";
-}
-
-Result<std::optional<Credentials>> LookupDockerCredentials(const std::string& config_path,
-                                                           const std::string& registry) {
-  auto text = ReadFileToString(config_path, 4 << 20);
-  if (!text.ok()) {
-    if (text.status().error_number() == ENOENT || text.status().code() == StatusCode::kNotFound) {
-      return std::optional<Credentials>();
-    }
-    return text.status().WithContext("while reading credentials");
-  }
-  Json j = Json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return InvalidArgumentError("docker config " + config_path + " is not a JSON object");
-  }
-  auto auths = j.find("auths");
-  if (auths == j.end() || !auths->is_object()) return std::optional<Credentials>();
-  std::string want = registry;
-  for (char& c : want) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  for (const auto& [key, entry] : auths->items()) {
-    const std::string host = AuthKeyHost(key);
-    if (host != want && !(IsDockerHub(want) && IsDockerHub(host))) continue;
-    if (!entry.is_object()) continue;
-    Credentials c;
-    auto auth = entry.find("auth");
-    if (auth != entry.end() && auth->is_string() && !auth->get<std::string>().empty()) {
-      auto decoded = Base64Decode(auth->get<std::string>());
-      const size_t colon = decoded.ok() ? decoded->find(':') : std::string::npos;
-      if (colon == std::string::npos) {
-        return InvalidArgumentError("docker config " + config_path + ": the \"auth\" entry for " +
-                                    key + " is not base64 of user:password");
-      }
-      c.username = decoded->substr(0, colon);
-      c.password = decoded->substr(colon + 1);
-      return std::optional<Credentials>(std::move(c));
-    }
-    auto user = entry.find("username");
-    auto pass = entry.find("password");
-    if (user != entry.end() && user->is_string() && pass != entry.end() && pass->is_string()) {
-      c.username = user->get<std::string>();
-      c.password = pass->get<std::string>();
-      return std::optional<Credentials>(std::move(c));
-    }
-  }
-  return std::optional<Credentials>();
+bool IsDockerHub(std::string_view host) {
+  return host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io";
 }
 
 bool IsLoopbackHost(std::string_view host_port) {
@@ -187,22 +126,23 @@ bool IsLoopbackHost(std::string_view host_port) {
 Result<std::unique_ptr<RegistryClient>> RegistryClient::Create(const std::string& registry,
                                                                const std::string& repository,
                                                                const SourceOptions& options) {
-  const std::string config_path = DockerConfigPath(options);
-  LAZYFS_ASSIGN_OR_RETURN(std::optional<Credentials> credentials,
-                          LookupDockerCredentials(config_path, registry));
-  return std::unique_ptr<RegistryClient>(
-      new RegistryClient(registry, repository, options, std::move(credentials), config_path));
+  LAZYFS_ASSIGN_OR_RETURN(FoundCredentials found,
+                          FindCredentials(options, registry, repository));
+  return std::unique_ptr<RegistryClient>(new RegistryClient(
+      registry, repository, options, std::move(found.credentials), std::move(found.source)));
 }
 
 RegistryClient::RegistryClient(std::string registry, std::string repository,
                                const SourceOptions& options,
-                               std::optional<Credentials> credentials, std::string config_path)
+                               std::optional<Credentials> credentials,
+                               std::string credentials_source)
     : registry_(std::move(registry)),
       endpoint_(IsDockerHub(registry_) ? std::string(kDockerHubEndpoint) : registry_),
       repository_(std::move(repository)),
       insecure_(options.insecure),
+      options_(options),
       credentials_(std::move(credentials)),
-      config_path_(std::move(config_path)),
+      credentials_source_(std::move(credentials_source)),
       http_(HttpOptions{options.connect_timeout_s, options.low_speed_timeout_s,
                         /*verify_tls=*/!(options.insecure || IsLoopbackHost(endpoint_))}) {
   // HTTPS first. Loopback registries are insecure registries (as docker and podman treat
@@ -224,6 +164,11 @@ Result<HttpResponse> RegistryClient::Request(HttpRequest request, const std::str
     bool settled;
     {
       std::lock_guard lock(mu_);
+      if (std::chrono::steady_clock::now() >= token_expiry_) {
+        // An expired token would only earn a 401: go straight to the token service.
+        authorization_.clear();
+        token_expiry_ = std::chrono::steady_clock::time_point::max();
+      }
       scheme = scheme_;
       settled = scheme_settled_;
       request.authorization = authorization_;
@@ -247,7 +192,7 @@ Result<HttpResponse> RegistryClient::Request(HttpRequest request, const std::str
     if (authenticated_now) {
       if (credentials_) {
         return PermissionDeniedError("registry " + registry_ + ": credentials for " + registry_ +
-                                     " from " + config_path_ + " were rejected (HTTP 401)");
+                                     " from " + credentials_source_ + " were rejected (HTTP 401)");
       }
       return PermissionDeniedError("registry " + registry_ + ": access denied (HTTP 401)");
     }
@@ -280,8 +225,10 @@ Status RegistryClient::Authenticate(const HttpResponse& response,
   }
   if (c.scheme == "basic") {
     if (!credentials_) {
+      const bool several = credentials_source_.starts_with("none of ");
       return PermissionDeniedError("registry " + registry_ + " requires credentials and " +
-                                   config_path_ + " has none for " + registry_);
+                                   credentials_source_ +
+                                   (several ? " holds any for it" : " has none for it"));
     }
     std::lock_guard lock(mu_);
     authorization_ =
@@ -309,7 +256,7 @@ Status RegistryClient::FetchToken(const std::string& realm, const std::string& s
   if (response.status == 401 || response.status == 403) {
     return PermissionDeniedError(
         request.peer + ": " +
-        (credentials_ ? "credentials from " + config_path_ + " were rejected"
+        (credentials_ ? "credentials from " + credentials_source_ + " were rejected"
                       : std::string("anonymous access denied")) +
         " (HTTP " + std::to_string(response.status) + ")");
   }
@@ -331,8 +278,15 @@ Status RegistryClient::FetchToken(const std::string& realm, const std::string& s
     }
   }
   if (token.empty()) return PermissionDeniedError(request.peer + ": response holds no token");
+  // The distribution spec's default lifetime is 60 s; renew a little before the end.
+  long lifetime = 60;
+  if (auto it = j.find("expires_in"); it != j.end() && it->is_number_integer()) {
+    lifetime = std::max<long>(1, it->get<long>());
+  }
+  const long margin = lifetime > 30 ? 10 : 0;
   std::lock_guard lock(mu_);
   authorization_ = "Bearer " + token;
+  token_expiry_ = std::chrono::steady_clock::now() + std::chrono::seconds(lifetime - margin);
   return Status::Ok();
 }
 
@@ -361,7 +315,8 @@ Result<RegistryClient::RawManifest> RegistryClient::GetManifest(const std::strin
   request.headers.push_back("Accept: " + std::string(kManifestAccept));
   request.max_body = kMaxManifestSize;
   const std::string what = "manifest \"" + reference + "\"";
-  auto response = Request(request, "/v2/" + repository_ + "/manifests/" + reference);
+  auto response = WithRetries(
+      what, [&] { return Request(request, "/v2/" + repository_ + "/manifests/" + reference); });
   if (!response.ok()) {
     if (response.status().code() == StatusCode::kResourceExhausted) {
       return ResourceExhaustedError(Describe() + ": " + what + " is larger than 4 MiB");
@@ -375,53 +330,156 @@ Result<RegistryClient::RawManifest> RegistryClient::GetManifest(const std::strin
   return out;
 }
 
+namespace {
+
+bool RetryableHttpStatus(long status) {
+  return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
+         status == 504;
+}
+
+// The first byte position of a "Content-Range: bytes FIRST-LAST/TOTAL" header.
+std::optional<uint64_t> ContentRangeStart(const std::string& value) {
+  if (!value.starts_with("bytes ")) return std::nullopt;
+  uint64_t first = 0;
+  size_t i = 6;
+  if (i >= value.size() || !std::isdigit(static_cast<unsigned char>(value[i]))) return std::nullopt;
+  for (; i < value.size() && std::isdigit(static_cast<unsigned char>(value[i])); ++i) {
+    if (first > (UINT64_MAX - 9) / 10) return std::nullopt;
+    first = first * 10 + static_cast<uint64_t>(value[i] - '0');
+  }
+  if (i >= value.size() || value[i] != '-') return std::nullopt;
+  return first;
+}
+
+}  // namespace
+
+Result<HttpResponse> RegistryClient::WithRetries(
+    const std::string& what, const std::function<Result<HttpResponse>()>& attempt,
+    const Status* permanent) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::seconds(options_.retry_deadline_s);
+  const int attempts = std::max(1, options_.max_attempts);
+  long delay_ms = std::max<long>(1, options_.retry_initial_delay_ms);
+  thread_local std::minstd_rand jitter(std::random_device{}());
+  for (int n = 1;; ++n) {
+    Result<HttpResponse> outcome = attempt();
+    long wait_ms;
+    if (!outcome.ok()) {
+      if (outcome.status().code() != StatusCode::kUnavailable) return outcome;
+      if (permanent && !permanent->ok()) return outcome;
+    } else if (!RetryableHttpStatus(outcome->status)) {
+      return outcome;
+    }
+    // Backoff with jitter, so that many clients thrown off together do not return together.
+    wait_ms = delay_ms / 2 + static_cast<long>(jitter() % static_cast<unsigned long>(delay_ms / 2 + 1));
+    delay_ms = std::min(delay_ms * 2, std::max<long>(1, options_.retry_max_delay_ms));
+    if (outcome.ok()) {
+      if (auto after = ParseRetryAfter(outcome->Header("retry-after"))) wait_ms = *after * 1000;
+    }
+    const bool out_of_time = Clock::now() + std::chrono::milliseconds(wait_ms) > deadline;
+    if (n >= attempts || out_of_time) {
+      if (outcome.ok() || n == 1) return outcome;  // HTTP statuses get their message from the caller
+      return outcome.status().WithContext(
+          Describe() + ": " + what + ": gave up after " + std::to_string(n) + " attempts" +
+          (out_of_time && n < attempts ? " (retry deadline reached)" : ""));
+    }
+    static StatCounter& retries = Counter(kStatFetchRetries);
+    retries.Add();
+    std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+  }
+}
+
+Result<HttpResponse> RegistryClient::GetStreamed(
+    const std::string& path, const std::string& what, uint64_t offset, uint64_t length,
+    const std::function<Status(std::string_view)>& sink) {
+  uint64_t delivered = 0;  // bytes the sink has taken, over all attempts
+  Status sink_failure;
+  auto attempt = [&]() -> Result<HttpResponse> {
+    const uint64_t first = offset + delivered;
+    uint64_t skip = 0;  // bytes of a full (200) answer to a range request that we already have
+    uint64_t left = length ? length - delivered : UINT64_MAX;
+    HttpRequest request;
+    if (first > 0 || length > 0) {
+      request.headers.push_back("Range: bytes=" + std::to_string(first) + "-" +
+                                (length ? std::to_string(offset + length - 1) : std::string()));
+    }
+    request.on_start = [&](const HttpResponse& r) -> Status {
+      if (r.status == 206) {
+        const auto start = ContentRangeStart(r.Header("content-range"));
+        if (start != first) {
+          return sink_failure = DataLossError(what + ": asked for bytes from " +
+                                              std::to_string(first) + ", got Content-Range \"" +
+                                              r.Header("content-range") + "\"");
+        }
+      } else {
+        skip = first;  // the server ignored the Range header and sends the whole blob
+      }
+      return Status::Ok();
+    };
+    request.on_body = [&](std::string_view chunk) -> Status {
+      const size_t drop = static_cast<size_t>(std::min<uint64_t>(skip, chunk.size()));
+      chunk.remove_prefix(drop);
+      skip -= drop;
+      if (chunk.size() > left) chunk = chunk.substr(0, static_cast<size_t>(left));
+      if (chunk.empty()) return Status::Ok();
+      if (Status s = sink(chunk); !s.ok()) return sink_failure = std::move(s);
+      delivered += chunk.size();
+      left -= chunk.size();
+      return Status::Ok();
+    };
+    return Request(std::move(request), path);
+  };
+  LAZYFS_ASSIGN_OR_RETURN(HttpResponse response, WithRetries(what, attempt, &sink_failure));
+  // Asking for bytes past the end (a resume after the last byte arrived, a range read at the
+  // end): nothing more to deliver.
+  if (response.status == 416 && (delivered > 0 || offset > 0)) response.status = 206;
+  return response;
+}
+
 Status RegistryClient::GetBlob(const Digest& digest,
                                const std::function<Status(std::string_view)>& sink) {
-  HttpRequest request;
-  request.on_body = sink;
-  LAZYFS_ASSIGN_OR_RETURN(HttpResponse response,
-                          Request(request, "/v2/" + repository_ + "/blobs/" + digest.ToString()));
-  if (response.status != 200) return ErrorFor(response, "blob " + digest.ToString());
+  const std::string what = "blob " + digest.ToString();
+  LAZYFS_ASSIGN_OR_RETURN(
+      HttpResponse response,
+      GetStreamed("/v2/" + repository_ + "/blobs/" + digest.ToString(), what, 0, 0, sink));
+  if (response.status != 200 && response.status != 206) return ErrorFor(response, what);
   return Status::Ok();
 }
 
-Result<std::string> RegistryClient::GetBlobRange(const Digest& digest, uint64_t offset,
-                                                 uint64_t length) {
-  if (length == 0) return std::string();
-  const std::string what = "blob " + digest.ToString() + " bytes " + std::to_string(offset) +
-                           "+" + std::to_string(length);
-  std::string body;
+Result<uint64_t> RegistryClient::BlobSize(const Digest& digest) {
+  const std::string what = "blob " + digest.ToString();
   HttpRequest request;
-  request.headers.push_back("Range: bytes=" + std::to_string(offset) + "-" +
-                            std::to_string(offset + length - 1));
-  // The cap also stops a registry that ignores Range (HTTP 200, the whole blob) at the first
-  // bytes past what was asked for, instead of pulling the blob.
-  request.on_body = [&](std::string_view chunk) -> Status {
-    if (body.size() + chunk.size() > length) {
-      return DataLossError(Describe() + ": " + what +
-                           ": the registry sent more than asked for (does it ignore Range?)");
-    }
-    body.append(chunk);
-    return Status::Ok();
-  };
-  LAZYFS_ASSIGN_OR_RETURN(HttpResponse response,
-                          Request(request, "/v2/" + repository_ + "/blobs/" + digest.ToString()));
-  if (response.status == 416) return std::string();  // the range starts past the end
-  // A 200 is the whole blob; it answers the request only when that starts at 0 and fit.
-  if (response.status == 200 && offset == 0) return body;
-  if (response.status != 206) {
-    if (response.status == 200) {
-      return UnimplementedError(Describe() + ": " + what +
-                                ": the registry ignores Range requests (HTTP 200)");
-    }
-    return ErrorFor(response, what);
+  request.method = "HEAD";
+  LAZYFS_ASSIGN_OR_RETURN(
+      HttpResponse response,
+      WithRetries(what, [&] {
+        return Request(request, "/v2/" + repository_ + "/blobs/" + digest.ToString());
+      }));
+  if (response.status != 200) return ErrorFor(response, what);
+  const std::string length = response.Header("content-length");
+  if (length.empty() || length.size() > 19 ||
+      !std::all_of(length.begin(), length.end(), [](unsigned char c) { return std::isdigit(c); })) {
+    return InvalidArgumentError(Describe() + ": " + what + ": HEAD gave no usable Content-Length");
   }
-  const std::string range = response.Header("content-range");
-  if (!range.starts_with("bytes " + std::to_string(offset) + "-")) {
-    return DataLossError(Describe() + ": " + what + ": unexpected Content-Range \"" + range +
-                         "\"");
-  }
-  return body;
+  return std::stoull(length);
+}
+
+Result<size_t> RegistryClient::GetBlobRange(const Digest& digest, uint64_t offset,
+                                            std::span<std::byte> out) {
+  if (out.empty()) return size_t{0};
+  const std::string what = "blob " + digest.ToString() + " bytes " + std::to_string(offset) +
+                           "+" + std::to_string(out.size());
+  size_t got = 0;
+  LAZYFS_ASSIGN_OR_RETURN(
+      HttpResponse response,
+      GetStreamed("/v2/" + repository_ + "/blobs/" + digest.ToString(), what, offset, out.size(),
+                  [&](std::string_view chunk) -> Status {
+                    std::memcpy(out.data() + got, chunk.data(), chunk.size());
+                    got += chunk.size();
+                    return Status::Ok();
+                  }));
+  if (response.status != 200 && response.status != 206) return ErrorFor(response, what);
+  return got;
 }
 
 }  // namespace lazyfs::fetch

@@ -7,12 +7,15 @@
 // retried once. Credentials never appear in messages. Thread-safe.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/digest.h"
 #include "base/status.h"
@@ -36,6 +39,32 @@ std::string DockerConfigPath(const SourceOptions& options);
 Result<std::optional<Credentials>> LookupDockerCredentials(const std::string& config_path,
                                                            const std::string& registry);
 
+// The auth files searched, in order, as container tools do: SourceOptions.docker_config alone
+// when set; else $REGISTRY_AUTH_FILE alone when set; else ${XDG_RUNTIME_DIR}/containers/
+// auth.json, ~/.config/containers/auth.json, then the docker config (DockerConfigPath).
+std::vector<std::string> AuthFilePaths(const SourceOptions& options);
+
+// Credentials for `registry`/`repository` and where they came from (for messages; never the
+// secret itself).
+struct FoundCredentials {
+  std::optional<Credentials> credentials;
+  // "FILE", or "credential helper docker-credential-NAME (FILE)"; when none was found, the
+  // list of files searched.
+  std::string source;
+};
+
+// Searches the auth files in order. In each: "credHelpers" naming a helper for the registry,
+// then "auths" (keys are hosts, URLs, or host/namespace prefixes of the repository; the
+// longest match wins), then "credsStore". A helper is run as `docker-credential-NAME get` with
+// the registry on stdin; it answers {"Username":..,"Secret":..}. Fails with InvalidArgument on
+// a malformed file and Unavailable when a helper fails (its exit status, never its output).
+Result<FoundCredentials> FindCredentials(const SourceOptions& options,
+                                         const std::string& registry,
+                                         const std::string& repository);
+
+// True for Docker Hub's names: docker.io, index.docker.io, registry-1.docker.io.
+bool IsDockerHub(std::string_view host);
+
 // True for localhost, 127.0.0.0/8 and ::1 (with or without a port).
 bool IsLoopbackHost(std::string_view host_port);
 
@@ -58,15 +87,17 @@ class RegistryClient {
   Result<RawManifest> GetManifest(const std::string& reference);
 
   // GET /v2/<repo>/blobs/<digest>, streaming the body to `sink` (whose error aborts the
-  // transfer and is returned). The bytes are not verified here.
+  // transfer and is returned). Every byte reaches the sink once, in order: a transfer that
+  // breaks is resumed with a Range request from the first byte not yet delivered. The bytes are
+  // not verified here.
   Status GetBlob(const Digest& digest, const std::function<Status(std::string_view)>& sink);
 
-  // GET /v2/<repo>/blobs/<digest> with "Range: bytes=offset-(offset+length-1)": exactly the
-  // bytes asked for, or fewer only when the blob ends first. The registry must answer 206 with
-  // a Content-Range starting at `offset` (a 200 would mean a whole-blob download: refused with
-  // Unimplemented rather than silently pulled); 416 (range past the end) gives an empty result.
-  // Bodies larger than `length` fail with DataLoss. The bytes are not verified here.
-  Result<std::string> GetBlobRange(const Digest& digest, uint64_t offset, uint64_t length);
+  // The size of a blob (HEAD /v2/<repo>/blobs/<digest>, its Content-Length).
+  Result<uint64_t> BlobSize(const Digest& digest);
+
+  // Reads up to out.size() bytes of a blob at `offset` with a Range request (retried and
+  // resumed like GetBlob). Returns the bytes read: fewer only at the blob's end. Not verified.
+  Result<size_t> GetBlobRange(const Digest& digest, uint64_t offset, std::span<std::byte> out);
 
   // "registry HOST: repository REPO", the prefix of every message.
   std::string Describe() const;
@@ -74,10 +105,21 @@ class RegistryClient {
 
  private:
   RegistryClient(std::string registry, std::string repository, const SourceOptions& options,
-                 std::optional<Credentials> credentials, std::string config_path);
+                 std::optional<Credentials> credentials, std::string credentials_source);
 
   // Performs a request against the registry, authenticating on 401 and retrying once.
   Result<HttpResponse> Request(HttpRequest request, const std::string& path);
+  // Runs `attempt` again while it fails in a way that may pass (Unavailable, or HTTP 408, 429,
+  // 5xx), with backoff, within the options' attempt and time budget. `permanent` (if given)
+  // set to an error means a sink failed: no retry. Returns the last outcome.
+  Result<HttpResponse> WithRetries(const std::string& what,
+                                   const std::function<Result<HttpResponse>()>& attempt,
+                                   const Status* permanent = nullptr);
+  // Streams GET `path` with an optional byte range [offset, offset+length) (length 0: to the
+  // end) to `sink`, resuming after breaks. Returns the final response.
+  Result<HttpResponse> GetStreamed(const std::string& path, const std::string& what,
+                                   uint64_t offset, uint64_t length,
+                                   const std::function<Status(std::string_view)>& sink);
   Status Authenticate(const HttpResponse& challenge, const std::string& used_authorization);
   Status FetchToken(const std::string& realm, const std::string& service,
                     const std::string& scope);
@@ -87,14 +129,17 @@ class RegistryClient {
   const std::string endpoint_;    // host[:port] spoken to (registry-1.docker.io for docker.io)
   const std::string repository_;
   const bool insecure_;
+  const SourceOptions options_;
   const std::optional<Credentials> credentials_;
-  const std::string config_path_;
+  const std::string credentials_source_;  // where credentials_ came from, or what was searched
   HttpClient http_;
 
   std::mutex mu_;
   std::string scheme_;         // GUARDED_BY(mu_): "https" or "http"
   bool scheme_settled_ = false;  // GUARDED_BY(mu_)
   std::string authorization_;  // GUARDED_BY(mu_): "Bearer ..." / "Basic ...", or empty
+  // GUARDED_BY(mu_): when a bearer token in authorization_ stops being valid.
+  std::chrono::steady_clock::time_point token_expiry_ = std::chrono::steady_clock::time_point::max();
 };
 
 }  // namespace lazyfs::fetch

@@ -1,12 +1,15 @@
-// ImageSource for docker:// references: manifests and blobs from a registry, kept verified in
-// the blob store (STORE/blobs).
+// ImageSource for docker:// references: manifests and blobs from a registry (or its mirrors,
+// from registries.conf), kept verified in the blob store (STORE/blobs).
+//
+// Endpoints are tried in order (mirrors first, the origin last). The one that answers the
+// manifest serves the blobs; when it fails for a blob, the others are tried in order.
 #include <sys/stat.h>
 
 #include <cstring>
 #include <unordered_map>
 
 #include "base/stats.h"
-
+#include "fetch/registries_conf.h"
 #include "fetch/registry_client.h"
 #include "fetch/source.h"
 
@@ -15,9 +18,10 @@ namespace {
 
 class RegistrySource final : public ImageSource {
  public:
-  RegistrySource(ImageRef ref, SourceOptions options, std::unique_ptr<RegistryClient> client,
+  RegistrySource(ImageRef ref, SourceOptions options,
+                 std::vector<std::unique_ptr<RegistryClient>> clients,
                  std::unique_ptr<CasDir> store)
-      : ref_(std::move(ref)), options_(std::move(options)), client_(std::move(client)),
+      : ref_(std::move(ref)), options_(std::move(options)), clients_(std::move(clients)),
         store_(std::move(store)) {}
 
   Result<ImageDescriptor> Resolve() override;
@@ -32,25 +36,67 @@ class RegistrySource final : public ImageSource {
   Result<std::string> FetchSmall(const Digest& digest, std::optional<uint64_t> size,
                                  uint64_t max_size);
   std::optional<uint64_t> KnownSize(const Digest& digest);
+  // The endpoints in the order to try them: the one that served the manifest first.
+  std::vector<RegistryClient*> Order();
+  // Runs `f` on each endpoint in Order() until one succeeds; the last failure otherwise.
+  template <typename T>
+  Result<T> OnEndpoints(const std::function<Result<T>(RegistryClient&)>& f);
 
   const ImageRef ref_;
   const SourceOptions options_;
-  const std::unique_ptr<RegistryClient> client_;
+  const std::vector<std::unique_ptr<RegistryClient>> clients_;  // mirrors first, origin last
   const std::unique_ptr<CasDir> store_;
   SingleFlight downloads_;
   std::mutex mu_;
   std::unordered_map<Digest, uint64_t> sizes_;  // GUARDED_BY(mu_): from resolved manifests
+  size_t active_ = 0;                           // GUARDED_BY(mu_): served the manifest
 };
+
+std::vector<RegistryClient*> RegistrySource::Order() {
+  size_t active;
+  {
+    std::lock_guard lock(mu_);
+    active = active_;
+  }
+  std::vector<RegistryClient*> out{clients_[active].get()};
+  for (size_t i = 0; i < clients_.size(); ++i) {
+    if (i != active) out.push_back(clients_[i].get());
+  }
+  return out;
+}
+
+template <typename T>
+Result<T> RegistrySource::OnEndpoints(const std::function<Result<T>(RegistryClient&)>& f) {
+  Result<T> last = InternalError("no registry endpoint");
+  for (RegistryClient* c : Order()) {
+    last = f(*c);
+    if (last.ok()) return last;
+  }
+  return last;
+}
 
 Result<ImageDescriptor> RegistrySource::Resolve() {
   const std::string reference = ref_.ToString();
   const std::string wanted = ref_.digest ? ref_.digest->ToString() : ref_.tag;
-  LAZYFS_ASSIGN_OR_RETURN(RegistryClient::RawManifest top, client_->GetManifest(wanted));
-  const Digest top_digest = Sha256Of(top.bytes);
-  if (ref_.digest && top_digest != *ref_.digest) {
-    return DataLossError(client_->Describe() + ": manifest " + ref_.digest->ToString() +
-                         ": digest mismatch (got " + top_digest.ToString() + ")");
+  // Mirrors first; a mirror that fails (or lacks the image, or serves other bytes for a
+  // digest) yields to the next endpoint, the origin last.
+  Result<RegistryClient::RawManifest> fetched = InternalError("no registry endpoint");
+  for (size_t i = 0; i < clients_.size(); ++i) {
+    fetched = clients_[i]->GetManifest(wanted);
+    if (fetched.ok() && ref_.digest && Sha256Of(fetched->bytes) != *ref_.digest) {
+      fetched = DataLossError(clients_[i]->Describe() + ": manifest " + ref_.digest->ToString() +
+                              ": digest mismatch (got " + Sha256Of(fetched->bytes).ToString() +
+                              ")");
+    }
+    if (fetched.ok()) {
+      std::lock_guard lock(mu_);
+      active_ = i;
+      break;
+    }
   }
+  if (!fetched.ok()) return fetched.status();
+  RegistryClient::RawManifest top = std::move(*fetched);
+  const Digest top_digest = Sha256Of(top.bytes);
   LAZYFS_RETURN_IF_ERROR(StoreSmall(*store_, top_digest, top.bytes));
   auto fetch = [this](const Descriptor& d) -> Result<std::string> {
     if (d.size > kMaxManifestSize) {
@@ -61,15 +107,17 @@ Result<ImageDescriptor> RegistrySource::Resolve() {
                              d.media_type == kOciIndex || d.media_type == kDockerManifestList;
     auto cached = ReadFromStore(*store_, d.digest, kMaxManifestSize);
     if (cached.ok()) {
-      LAZYFS_RETURN_IF_ERROR(VerifyBytes(*cached, d.digest, d.size, client_->Describe()));
+      LAZYFS_RETURN_IF_ERROR(VerifyBytes(*cached, d.digest, d.size, "blob store"));
       return cached;
     }
     if (is_manifest) {
-      LAZYFS_ASSIGN_OR_RETURN(RegistryClient::RawManifest m,
-                              client_->GetManifest(d.digest.ToString()));
-      LAZYFS_RETURN_IF_ERROR(VerifyBytes(m.bytes, d.digest, d.size, client_->Describe()));
-      LAZYFS_RETURN_IF_ERROR(StoreSmall(*store_, d.digest, m.bytes));
-      return std::move(m.bytes);
+      return OnEndpoints<std::string>([&](RegistryClient& c) -> Result<std::string> {
+        LAZYFS_ASSIGN_OR_RETURN(RegistryClient::RawManifest m,
+                                c.GetManifest(d.digest.ToString()));
+        LAZYFS_RETURN_IF_ERROR(VerifyBytes(m.bytes, d.digest, d.size, c.Describe()));
+        LAZYFS_RETURN_IF_ERROR(StoreSmall(*store_, d.digest, m.bytes));
+        return std::move(m.bytes);
+      });
     }
     return FetchSmall(d.digest, d.size, kMaxManifestSize);
   };
@@ -90,23 +138,25 @@ std::optional<uint64_t> RegistrySource::KnownSize(const Digest& digest) {
 
 Result<std::string> RegistrySource::FetchSmall(const Digest& digest, std::optional<uint64_t> size,
                                                uint64_t max_size) {
-  std::string bytes;
   const uint64_t cap = size ? std::min(*size, max_size) : max_size;
-  Status s = client_->GetBlob(digest, [&](std::string_view chunk) -> Status {
-    if (bytes.size() + chunk.size() > cap) {
-      return size && *size <= max_size
-                 ? DataLossError("blob " + digest.ToString() + ": the registry sent more than " +
-                                 std::to_string(*size) + " bytes")
-                 : ResourceExhaustedError("blob " + digest.ToString() + " is larger than " +
-                                          std::to_string(max_size) + " bytes");
-    }
-    bytes.append(chunk);
-    return Status::Ok();
+  return OnEndpoints<std::string>([&](RegistryClient& c) -> Result<std::string> {
+    std::string bytes;
+    Status s = c.GetBlob(digest, [&](std::string_view chunk) -> Status {
+      if (bytes.size() + chunk.size() > cap) {
+        return size && *size <= max_size
+                   ? DataLossError("blob " + digest.ToString() + ": the registry sent more than " +
+                                   std::to_string(*size) + " bytes")
+                   : ResourceExhaustedError("blob " + digest.ToString() + " is larger than " +
+                                            std::to_string(max_size) + " bytes");
+      }
+      bytes.append(chunk);
+      return Status::Ok();
+    });
+    if (!s.ok()) return s.WithContext(c.Describe());
+    LAZYFS_RETURN_IF_ERROR(VerifyBytes(bytes, digest, size, c.Describe()));
+    LAZYFS_RETURN_IF_ERROR(StoreSmall(*store_, digest, bytes));
+    return bytes;
   });
-  if (!s.ok()) return s.WithContext(client_->Describe());
-  LAZYFS_RETURN_IF_ERROR(VerifyBytes(bytes, digest, size, client_->Describe()));
-  LAZYFS_RETURN_IF_ERROR(StoreSmall(*store_, digest, bytes));
-  return bytes;
 }
 
 Result<std::string> RegistrySource::ReadSmallBlob(const Digest& digest, uint64_t max_size) {
@@ -117,25 +167,32 @@ Result<std::string> RegistrySource::ReadSmallBlob(const Digest& digest, uint64_t
 
 Status RegistrySource::Download(const Digest& digest, std::optional<uint64_t> size) {
   if (store_->Contains(digest)) return Status::Ok();  // another process may have fetched it
-  LAZYFS_ASSIGN_OR_RETURN(
-      std::unique_ptr<CasWriter> writer,
-      store_->BeginWrite(digest, size ? static_cast<int64_t>(*size) : int64_t{-1}));
-  const std::string where = client_->Describe() + ": blob " + digest.ToString();
-  Status s = client_->GetBlob(digest, [&](std::string_view chunk) -> Status {
-    if (size && writer->bytes_written() + chunk.size() > *size) {
-      return DataLossError(where + ": the registry sent more than the " + std::to_string(*size) +
-                           " bytes the manifest states");
+  // Each endpoint starts a fresh temporary: nothing one of them sent survives its failure.
+  Result<bool> done = OnEndpoints<bool>([&](RegistryClient& c) -> Result<bool> {
+    LAZYFS_ASSIGN_OR_RETURN(
+        std::unique_ptr<CasWriter> writer,
+        store_->BeginWrite(digest, size ? static_cast<int64_t>(*size) : int64_t{-1}));
+    const std::string where = c.Describe() + ": blob " + digest.ToString();
+    static StatCounter& fetched = Counter(kStatBytesFetched);
+    Counter(kStatFetches).Add();
+    Status s = c.GetBlob(digest, [&](std::string_view chunk) -> Status {
+      fetched.Add(chunk.size());
+      if (size && writer->bytes_written() + chunk.size() > *size) {
+        return DataLossError(where + ": the registry sent more than the " +
+                             std::to_string(*size) + " bytes the manifest states");
+      }
+      return writer->Write(chunk.data(), chunk.size());
+    });
+    // On any failure the writer's destructor removes the temporary file: nothing is stored.
+    if (!s.ok()) return s;
+    Status committed = writer->Commit();
+    if (!committed.ok()) {
+      if (committed.code() == StatusCode::kDataLoss) return committed.WithContext(where);
+      return committed.WithContext("while storing " + digest.Short());
     }
-    return writer->Write(chunk.data(), chunk.size());
+    return true;
   });
-  // On any failure the writer's destructor removes the temporary file: nothing is stored.
-  if (!s.ok()) return s;
-  Status committed = writer->Commit();
-  if (!committed.ok()) {
-    if (committed.code() == StatusCode::kDataLoss) return committed.WithContext(where);
-    return committed.WithContext("while storing " + digest.Short());
-  }
-  return Status::Ok();
+  return done.status();
 }
 
 Result<Fd> RegistrySource::OpenBlob(const Digest& digest, uint64_t size) {
@@ -145,7 +202,7 @@ Result<Fd> RegistrySource::OpenBlob(const Digest& digest, uint64_t size) {
     if (fd.ok()) {
       struct stat st;
       if (::fstat(fd->get(), &st) == 0 && static_cast<uint64_t>(st.st_size) != size) {
-        return DataLossError(client_->Describe() + ": blob " + digest.ToString() + " is " +
+        return DataLossError("blob store: blob " + digest.ToString() + " is " +
                              std::to_string(st.st_size) + " bytes, its descriptor says " +
                              std::to_string(size));
       }
@@ -154,31 +211,40 @@ Result<Fd> RegistrySource::OpenBlob(const Digest& digest, uint64_t size) {
     if (fd.status().code() != StatusCode::kNotFound) return fd.status();
     LAZYFS_RETURN_IF_ERROR(downloads_.Do(digest, [&] { return Download(digest, size); }));
   }
-  return UnavailableError(client_->Describe() + ": blob " + digest.ToString() +
+  return UnavailableError(Order().front()->Describe() + ": blob " + digest.ToString() +
                           " vanished from the store right after it was fetched");
 }
 
 Result<size_t> RegistrySource::ReadBlobRange(const Digest& digest, uint64_t offset,
                                              std::span<std::byte> out) {
-  // A complete local copy (verified when it was stored) serves every range; otherwise one
-  // Range request, whose bytes the caller verifies against what it derives from them.
+  // A stored blob is read locally; otherwise only the range travels (the caller verifies what
+  // it derives from these bytes, as BlobSource says).
   if (store_->Contains(digest)) {
     auto fd = store_->OpenVerified(digest);
     if (fd.ok()) return PreadFull(fd->get(), out.data(), out.size(), offset);
     if (fd.status().code() != StatusCode::kNotFound) return fd.status();
   }
-  static StatCounter& fetched = Counter(kStatBytesFetched);
-  static StatCounter& fetches = Counter(kStatFetches);
-  static StatHistogram& latency = Histogram(kStatFetchLatency);
-  fetches.Add();
-  Result<std::string> bytes = [&] {
+  return OnEndpoints<size_t>([&](RegistryClient& c) -> Result<size_t> {
+    // Asking past the end earns a 416 whose framing some registries get wrong: stay inside.
+    std::optional<uint64_t> size = KnownSize(digest);
+    if (!size) {
+      LAZYFS_ASSIGN_OR_RETURN(size, c.BlobSize(digest));
+      std::lock_guard lock(mu_);
+      sizes_[digest] = *size;
+    }
+    if (offset >= *size) return size_t{0};
+    static StatCounter& fetched = Counter(kStatBytesFetched);
+    static StatCounter& fetches = Counter(kStatFetches);
+    static StatHistogram& latency = Histogram(kStatFetchLatency);
+    fetches.Add();
     ScopedLatency timed(latency);
-    return client_->GetBlobRange(digest, offset, out.size());
-  }();
-  if (!bytes.ok()) return bytes.status();
-  fetched.Add(bytes->size());
-  std::memcpy(out.data(), bytes->data(), bytes->size());
-  return bytes->size();
+    LAZYFS_ASSIGN_OR_RETURN(
+        size_t n, c.GetBlobRange(digest, offset,
+                                 out.first(static_cast<size_t>(
+                                     std::min<uint64_t>(out.size(), *size - offset)))));
+    fetched.Add(n);
+    return n;
+  });
 }
 
 }  // namespace
@@ -187,10 +253,19 @@ Result<std::unique_ptr<ImageSource>> OpenRegistrySource(const ImageRef& ref,
                                                         const SourceOptions& options) {
   LAZYFS_ASSIGN_OR_RETURN(std::unique_ptr<CasDir> store,
                           CasDir::Open(options.store_dir + "/blobs"));
-  LAZYFS_ASSIGN_OR_RETURN(std::unique_ptr<RegistryClient> client,
-                          RegistryClient::Create(ref.registry, ref.repository, options));
+  LAZYFS_ASSIGN_OR_RETURN(RegistriesConf conf, LoadRegistriesConf(options));
+  LAZYFS_ASSIGN_OR_RETURN(std::vector<Endpoint> endpoints,
+                          EndpointsFor(conf, ref.registry, ref.repository, options));
+  std::vector<std::unique_ptr<RegistryClient>> clients;
+  for (const Endpoint& e : endpoints) {
+    SourceOptions endpoint_options = options;
+    endpoint_options.insecure = e.insecure;
+    LAZYFS_ASSIGN_OR_RETURN(std::unique_ptr<RegistryClient> client,
+                            RegistryClient::Create(e.registry, e.repository, endpoint_options));
+    clients.push_back(std::move(client));
+  }
   return std::unique_ptr<ImageSource>(
-      new RegistrySource(ref, options, std::move(client), std::move(store)));
+      new RegistrySource(ref, options, std::move(clients), std::move(store)));
 }
 
 }  // namespace lazyfs::fetch

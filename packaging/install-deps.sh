@@ -14,6 +14,8 @@ packages=(
   libfuse3-dev libcurl4-openssl-dev libssl-dev libzstd-dev zlib1g-dev libarchive-dev
   libext2fs-dev librocksdb-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev
+  # registries.conf (TOML) for mirrors and insecure registries
+  libtomlplusplus-dev
   # runtime tools
   fuse3 e2fsprogs cryptsetup-bin util-linux attr
   # end-to-end tests and the built-in example: a real registry on loopback, real images

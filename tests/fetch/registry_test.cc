@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <optional>
 #include <dirent.h>
 #include <mutex>
 #include <thread>
@@ -15,7 +17,9 @@
 
 #include "base/cas_dir.h"
 #include "fetch/fetch.h"
+#include "tests/fetch/registry_fixture.h"
 #include "tests/fetch/test_layout.h"
+#include "tests/support/fault_proxy.h"
 #include "tests/support/registry.h"
 
 namespace lazyfs::fetch {
@@ -47,6 +51,7 @@ Result<std::unique_ptr<ImageSource>> OpenSource(const std::string& ref_text,
   options.docker_config = docker_config;
   options.connect_timeout_s = 5;
   options.low_speed_timeout_s = 10;
+  options.retry_initial_delay_ms = 50;
   LAZYFS_ASSIGN_OR_RETURN(options.platform, Platform::Parse(platform));
   return OpenImageSource(ref, options);
 }
@@ -62,18 +67,8 @@ size_t FilesIn(const std::string& dir) {
   return n;
 }
 
-class RegistryTest : public ::testing::Test {
+class RegistryTest : public testing::SharedRegistryTest {
  protected:
-  static void SetUpTestSuite() {
-    auto r = lazyfs::testing::Registry::Start();
-    ASSERT_TRUE(r.ok()) << "cannot start docker-registry: " << r.status().message();
-    registry_ = r->release();
-  }
-  static void TearDownTestSuite() {
-    delete registry_;
-    registry_ = nullptr;
-  }
-  void SetUp() override { ASSERT_NE(registry_, nullptr) << "the registry did not start"; }
 
   // Builds a one-image layout and pushes it as REPO:tag; returns the manifest.
   Blob PushImage(const std::string& repo, const std::string& tag,
@@ -90,12 +85,9 @@ class RegistryTest : public ::testing::Test {
     return "docker://" + registry_->host() + "/" + repo_and_tag;
   }
 
-  static lazyfs::testing::Registry* registry_;
   TempDir tmp_;
   std::string store_ = tmp_.path() + "/store";
 };
-
-lazyfs::testing::Registry* RegistryTest::registry_ = nullptr;
 
 TEST_F(RegistryTest, ResolveByTagAndDigestThenOpenBlob) {
   Blob config;
@@ -226,6 +218,27 @@ TEST_F(RegistryTest, BlobCorruptedInRegistryIsDataLossAndNotStored) {
   EXPECT_EQ(FilesIn(store_ + "/blobs/tmp"), 0u);
 }
 
+TEST_F(RegistryTest, ConfigLongerThanItsDescriptorIsCutOffAndRejected) {
+  Blob config;
+  PushImage("fetch/longconfig", "v1", {"layer under a long config"}, &config);
+  // The registry serves 5 MiB where the manifest promises config.size bytes: lazyfs stops
+  // reading at the promised size and stores nothing.
+  ASSERT_TRUE(WriteFileAtomic(registry_->BlobDataPath(config.digest.ToString()),
+                              config.bytes + std::string(5 << 20, ' '))
+                  .ok());
+  auto source = OpenSource(Ref("fetch/longconfig:v1"), store_);
+  ASSERT_TRUE(source.ok());
+  auto image = (*source)->Resolve();
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), StatusCode::kDataLoss) << image.status().message();
+  EXPECT_THAT(image.status().message(),
+              HasSubstr("sent more than " + std::to_string(config.size) + " bytes"));
+  EXPECT_THAT(image.status().message(), HasSubstr("registry " + registry_->host()));
+  auto store = CasDir::Open(store_ + "/blobs");
+  ASSERT_TRUE(store.ok());
+  EXPECT_FALSE((*store)->Contains(config.digest));
+}
+
 TEST_F(RegistryTest, BlobCorruptedInStoreIsFetchedAgain) {
   PushImage("fetch/storefix", "v1", {"layer kept in the store"});
   const Digest layer = Sha256Of("layer kept in the store");
@@ -296,16 +309,17 @@ TEST(RegistryUnreachableTest, UnavailableNamingTheRegistry) {
   auto image = (*source)->Resolve();
   ASSERT_FALSE(image.ok());
   EXPECT_EQ(image.status().code(), StatusCode::kUnavailable);
-  EXPECT_EQ(image.status().message(), "cannot reach registry 127.0.0.1:1 (connection refused)");
+  EXPECT_EQ(image.status().message(),
+            "registry 127.0.0.1:1: repository foo/bar: manifest \"latest\": gave up after 5 "
+            "attempts: cannot reach registry 127.0.0.1:1 (connection refused)");
 }
 
 // --- basic auth -----------------------------------------------------------------------------
 
-std::string WriteDockerConfig(const std::string& dir, const std::string& key,
-                              const std::string& user, const std::string& password) {
+// base64 of user:password, written out by hand to stay independent of fetch's encoder.
+std::string UserPass64(const std::string& user, const std::string& password) {
   std::string auth;
   {
-    // base64 of user:password, written out by hand to stay independent of fetch's encoder.
     static constexpr char kAlphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const std::string in = user + ":" + password;
@@ -319,6 +333,12 @@ std::string WriteDockerConfig(const std::string& dir, const std::string& key,
       auth += i + 2 < in.size() ? kAlphabet[v & 63] : '=';
     }
   }
+  return auth;
+}
+
+std::string WriteDockerConfig(const std::string& dir, const std::string& key,
+                              const std::string& user, const std::string& password) {
+  const std::string auth = UserPass64(user, password);
   const std::string path = dir + "/config.json";
   EXPECT_TRUE(WriteFileAtomic(path, "{\"auths\":{\"other.example\":{\"auth\":\"eDp5\"},\"" + key +
                                         "\":{\"auth\":\"" + auth + "\"}}}")
@@ -425,7 +445,11 @@ TEST(RegistryTlsTest, HttpsRegistryWithBasicCredentials) {
 // forwards everything else to the real registry.
 class TokenFront {
  public:
-  explicit TokenFront(std::string upstream) : upstream_(std::move(upstream)) {}
+  // basic_auth: when not empty, the Authorization header /token requires ("Basic ...").
+  // expires_in: the token lifetime the token service states, in seconds.
+  explicit TokenFront(std::string upstream, std::string basic_auth = "", int expires_in = 300)
+      : upstream_(std::move(upstream)), basic_auth_(std::move(basic_auth)),
+        expires_in_(expires_in) {}
   ~TokenFront() { Stop(); }
 
   Status Start() {
@@ -455,6 +479,7 @@ class TokenFront {
   int token_requests() const { return token_requests_; }
   int authorized() const { return authorized_; }
   int challenged() const { return challenged_; }
+  int token_refused() const { return token_refused_; }
   std::string last_token_query() {
     std::lock_guard lock(mu_);
     return last_token_query_;
@@ -472,6 +497,12 @@ class TokenFront {
       }
       Handle(conn.get());
     }
+  }
+
+  // "/v2/REPO/manifests/..." -> REPO
+  static std::string RepoOf(const std::string& target) {
+    const size_t end = std::min(target.rfind("/manifests/"), target.rfind("/blobs/"));
+    return end == std::string::npos || end < 4 ? "" : target.substr(4, end - 4);
   }
 
   static void Send(int fd, const std::string& s) { WriteAll(fd, s.data(), s.size()).IgnoreError(); }
@@ -517,7 +548,13 @@ class TokenFront {
         std::lock_guard lock(mu_);
         last_token_query_ = target;
       }
-      const std::string body = std::string("{\"token\":\"") + kToken + "\",\"expires_in\":300}";
+      if (!basic_auth_.empty() && authorization != basic_auth_) {
+        ++token_refused_;
+        Send(fd, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+      }
+      const std::string body = std::string("{\"token\":\"") + kToken +
+                               "\",\"expires_in\":" + std::to_string(expires_in_) + "}";
       Send(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
                    std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
       return;
@@ -526,7 +563,8 @@ class TokenFront {
       ++challenged_;
       const std::string body = "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"token\"}]}";
       Send(fd, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://" + host_ +
-                   "/token\",service=\"test\",scope=\"repository:fetch/bearer:pull\"\r\n"
+                   "/token\",service=\"test\",scope=\"repository:" + RepoOf(target) +
+                   ":pull\"\r\n"
                    "Content-Type: application/json\r\nContent-Length: " +
                    std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
       return;
@@ -549,10 +587,12 @@ class TokenFront {
   }
 
   const std::string upstream_;
+  const std::string basic_auth_;
+  const int expires_in_;
   Fd listen_;
   std::string host_;
   std::thread thread_;
-  std::atomic<int> token_requests_{0}, authorized_{0}, challenged_{0};
+  std::atomic<int> token_requests_{0}, authorized_{0}, challenged_{0}, token_refused_{0};
   std::mutex mu_;
   std::string last_token_query_;
 };
@@ -576,6 +616,227 @@ TEST_F(RegistryTest, AnonymousBearerTokenFlow) {
   EXPECT_GE(front.authorized(), 3);  // manifest, config, layer
   EXPECT_THAT(front.last_token_query(), HasSubstr("service=test"));
   EXPECT_THAT(front.last_token_query(), HasSubstr("scope=repository%3Afetch%2Fbearer%3Apull"));
+}
+
+// --- bearer tokens with credentials, token lifetime ------------------------------------------
+
+TEST_F(RegistryTest, BearerTokenWithCredentials) {
+  Blob manifest = PushImage("fetch/bearer-creds", "v1", {"bearer with credentials"});
+  TokenFront front(registry_->host(), "Basic " + UserPass64("tok-user", "tok-pass"));
+  ASSERT_TRUE(front.Start().ok());
+  const std::string ref = "docker://" + front.host() + "/fetch/bearer-creds:v1";
+
+  TempDir good;
+  auto source = OpenSource(ref, store_,
+                           WriteDockerConfig(good.path(), front.host(), "tok-user", "tok-pass"));
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_EQ(image->manifest_digest, manifest.digest);
+  EXPECT_EQ(front.token_requests(), 1);
+  EXPECT_EQ(front.token_refused(), 0);
+  EXPECT_THAT(front.last_token_query(), HasSubstr("scope=repository%3Afetch%2Fbearer-creds%3Apull"));
+
+  TempDir bad;
+  auto refused = OpenSource(ref, bad.path() + "/store",
+                            WriteDockerConfig(bad.path(), front.host(), "tok-user", "not-it-9"));
+  ASSERT_TRUE(refused.ok());
+  auto denied = (*refused)->Resolve();
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_THAT(denied.status().message(), HasSubstr("rejected"));
+  EXPECT_THAT(denied.status().message(), HasSubstr(bad.path() + "/config.json"));
+  EXPECT_THAT(denied.status().message(), Not(HasSubstr("not-it-9")));
+  EXPECT_THAT(denied.status().message(), Not(HasSubstr(UserPass64("tok-user", "not-it-9"))));
+  EXPECT_EQ(front.token_refused(), 1);
+}
+
+TEST_F(RegistryTest, TokenReusedUntilItExpires) {
+  PushImage("fetch/expiry", "v1", {"short-lived token"});
+  TokenFront front(registry_->host(), "", /*expires_in=*/1);
+  ASSERT_TRUE(front.Start().ok());
+  auto source = OpenSource("docker://" + front.host() + "/fetch/expiry:v1", store_);
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  auto image = (*source)->Resolve();  // manifest + config with one token
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_EQ(front.token_requests(), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // outlive the token
+  auto fd = (*source)->OpenBlob(image->layers[0].digest, image->layers[0].size);
+  ASSERT_TRUE(fd.ok()) << fd.status().message();
+  EXPECT_EQ(ReadAll(*fd), "short-lived token");
+  EXPECT_EQ(front.token_requests(), 2);
+}
+
+// --- redirects to blob storage --------------------------------------------------------------
+
+// Blob requests to `front` are redirected to `storage` (another port on the same host, a
+// "storage service" in front of an open registry holding the same blobs). Pulls `ref` and
+// checks the credentials went to the front and never to storage.
+void ExpectRedirectKeepsCredentialsHome(lazyfs::testing::FaultProxy& front,
+                                        lazyfs::testing::FaultProxy& storage,
+                                        const std::string& ref, const std::string& config,
+                                        const std::string& store, const std::string& scheme) {
+  lazyfs::testing::FaultRule redirect;
+  redirect.path_contains = "/blobs/";
+  redirect.action = lazyfs::testing::FaultRule::Action::kRedirect;
+  redirect.redirect_to = "http://" + storage.host();
+  redirect.times = -1;
+  front.AddRule(redirect);
+  auto source = OpenSource(ref, store, config);
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  auto fd = (*source)->OpenBlob(image->layers[0].digest, image->layers[0].size);
+  ASSERT_TRUE(fd.ok()) << fd.status().message();
+
+  size_t authorized_blob_requests = 0;
+  for (const auto& r : front.Requests()) {
+    if (r.target.find("/blobs/") != std::string::npos && r.Header("Authorization").starts_with(scheme)) {
+      ++authorized_blob_requests;
+    }
+  }
+  EXPECT_GE(authorized_blob_requests, 2u) << "config and layer requests carried credentials";
+  const auto at_storage = storage.Requests();
+  EXPECT_GE(at_storage.size(), 2u);
+  for (const auto& r : at_storage) {
+    EXPECT_EQ(r.Header("Authorization"), "") << r.target;
+    for (const std::string& h : r.headers) EXPECT_THAT(h, Not(HasSubstr("s3cret")));
+    EXPECT_EQ(r.status, 200) << r.target;
+  }
+}
+
+TEST_F(RegistryTest, RedirectToAnotherPortDropsBasicCredentials) {
+  TempDir tmp;
+  PrivateRegistry reg;
+  ASSERT_NO_FATAL_FAILURE(
+      StartPrivateRegistry(tmp, /*tls=*/false, "lazy", "s3cret-basic", "redir/basic", &reg));
+  // The open registry holds the same image: it plays the storage service.
+  ASSERT_TRUE(lazyfs::testing::PushOciLayout(tmp.path() + "/layout", "t", registry_->host(),
+                                             "redir/basic", "v1")
+                  .ok());
+  auto front = lazyfs::testing::FaultProxy::Start(reg.host());
+  auto storage = lazyfs::testing::FaultProxy::Start(registry_->host());
+  ASSERT_TRUE(front.ok() && storage.ok());
+  ExpectRedirectKeepsCredentialsHome(
+      **front, **storage, "docker://" + (*front)->host() + "/redir/basic:v1",
+      WriteDockerConfig(tmp.path(), (*front)->host(), "lazy", "s3cret-basic"), store_, "Basic ");
+}
+
+TEST_F(RegistryTest, RedirectToAnotherPortDropsBearerToken) {
+  PushImage("redir/bearer", "v1", {"redirected bearer layer"});
+  TokenFront tokens(registry_->host(), "Basic " + UserPass64("tok-user", "s3cret-tok"));
+  ASSERT_TRUE(tokens.Start().ok());
+  auto front = lazyfs::testing::FaultProxy::Start(tokens.host());
+  auto storage = lazyfs::testing::FaultProxy::Start(registry_->host());
+  ASSERT_TRUE(front.ok() && storage.ok());
+  ExpectRedirectKeepsCredentialsHome(
+      **front, **storage, "docker://" + (*front)->host() + "/redir/bearer:v1",
+      WriteDockerConfig(tmp_.path(), (*front)->host(), "tok-user", "s3cret-tok"), store_,
+      "Bearer ");
+}
+
+// --- where credentials come from ------------------------------------------------------------
+
+// Sets an environment variable for one scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+TEST(RegistryCredentialsTest, AuthFilesHelpersAndNamespaces) {
+  TempDir tmp;
+  PrivateRegistry reg;
+  ASSERT_NO_FATAL_FAILURE(
+      StartPrivateRegistry(tmp, /*tls=*/false, "lazy", "s3cret-env", "team/img", &reg));
+  const std::string host = reg.host();
+  const std::string ref = "docker://" + host + "/team/img:v1";
+  const std::string b64 = UserPass64("lazy", "s3cret-env");
+  // No file of the user's may interfere.
+  ScopedEnv home("HOME", tmp.path() + "/home");
+  ScopedEnv docker_config("DOCKER_CONFIG", tmp.path() + "/no-docker");
+  int n = 0;
+  auto fresh = [&] { return tmp.path() + "/store" + std::to_string(++n); };
+
+  {
+    SCOPED_TRACE("REGISTRY_AUTH_FILE");
+    ASSERT_TRUE(WriteFileAtomic(tmp.path() + "/auth.json",
+                                "{\"auths\":{\"" + host + "\":{\"auth\":\"" + b64 + "\"}}}")
+                    .ok());
+    ScopedEnv file("REGISTRY_AUTH_FILE", tmp.path() + "/auth.json");
+    ExpectPulls(reg, ref, fresh(), "");
+  }
+  {
+    SCOPED_TRACE("XDG_RUNTIME_DIR, namespaced keys: the longest match wins");
+    ASSERT_TRUE(MakeDirs(tmp.path() + "/run/containers", 0700).ok());
+    ASSERT_TRUE(WriteFileAtomic(tmp.path() + "/run/containers/auth.json",
+                                "{\"auths\":{\"" + host + "\":{\"auth\":\"" +
+                                    UserPass64("lazy", "wrong") + "\"},\"" + host +
+                                    "/team\":{\"auth\":\"" + b64 + "\"},\"" + host +
+                                    "/other\":{\"auth\":\"" + UserPass64("x", "y") + "\"}}}")
+                    .ok());
+    ScopedEnv run("XDG_RUNTIME_DIR", tmp.path() + "/run");
+    ExpectPulls(reg, ref, fresh(), "");
+  }
+  {
+    SCOPED_TRACE("credential helpers: credHelpers, then credsStore");
+    const std::string bin = tmp.path() + "/bin";
+    ASSERT_TRUE(MakeDirs(bin, 0755).ok());
+    // A helper speaking the docker-credential-helpers protocol, recording what it was asked.
+    const std::string helper = bin + "/docker-credential-lazytest";
+    ASSERT_TRUE(WriteFileAtomic(helper, "#!/bin/sh\n"
+                                        "[ \"$1\" = get ] || exit 3\n"
+                                        "read server\n"
+                                        "echo \"$server\" >> " + tmp.path() + "/asked\n"
+                                        "printf '{\"ServerURL\":\"%s\",\"Username\":\"lazy\","
+                                        "\"Secret\":\"s3cret-env\"}' \"$server\"\n")
+                    .ok());
+    ASSERT_EQ(::chmod(helper.c_str(), 0755), 0);
+    const std::string failing = bin + "/docker-credential-broken";
+    ASSERT_TRUE(WriteFileAtomic(failing, "#!/bin/sh\necho s3cret-leak\nexit 7\n").ok());
+    ASSERT_EQ(::chmod(failing.c_str(), 0755), 0);
+    ScopedEnv path("PATH", bin + ":" + std::getenv("PATH"));
+    ASSERT_TRUE(WriteFileAtomic(tmp.path() + "/helpers.json",
+                                "{\"credHelpers\":{\"" + host + "\":\"lazytest\"}}")
+                    .ok());
+    ExpectPulls(reg, ref, fresh(), tmp.path() + "/helpers.json");
+    ASSERT_TRUE(WriteFileAtomic(tmp.path() + "/store.json", "{\"credsStore\":\"lazytest\"}").ok());
+    ExpectPulls(reg, ref, fresh(), tmp.path() + "/store.json");
+    auto asked = ReadFileToString(tmp.path() + "/asked");
+    ASSERT_TRUE(asked.ok());
+    EXPECT_EQ(*asked, host + "\n" + host + "\n");
+
+    ASSERT_TRUE(WriteFileAtomic(tmp.path() + "/broken.json", "{\"credsStore\":\"broken\"}").ok());
+    auto source = OpenSource(ref, fresh(), tmp.path() + "/broken.json");
+    ASSERT_FALSE(source.ok());
+    EXPECT_THAT(source.status().message(), HasSubstr("docker-credential-broken"));
+    EXPECT_THAT(source.status().message(), HasSubstr("exit status 7"));
+    EXPECT_THAT(source.status().message(), Not(HasSubstr("s3cret")));
+  }
+  {
+    SCOPED_TRACE("nothing anywhere: the message lists what was searched");
+    ScopedEnv run("XDG_RUNTIME_DIR", tmp.path() + "/empty-run");
+    auto source = OpenSource(ref, fresh(), "");
+    ASSERT_TRUE(source.ok()) << source.status().message();
+    auto image = (*source)->Resolve();
+    ASSERT_FALSE(image.ok());
+    EXPECT_EQ(image.status().code(), StatusCode::kPermissionDenied);
+    EXPECT_THAT(image.status().message(), HasSubstr("requires credentials"));
+    EXPECT_THAT(image.status().message(), HasSubstr(tmp.path() + "/empty-run/containers/auth.json"));
+  }
 }
 
 }  // namespace

@@ -1,0 +1,63 @@
+// registries.conf (v2), the file containers tools (podman, skopeo, buildah) read to learn about
+// mirrors, insecure registries and blocked ones: containers-registries.conf(5).
+//
+// The one idea: a reference is matched against `[[registry]]` prefixes (the longest wins), and
+// the matching entry turns it into an ordered list of endpoints to pull from: its mirrors first,
+// then its location (the origin, or its replacement). Only the subset lazyfs acts on is read:
+// prefix, location, insecure, blocked and mirrors' location and insecure; other keys
+// (unqualified-search-registries, short names, pull-from-mirror, v1 tables) are ignored. Pure
+// functions, thread-safe.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "fetch/fetch.h"
+
+namespace lazyfs::fetch {
+
+struct RegistryMirror {
+  std::string location;  // host[:port][/namespace]
+  bool insecure = false;
+};
+
+struct RegistryEntry {
+  std::string prefix;    // host[:port][/namespace], or *.domain; defaults to location
+  std::string location;  // where the prefix really lives; defaults to prefix
+  bool insecure = false;
+  bool blocked = false;
+  std::vector<RegistryMirror> mirrors;
+};
+
+struct RegistriesConf {
+  std::string path;  // where it was read from (for messages); empty when there was no file
+  std::vector<RegistryEntry> registries;
+};
+
+// One place to pull a repository from.
+struct Endpoint {
+  std::string registry;    // host[:port]
+  std::string repository;  // the repository there
+  bool insecure = false;   // plain HTTP and unverified TLS allowed
+  bool mirror = false;     // a mirror (else the origin)
+};
+
+// Parses the TOML text. InvalidArgument naming `path` and the line for bad TOML or fields of
+// the wrong type, or an entry with neither prefix nor location.
+Result<RegistriesConf> ParseRegistriesConf(std::string_view text, const std::string& path);
+
+// Reads SourceOptions.registries_conf, else $CONTAINERS_REGISTRIES_CONF, else
+// /etc/containers/registries.conf. A missing default file is an empty configuration; a missing
+// file the user named is NotFound.
+Result<RegistriesConf> LoadRegistriesConf(const SourceOptions& options);
+
+// The endpoints for registry/repository, mirrors first. No matching entry: the registry itself
+// (insecure when options.insecure). A blocked entry fails with PermissionDenied.
+Result<std::vector<Endpoint>> EndpointsFor(const RegistriesConf& conf,
+                                           const std::string& registry,
+                                           const std::string& repository,
+                                           const SourceOptions& options);
+
+}  // namespace lazyfs::fetch

@@ -1,0 +1,320 @@
+// The registry client against failures: a fault-injecting proxy (tests/support/fault_proxy.h) in
+// front of Debian's real docker-registry resets and closes connections mid-blob, answers 503 and
+// 429, stalls, and records every request, so each test proves what travelled.
+#include <sys/stat.h>
+
+#include <atomic>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "base/cas_dir.h"
+#include "fetch/fetch.h"
+#include "tests/fetch/registry_fixture.h"
+#include "tests/fetch/test_layout.h"
+#include "tests/support/fault_proxy.h"
+#include "tests/support/registry.h"
+
+namespace lazyfs::fetch {
+namespace {
+
+using ::testing::HasSubstr;
+using lazyfs::testing::FaultProxy;
+using lazyfs::testing::FaultRule;
+using testing::Blob;
+using testing::LayoutWriter;
+using testing::RefName;
+using testing::TempDir;
+
+// Bytes that do not repeat, so a splice at the wrong offset cannot hash right by accident.
+std::string Pattern(size_t size, uint32_t seed) {
+  std::string out(size, '\0');
+  uint32_t x = seed * 2654435761u + 1;
+  for (char& c : out) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    c = static_cast<char>(x);
+  }
+  return out;
+}
+
+FaultRule Rule(const std::string& path, FaultRule::Action action, int times = 1) {
+  FaultRule r;
+  r.path_contains = path;
+  r.action = action;
+  r.times = times;
+  return r;
+}
+
+FaultRule Cut(const std::string& path, FaultRule::Action action, uint64_t after_bytes) {
+  FaultRule r = Rule(path, action);
+  r.after_bytes = after_bytes;
+  r.method = "GET";
+  return r;
+}
+
+FaultRule Answer(const std::string& path, int status, int times,
+                 const std::string& retry_after = "") {
+  FaultRule r = Rule(path, FaultRule::Action::kStatus, times);
+  r.status = status;
+  r.retry_after = retry_after;
+  return r;
+}
+
+std::string ReadAll(const Fd& fd) {
+  struct stat st;
+  EXPECT_EQ(::fstat(fd.get(), &st), 0);
+  std::string out(static_cast<size_t>(st.st_size), '\0');
+  auto n = PreadFull(fd.get(), out.data(), out.size(), 0);
+  EXPECT_TRUE(n.ok());
+  return out;
+}
+
+class ResilienceTest : public testing::SharedRegistryTest {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(SharedRegistryTest::SetUp());
+    auto p = FaultProxy::Start(registry_->host());
+    ASSERT_TRUE(p.ok()) << p.status().message();
+    proxy_ = std::move(*p);
+  }
+
+  // Pushes an image of `layers` straight to the registry as REPO:v1.
+  Blob Push(const std::string& repo, const std::vector<std::string>& layers) {
+    LayoutWriter w(tmp_.path() + "/layout-" + std::to_string(++pushes_));
+    Blob manifest = w.AddImage(layers, "amd64");
+    w.WriteIndex({{manifest, RefName("t")}});
+    Status s = lazyfs::testing::PushOciLayout(w.dir(), "t", registry_->host(), repo, "v1");
+    EXPECT_TRUE(s.ok()) << s.message();
+    return manifest;
+  }
+
+  SourceOptions Options() const {
+    SourceOptions o;
+    o.store_dir = store_;
+    o.docker_config = "/nonexistent";
+    o.connect_timeout_s = 5;
+    o.low_speed_timeout_s = 10;
+    o.retry_initial_delay_ms = 20;
+    o.platform = *Platform::Parse("linux/amd64");
+    return o;
+  }
+
+  // Opens REPO:v1 through the proxy.
+  std::unique_ptr<ImageSource> Open(const std::string& repo, const SourceOptions& options) {
+    auto ref = ImageRef::Parse("docker://" + proxy_->host() + "/" + repo + ":v1");
+    EXPECT_TRUE(ref.ok());
+    auto source = OpenImageSource(*ref, options);
+    EXPECT_TRUE(source.ok()) << source.status().message();
+    return source.ok() ? std::move(*source) : nullptr;
+  }
+
+  TempDir tmp_;
+  std::string store_ = tmp_.path() + "/store";
+  std::unique_ptr<FaultProxy> proxy_;
+  int pushes_ = 0;
+};
+
+
+TEST_F(ResilienceTest, BrokenBlobDownloadResumesWithoutRefetching) {
+  const std::string layer = Pattern(3 << 20, 1);
+  const Digest digest = Sha256Of(layer);
+  Push("res/resume", {layer});
+  constexpr uint64_t kCut = 1'000'000;
+  struct Case {
+    FaultRule::Action action;
+    const char* fault;
+  };
+  for (const Case& c : {Case{FaultRule::Action::kReset, "reset"},
+                        Case{FaultRule::Action::kClose, "close"}}) {
+    SCOPED_TRACE(c.fault);
+    ASSERT_TRUE(RemoveTree(store_).ok());
+    proxy_->AddRule(Cut("/blobs/" + digest.ToString(), c.action, kCut));
+    const size_t before = proxy_->RequestsFor(digest.ToString()).size();
+    auto source = Open("res/resume", Options());
+    ASSERT_NE(source, nullptr);
+    auto image = source->Resolve();
+    ASSERT_TRUE(image.ok()) << image.status().message();
+    auto fd = source->OpenBlob(digest, layer.size());
+    ASSERT_TRUE(fd.ok()) << fd.status().message();
+    EXPECT_TRUE(ReadAll(*fd) == layer) << "the stored blob differs from the pushed one";
+
+    auto requests = proxy_->RequestsFor(digest.ToString());
+    ASSERT_EQ(requests.size() - before, 2u);
+    const auto& broken = requests[before];
+    const auto& resumed = requests[before + 1];
+    EXPECT_EQ(broken.fault, c.fault);
+    EXPECT_EQ(broken.body_bytes, kCut);
+    EXPECT_EQ(broken.Header("Range"), "");
+    // The second request asks only for what the first did not deliver (what the client had
+    // read before the cut; a reset may lose bytes still in flight, a clean close does not).
+    const std::string range = resumed.Header("Range");
+    ASSERT_TRUE(range.starts_with("bytes=") && range.ends_with("-")) << range;
+    const uint64_t from = std::stoull(range.substr(6));
+    EXPECT_GT(from, 0u);
+    EXPECT_LE(from, kCut);
+    if (c.action == FaultRule::Action::kClose) {
+      EXPECT_EQ(from, kCut);
+    }
+    EXPECT_EQ(resumed.status, 206);
+    EXPECT_EQ(resumed.body_bytes, layer.size() - from);
+    EXPECT_LE(broken.body_bytes + resumed.body_bytes, layer.size() + kCut);
+  }
+}
+
+TEST_F(ResilienceTest, RetriesOn503And429HonouringRetryAfter) {
+  const std::string layer = Pattern(200'000, 2);
+  const Digest digest = Sha256Of(layer);
+  Blob manifest = Push("res/retry", {layer});
+  proxy_->AddRule(Answer("/manifests/v1", 503, 2));
+  proxy_->AddRule(Answer("/blobs/" + digest.ToString(), 429, 1, "1"));
+  proxy_->AddRule(Answer("/blobs/" + digest.ToString(), 502, 1));
+  auto source = Open("res/retry", Options());
+  ASSERT_NE(source, nullptr);
+  auto image = source->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_EQ(image->manifest_digest, manifest.digest);
+  auto fd = source->OpenBlob(digest, layer.size());
+  ASSERT_TRUE(fd.ok()) << fd.status().message();
+  EXPECT_TRUE(ReadAll(*fd) == layer);
+
+  auto manifests = proxy_->RequestsFor("/manifests/v1");
+  ASSERT_EQ(manifests.size(), 3u);
+  EXPECT_EQ(manifests[0].status, 503);
+  EXPECT_EQ(manifests[1].status, 503);
+  EXPECT_EQ(manifests[2].status, 200);
+  auto blobs = proxy_->RequestsFor(digest.ToString());
+  ASSERT_EQ(blobs.size(), 3u);
+  EXPECT_EQ(blobs[0].status, 429);
+  EXPECT_EQ(blobs[1].status, 502);
+  EXPECT_EQ(blobs[2].status, 200);
+}
+
+TEST_F(ResilienceTest, PersistentFailureGivesUpWithTheLastError) {
+  const std::string layer = Pattern(1000, 3);
+  const Digest digest = Sha256Of(layer);
+  Push("res/giveup", {layer});
+  proxy_->AddRule(Answer("/blobs/" + digest.ToString(), 503, -1));
+  SourceOptions options = Options();
+  options.max_attempts = 3;
+  auto source = Open("res/giveup", options);
+  ASSERT_NE(source, nullptr);
+  ASSERT_TRUE(source->Resolve().ok());
+  auto fd = source->OpenBlob(digest, layer.size());
+  ASSERT_FALSE(fd.ok());
+  EXPECT_EQ(fd.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(fd.status().message(), HasSubstr("registry " + proxy_->host()));
+  EXPECT_THAT(fd.status().message(), HasSubstr("HTTP 503"));
+  EXPECT_EQ(proxy_->RequestsFor(digest.ToString()).size(), 3u);
+  auto store = CasDir::Open(store_ + "/blobs");
+  ASSERT_TRUE(store.ok());
+  EXPECT_FALSE((*store)->Contains(digest));
+}
+
+TEST_F(ResilienceTest, StalledServerTimesOutNamingTheRegistry) {
+  const std::string layer = Pattern(5000, 4);
+  const Digest digest = Sha256Of(layer);
+  Push("res/stall", {layer});
+  SourceOptions options = Options();
+  options.low_speed_timeout_s = 1;
+  options.max_attempts = 2;
+  auto source = Open("res/stall", options);
+  ASSERT_NE(source, nullptr);
+  ASSERT_TRUE(source->Resolve().ok());
+  proxy_->AddRule(Rule("/blobs/" + digest.ToString(), FaultRule::Action::kStall, -1));
+  auto fd = source->OpenBlob(digest, layer.size());
+  ASSERT_FALSE(fd.ok());
+  EXPECT_EQ(fd.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(fd.status().message(), HasSubstr("registry " + proxy_->host()));
+  EXPECT_THAT(fd.status().message(), HasSubstr("timed out"));
+  EXPECT_THAT(fd.status().message(), HasSubstr("gave up after 2 attempts"));
+  EXPECT_EQ(proxy_->RequestsFor(digest.ToString()).size(), 2u);
+
+  std::array<std::byte, 16> buf;
+  auto n = source->ReadBlobRange(digest, 0, buf);
+  ASSERT_FALSE(n.ok());
+  EXPECT_THAT(n.status().message(), HasSubstr("timed out"));
+}
+
+TEST_F(ResilienceTest, ReadBlobRangeIsARangeRequestAndResumes) {
+  const std::string layer = Pattern(500'000, 5);
+  const Digest digest = Sha256Of(layer);
+  Push("res/range", {layer});
+  auto source = Open("res/range", Options());
+  ASSERT_NE(source, nullptr);
+  ASSERT_TRUE(source->Resolve().ok());
+  proxy_->AddRule(Cut("/blobs/" + digest.ToString(), FaultRule::Action::kClose, 30'000));
+  std::vector<std::byte> buf(100'000);
+  auto n = source->ReadBlobRange(digest, 123'456, buf);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  ASSERT_EQ(*n, buf.size());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), buf.size()),
+            layer.substr(123'456, buf.size()));
+  auto requests = proxy_->RequestsFor(digest.ToString());
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0].Header("Range"), "bytes=123456-223455");
+  EXPECT_EQ(requests[1].Header("Range"), "bytes=153456-223455");
+  EXPECT_EQ(requests[0].body_bytes + requests[1].body_bytes, buf.size());
+
+  // At the end of the blob: fewer bytes, then none.
+  n = source->ReadBlobRange(digest, layer.size() - 10, buf);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(*n, 10u);
+  n = source->ReadBlobRange(digest, layer.size(), buf);
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_EQ(*n, 0u);
+}
+
+TEST_F(ResilienceTest, ManyLayersInParallelOverReusedConnections) {
+  std::vector<std::string> layers;
+  for (uint32_t i = 0; i < 12; ++i) layers.push_back(Pattern(300'000 + i, 100 + i));
+  Push("res/parallel", layers);
+  auto source = Open("res/parallel", Options());
+  ASSERT_NE(source, nullptr);
+  auto image = source->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  ASSERT_EQ(image->layers.size(), layers.size());
+  // Every layer is broken once mid-way as well: each resumes on a fresh connection.
+  for (const LayerDescriptor& l : image->layers) {
+    proxy_->AddRule(Cut("/blobs/" + l.digest.ToString(), FaultRule::Action::kClose, 100'000));
+  }
+  const int connections_before = proxy_->connections();
+  std::atomic<size_t> next{0};
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (size_t i; (i = next++) < layers.size();) {
+        auto fd = source->OpenBlob(image->layers[i].digest, image->layers[i].size);
+        if (fd.ok() && ReadAll(*fd) == layers[i]) ++good;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(good.load(), 12);
+  // 24 blob requests (12 broken, 12 resumed): the 12 broken connections are gone, the resumed
+  // requests reuse the 4 workers' connections.
+  size_t blob_requests = 0;
+  for (const auto& r : proxy_->Requests()) blob_requests += r.target.find("/blobs/") != std::string::npos;
+  EXPECT_GE(blob_requests, 24u);
+  const int opened = proxy_->connections() - connections_before;
+  EXPECT_LE(opened, 12 + 4);
+  EXPECT_LT(static_cast<size_t>(opened), blob_requests);
+
+  // Sequentially, one connection carries everything.
+  const int before_seq = proxy_->connections();
+  ASSERT_TRUE(RemoveTree(store_ + "/blobs/sha256").ok());
+  auto again = Open("res/parallel", Options());
+  ASSERT_NE(again, nullptr);
+  ASSERT_TRUE(again->Resolve().ok());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    ASSERT_TRUE(again->OpenBlob(image->layers[i].digest, image->layers[i].size).ok());
+  }
+  // One for the HTTPS probe a loopback registry gets, one for all the rest.
+  EXPECT_LE(proxy_->connections() - before_seq, 2);
+}
+
+}  // namespace
+}  // namespace lazyfs::fetch
