@@ -9,5 +9,6 @@ namespace lazyfs::cli {
 void RegisterMount(CLI::App& app, int& exit_code);        // mount, umount
 void RegisterMaterialize(CLI::App& app, int& exit_code);  // materialize
 void RegisterInspect(CLI::App& app, int& exit_code);      // inspect
+void RegisterStats(CLI::App& app, int& exit_code);        // stats
 
 }  // namespace lazyfs::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   lazyfs::cli::RegisterMount(app, exit_code);
   lazyfs::cli::RegisterMaterialize(app, exit_code);
   lazyfs::cli::RegisterInspect(app, exit_code);
+  lazyfs::cli::RegisterStats(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
