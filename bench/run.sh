@@ -18,44 +18,13 @@ data=${1:-/usr/include}
 build=${LAZYFS_BUILD:-$PWD/build}
 lazyfs=${LAZYFS_BIN:-$build/cli/lazyfs}
 work=$(mktemp -d /tmp/lazyfs-bench.XXXXXX)
-cleanup() {
-  mountpoint -q "$work/mnt" 2>/dev/null && "$lazyfs" umount "$work/mnt" || true
-  mountpoint -q "$work/loop" 2>/dev/null && umount "$work/loop" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/mnt" "$work/loop"
-
-now() { date +%s.%N; }
-elapsed() { echo "$(now) - $1" | bc -l; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-ratio() { printf "%.2f" "$(echo "$1 / $2" | bc -l)"; }
+. bench/lib.sh
+start_work
 
 # ---- the image: an OCI layout with one gzip layer of $data ----
 layout=$work/layout
-mkdir -p "$layout/blobs/sha256"
-tar --numeric-owner --sort=name --mtime=@1700000000 -C "$data" -cf "$work/layer.tar" .
-diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-gzip -6 -n -c "$work/layer.tar" > "$work/layer.tar.gz"
-layer=$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1)
-layer_size=$(stat -c %s "$work/layer.tar.gz")
-mv "$work/layer.tar.gz" "$layout/blobs/sha256/$layer"
-arch=$(dpkg --print-architecture)
-printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"config":{}}' \
-  "$arch" "$diff_id" > "$work/config.json"
-config=$(sha256sum "$work/config.json" | cut -d' ' -f1)
-config_size=$(stat -c %s "$work/config.json")
-mv "$work/config.json" "$layout/blobs/sha256/$config"
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
-  "$config" "$config_size" "$layer" "$layer_size" > "$work/manifest.json"
-manifest=$(sha256sum "$work/manifest.json" | cut -d' ' -f1)
-manifest_size=$(stat -c %s "$work/manifest.json")
-mv "$work/manifest.json" "$layout/blobs/sha256/$manifest"
-printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench"}}]}' \
-  "$manifest" "$manifest_size" > "$layout/index.json"
-files=$(tar -tf "$work/layer.tar" | wc -l)
-rm "$work/layer.tar"
+make_layout "$data" "$layout" "$work" 6
+files=$entries
 ref=oci:$layout:bench
 echo "data: $data, $files entries, layer $(numfmt --to=iec "$layer_size") gzip"
 
