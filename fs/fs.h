@@ -31,8 +31,9 @@ struct MountOptions {
   // Give each worker thread its own /dev/fuse descriptor (less contention between workers).
   bool clone_fd = true;
   // Metadata answers (attributes, lookups, listings, symlinks, xattrs) kept in memory in front of
-  // the tree, per kind; 0 disables. ~200 bytes each.
-  size_t metadata_cache_entries = 1 << 18;
+  // the tree, per kind (a listing counts its entries); 0 disables. ~200 bytes each, so at most
+  // ~25 MiB per kind, reached only by images of over 100,000 inodes.
+  size_t metadata_cache_entries = 1 << 17;
   // Readahead window of the mount, so sequential reads arrive as requests of up to this size
   // (the kernel caps requests at 1 MiB). Needs root (sysfs); otherwise the kernel's 128 KiB.
   // 0 keeps the kernel's default.

@@ -246,8 +246,9 @@ void OnInit(void* /*userdata*/, fuse_conn_info* conn) {
   // The kernel keeps the smaller of the mount's readahead window and this. RaiseReadahead widened
   // the window before this reply; ask for all of it (libfuse passes on the kernel's old value).
   conn->max_readahead = std::max<unsigned>(conn->max_readahead, kReadaheadCeiling);
-  // Splice is not requested: replies come from a memory buffer (Tree::Read fills it), where
-  // splicing into /dev/fuse measured no faster than a plain write (docs/performance.md).
+  // Splice is not requested: replies come from a memory buffer (Tree::Read fills it), and for a
+  // single memory buffer libfuse writes to /dev/fuse even when splice is on. Splicing pays only
+  // from a file descriptor (the content cache file), which the Tree interface does not expose.
   // Requests of up to 1 MiB need no max_read option: libfuse's buffer (256 pages) sets the
   // kernel's max_pages; the readahead window that decides buffered read sizes is raised after
   // mounting (RaiseReadahead).
