@@ -59,11 +59,6 @@ mount -o loop,ro "$work/tree.img" "$work/loop"
 cat "$work/mnt/big" > /dev/null
 "$lazyfs" umount "$work/mnt"
 
-walk() { find "$1" -printf '%m %U %G %s %T@ %p\n' > /dev/null; }
-reread() {  # drop only the file's own pages, then read it through the filesystem
-  dd if="$1" iflag=nocache count=0 status=none
-  dd if="$1" of=/dev/null bs=1M status=none
-}
 # Each figure is the best of $rounds rounds (LAZYFS_BENCH_ROUNDS, default 3): on a shared machine
 # the minimum is the time the work itself takes, the rest is other load.
 rounds=${LAZYFS_BENCH_ROUNDS:-3}

@@ -17,6 +17,13 @@ now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 ratio() { printf "%.2f" "$(echo "$1 / $2" | bc -l)"; }
+# The metadata walk: lstat of every entry, as `ls -lR` or a backup tool would.
+walk() { find "$1" -printf '%m %U %G %s %T@ %p\n' > /dev/null; }
+# Drops only the file's own pages, then reads it through the filesystem again.
+reread() {
+  dd if="$1" iflag=nocache count=0 status=none
+  dd if="$1" of=/dev/null bs=1M status=none
+}
 
 # make_layout SRC LAYOUT TMP LEVEL: an OCI layout at LAYOUT tagged "bench" whose one layer is a
 # reproducible tar of SRC (numeric owners, sorted, fixed mtime) gzipped at LEVEL, built in TMP.
