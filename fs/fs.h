@@ -34,9 +34,9 @@ struct MountOptions {
   // the tree, per kind (a listing counts its entries); 0 disables. ~200 bytes each, so at most
   // ~25 MiB per kind, reached only by images of over 100,000 inodes.
   size_t metadata_cache_entries = 1 << 17;
-  // Readahead window of the mount, so sequential reads arrive as requests of up to this size
-  // (the kernel caps requests at 1 MiB). Needs root (sysfs); otherwise the kernel's 128 KiB.
-  // 0 keeps the kernel's default.
+  // Readahead window of the mount in KiB, at most 1024, so sequential reads arrive as requests
+  // of up to this size (1 MiB is also the largest request the kernel sends). Needs root
+  // (sysfs); otherwise the kernel's 128 KiB. 0 keeps the kernel's default.
   unsigned readahead_kib = 1024;
 };
 

@@ -551,11 +551,11 @@ void RaiseReadahead(const std::string& real_mountpoint, unsigned kib) {
   std::optional<MountInfo> info = FindMountIn(*table, real_mountpoint);
   if (!info || info->fstype != kMountType || info->device.empty()) return;
   const std::string path = "/sys/class/bdi/" + info->device + "/read_ahead_kb";
-  const std::string value = std::to_string(kib) + "\n";
+  const std::string value = std::to_string(std::min(kib, kReadaheadCeiling >> 10)) + "\n";
   Result<Fd> fd = OpenFile(path, O_WRONLY);
   Status s = fd.ok() ? WriteAll(fd->get(), value.data(), value.size()) : fd.status();
   if (!s.ok()) {
-    LAZYFS_DLOG(kTag, "readahead of %s stays the kernel's default: %s", mountpoint.c_str(),
+    LAZYFS_DLOG(kTag, "readahead of %s stays the kernel's default: %s", real_mountpoint.c_str(),
                 s.ToString().c_str());
   }
 }
