@@ -25,53 +25,18 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work/mnt"
-now() { date +%s.%N; }
-elapsed() { echo "$(now) - $1" | bc -l; }
+. bench/lib.sh
 
 # The image: one gzip layer of /etc and /usr/bin (as /bin), in an OCI layout.
 layout=$work/layout
-mkdir -p "$layout/blobs/sha256"
-tar --numeric-owner --sort=name --mtime=@1700000000 -C / --transform 's,^usr/bin,bin,' \
-  -cf "$work/layer.tar" etc usr/bin 2>/dev/null || true
-diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
-gzip -6 -n -c "$work/layer.tar" > "$work/layer.gz"
-layer=$(sha256sum "$work/layer.gz" | cut -d' ' -f1)
-layer_size=$(stat -c %s "$work/layer.gz")
-mv "$work/layer.gz" "$layout/blobs/sha256/$layer"
-rm "$work/layer.tar"
-printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"config":{}}' \
-  "$(dpkg --print-architecture)" "$diff_id" > "$work/c"
-config=$(sha256sum "$work/c" | cut -d' ' -f1); config_size=$(stat -c %s "$work/c")
-mv "$work/c" "$layout/blobs/sha256/$config"
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
-  "$config" "$config_size" "$layer" "$layer_size" > "$work/m"
-manifest=$(sha256sum "$work/m" | cut -d' ' -f1); manifest_size=$(stat -c %s "$work/m")
-mv "$work/m" "$layout/blobs/sha256/$manifest"
-printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"boot"}}]}' \
-  "$manifest" "$manifest_size" > "$layout/index.json"
+make_layout "$layout" boot -C / --transform 's,^usr/bin,bin,' etc usr/bin
 
 # The registry, with its access log.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: 127.0.0.1:$port
-  secret: lazyfs-bench
-YML
-docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
-sleep 0.2
-reg_pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" > /dev/null && break; sleep 0.1; done
-"$push" "$layout" boot "127.0.0.1:$port" bench/boot:1 > /dev/null
-ref=docker://127.0.0.1:$port/bench/boot:1
+start_registry
+reg_pid=$registry_pid
+port=${registry##*:}
+"$push" "$layout" boot "$registry" bench/boot:1 > /dev/null
+ref=docker://$registry/bench/boot:1
 
 # Bytes of blob bodies the registry sent since the log was cut at line $1.
 blob_bytes() {

@@ -5,11 +5,31 @@
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+drop() { drop_caches; }
 ratio() { printf "%.2f" "$(echo "$1 / $2" | bc -l)"; }
+# The metadata walk: lstat of every entry, as `ls -lR` or a backup tool would.
+walk() { find "$1" -printf '%m %U %G %s %T@ %p\n' > /dev/null; }
+# Drops only the file's own pages, then reads it through the filesystem again.
+reread() {
+  dd if="$1" iflag=nocache count=0 status=none
+  dd if="$1" of=/dev/null bs=1M status=none
+}
+
+# start_work: $work/mnt (for lazyfs) and $work/loop (for the ext4), both unmounted and $work
+# removed when the script exits. Needs $work and $lazyfs.
+start_work() {
+  cleanup() {
+    mountpoint -q "$work/mnt" 2>/dev/null && "$lazyfs" umount "$work/mnt" || true
+    mountpoint -q "$work/loop" 2>/dev/null && umount "$work/loop" || true
+    rm -rf "$work"
+  }
+  trap cleanup EXIT
+  mkdir -p "$work/mnt" "$work/loop"
+}
 
 # make_layout LAYOUT TAG TAR_ARGS...: an OCI layout holding one image whose single gzip layer
-# is `tar TAR_ARGS` (numeric owners, sorted, fixed mtime). Sets layer_size, layer_digest,
-# layer_entries.
+# is `tar TAR_ARGS` (numeric owners, sorted, fixed mtime), gzipped at $GZIP_LEVEL (default 6).
+# Sets layer_size, layer_digest (hex; also as $layer) and layer_entries (also as $entries).
 make_layout() {
   local layout=$1 tag=$2
   shift 2
@@ -18,10 +38,12 @@ make_layout() {
   layer_entries=$(tar -tf "$layout/layer.tar" | wc -l)
   local diff_id config config_size manifest manifest_size
   diff_id=$(sha256sum "$layout/layer.tar" | cut -d' ' -f1)
-  gzip -6 -n -c "$layout/layer.tar" > "$layout/layer.gz"
+  gzip "-${GZIP_LEVEL:-6}" -n -c "$layout/layer.tar" > "$layout/layer.gz"
   rm "$layout/layer.tar"
   layer_digest=$(sha256sum "$layout/layer.gz" | cut -d' ' -f1)
   layer_size=$(stat -c %s "$layout/layer.gz")
+  layer=$layer_digest
+  entries=$layer_entries
   mv "$layout/layer.gz" "$layout/blobs/sha256/$layer_digest"
   printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"config":{}}' \
     "$(dpkg --print-architecture)" "$diff_id" > "$layout/c"

@@ -18,22 +18,13 @@ data=${1:-/usr/include}
 build=${LAZYFS_BUILD:-$PWD/build}
 lazyfs=${LAZYFS_BIN:-$build/cli/lazyfs}
 work=$(mktemp -d /tmp/lazyfs-bench.XXXXXX)
-cleanup() {
-  mountpoint -q "$work/mnt" 2>/dev/null && "$lazyfs" umount "$work/mnt" || true
-  mountpoint -q "$work/loop" 2>/dev/null && umount "$work/loop" || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/mnt" "$work/loop"
-
 . bench/lib.sh
-drop() { drop_caches; }
+start_work
 
 # ---- the image: an OCI layout with one gzip layer of $data ----
 layout=$work/layout
 make_layout "$layout" bench -C "$data" .
-layer=$layer_digest
-files=$layer_entries
+files=$entries
 ref=oci:$layout:bench
 echo "data: $data, $files entries, layer $(numfmt --to=iec "$layer_size") gzip"
 
@@ -57,7 +48,6 @@ rm -rf "$work/copy" "$work/bundle" "$work/pipeline.img"
 # ---- metadata and reads: FUSE against the kernel's ext4 on the same tree ----
 "$lazyfs" mount -q --store "$work/store" "$ref" "$work/mnt"
 mount -o loop,ro "$work/lazyfs.img" "$work/loop"
-walk() { find "$1" -printf '%m %U %G %s %T@ %p\n' > /dev/null; }
 readall() { find "$1" -type f -print0 | xargs -0 cat > /dev/null; }
 drop; t=$(now); walk "$work/mnt"; t_walk_fuse=$(elapsed "$t")
 drop; t=$(now); walk "$work/loop"; t_walk_ext4=$(elapsed "$t")

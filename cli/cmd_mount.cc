@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "base/fd.h"
+#include "base/stats.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "fs/fs.h"
@@ -35,6 +36,11 @@ struct MountArgs {
 Status MountAndServe(const MountArgs& args, const std::function<void()>& ready) {
   LAZYFS_ASSIGN_OR_RETURN(PreparedImage image, PrepareImage(args.ref, args.image));
   LAZYFS_ASSIGN_OR_RETURN(OpenedTree opened, OpenTree(image, args.image));
+  // `lazyfs stats` reports bytes fetched against this: the layers as the registry stores them.
+  LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor descriptor, opened.index->GetImage(image.manifest));
+  uint64_t compressed = 0;
+  for (const LayerDescriptor& layer : descriptor.layers) compressed += layer.size;
+  Counter(kStatImageBytes).Set(compressed);
   fs::MountOptions mo;
   mo.mountpoint = args.mountpoint;
   mo.allow_other = args.allow_other;

@@ -13,5 +13,6 @@ void RegisterBrowse(CLI::App& app, int& exit_code);       // ls, cat, stat, diff
 void RegisterVerify(CLI::App& app, int& exit_code);       // verify
 void RegisterGc(CLI::App& app, int& exit_code);           // gc
 void RegisterStore(CLI::App& app, int& exit_code);        // images, rmi, fsck
+void RegisterStats(CLI::App& app, int& exit_code);        // stats
 
 }  // namespace lazyfs::cli

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   lazyfs::cli::RegisterVerify(app, exit_code);
   lazyfs::cli::RegisterGc(app, exit_code);
   lazyfs::cli::RegisterStore(app, exit_code);
+  lazyfs::cli::RegisterStats(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

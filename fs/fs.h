@@ -5,9 +5,11 @@
 // FileSystem call and one reply. Status becomes errno in exactly one function.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -28,7 +30,27 @@ struct MountOptions {
   unsigned max_threads = 8;
   // Give each worker thread its own /dev/fuse descriptor (less contention between workers).
   bool clone_fd = true;
+  // Metadata answers (attributes, lookups, listings, symlinks, xattrs) kept in memory in front of
+  // the tree, per kind (a listing counts its entries); 0 disables. ~200 bytes each, so at most
+  // ~25 MiB per kind, reached only by images of over 100,000 inodes.
+  size_t metadata_cache_entries = 1 << 17;
+  // Readahead window of the mount in KiB, at most 1024, so sequential reads arrive as requests
+  // of up to this size (1 MiB is also the largest request the kernel sends). Needs root
+  // (sysfs); otherwise the kernel's 128 KiB. 0 keeps the kernel's default.
+  unsigned readahead_kib = 1024;
 };
+
+// Names fs/ counts under (base/stats.h), besides kStatBytesServed, kStatReads and kStatEio*:
+// the requests that reached the daemon, per operation (what the kernel's caches did not absorb).
+inline constexpr std::string_view kStatFuseLookups = "fuse.lookup";
+inline constexpr std::string_view kStatFuseGetattrs = "fuse.getattr";
+inline constexpr std::string_view kStatFuseReadlinks = "fuse.readlink";
+inline constexpr std::string_view kStatFuseOpendirs = "fuse.opendir";
+inline constexpr std::string_view kStatFuseReaddirs = "fuse.readdir";
+inline constexpr std::string_view kStatFuseReaddirplus = "fuse.readdirplus";
+// Read requests of at least kLargeReadBytes.
+inline constexpr std::string_view kStatFuseLargeReads = "fuse.read_requests_1mib";
+inline constexpr size_t kLargeReadBytes = size_t{1} << 20;
 
 // A mounted filesystem. Created mounted; Run() serves until the mount is unmounted or Exit()
 // is called, then unmounts; destruction unmounts too. Not thread-safe except Exit(), which any
@@ -47,6 +69,13 @@ class Session {
   // Makes Run() return promptly (it waits up to a few seconds for the loop to stop).
   virtual void Exit() = 0;
 };
+
+// The counters of the daemon serving a lazyfs mount, as JSON ({"counters": {NAME: N, ...},
+// "latencies": {NAME: {"count", "p50_us", "p90_us", "p99_us", "max_us"}}}; names in
+// base/stats.h and above). Asks the daemon through an ioctl on the mount's root, which any user
+// who can open that directory may do. Fails naming the mountpoint when it is not a lazyfs mount
+// or the daemon does not answer.
+Result<std::string> ReadMountStats(const std::string& mountpoint);
 
 // Unmounts a lazyfs mount (umount2, falling back to fusermount3 -u). Errors name the mountpoint.
 Status Unmount(const std::string& mountpoint, bool lazy = false);

@@ -22,7 +22,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
@@ -31,9 +33,14 @@
 #include <type_traits>
 #include <vector>
 
+#include "base/fd.h"
 #include "base/log.h"
+#include "base/stats.h"
+#include "fs/cached_tree.h"
 #include "fs/filesystem.h"
 #include "fs/fs.h"
+#include "fs/mount_table.h"
+#include "fs/stats_channel.h"
 
 namespace lazyfs::fs {
 namespace {
@@ -41,6 +48,38 @@ namespace {
 constexpr const char* kTag = "fs";
 
 FileSystem& Fs(fuse_req_t req) { return *static_cast<FileSystem*>(fuse_req_userdata(req)); }
+
+// Requests that reached the daemon, per operation: what the kernel's caches did not absorb.
+// Tests read them to prove a cache works; `lazyfs stats` shows them.
+struct RequestCounters {
+  StatCounter& lookup = Counter(kStatFuseLookups);
+  StatCounter& getattr = Counter(kStatFuseGetattrs);
+  StatCounter& readlink = Counter(kStatFuseReadlinks);
+  StatCounter& opendir = Counter(kStatFuseOpendirs);
+  StatCounter& readdir = Counter(kStatFuseReaddirs);
+  StatCounter& readdirplus = Counter(kStatFuseReaddirplus);
+  StatCounter& large_reads = Counter(kStatFuseLargeReads);
+  StatCounter& reads = Counter(kStatReads);
+  StatCounter& bytes_served = Counter(kStatBytesServed);
+  StatCounter& eio_unavailable = Counter(kStatEioUnavailable);
+  StatCounter& eio_data_loss = Counter(kStatEioDataLoss);
+  StatCounter& eio_other = Counter(kStatEioOther);
+};
+
+RequestCounters& Requests() {
+  static RequestCounters* c = new RequestCounters();  // workers may count during exit
+  return *c;
+}
+
+// Every EIO a reader sees is counted by what caused it, so `lazyfs stats` can tell a registry
+// outage from corrupt data.
+void CountEio(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kUnavailable: Requests().eio_unavailable.Add(); break;
+    case StatusCode::kDataLoss: Requests().eio_data_loss.Add(); break;
+    default: Requests().eio_other.Add(); break;
+  }
+}
 
 // errnos that are ordinary answers (a shell probing names, a tool trying to write) rather than
 // trouble worth a warning.
@@ -63,6 +102,7 @@ bool IsExpectedErrno(int err) {
 
 int ReplyStatus(fuse_req_t req, const char* op, uint64_t ino, const Status& status) {
   const int err = ErrnoFromStatus(status);
+  if (err == EIO) CountEio(status);
   if (IsExpectedErrno(err)) {
     (void)op;
     LAZYFS_DLOG(kTag, "%s(%llu): %s", op, static_cast<unsigned long long>(ino),
@@ -110,6 +150,7 @@ void Reply(fuse_req_t req, const char* op, uint64_t ino, Work&& work, OnOk&& on_
     LAZYFS_LOG(kError, kTag, "%s(%llu): unexpected exception", op,
                static_cast<unsigned long long>(ino));
   }
+  if (err == EIO) Requests().eio_other.Add();
   fuse_reply_err(req, err);
 }
 
@@ -181,20 +222,40 @@ Result<std::string> FillDir(fuse_req_t req, const DirListing& listing, off_t off
   return buf;
 }
 
+// The readahead the daemon asks for at INIT: the kernel's request size limit (max_pages).
+constexpr unsigned kReadaheadCeiling = 1u << 20;
+
 // ---- callbacks ----
 
 void OnInit(void* /*userdata*/, fuse_conn_info* conn) {
   // Reads may be served concurrently and out of order: the tree is thread-safe.
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  // Always readdirplus, never the "auto" mode that falls back to plain readdir after the first
+  // page: one listing then brings every child's attributes (from the metadata cache), so a
+  // find or ls -l over a directory costs no lookup or getattr round trip per entry.
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
   // Symlink targets never change: let the kernel keep them in its page cache.
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
-  // Splice is not requested: replies come from memory (fuse_reply_buf), where splicing saves
-  // nothing. Reads of up to 1 MiB need no max_read option: libfuse's buffer (256 pages) sets
-  // the kernel's max_pages.
+  // Lookups and listings of one directory may run in parallel: nothing here is per directory.
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  // Readahead is asynchronous (background requests): allow enough of them in flight to keep
+  // every worker busy on a sequential read.
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+  // The kernel keeps the smaller of the mount's readahead window and this. RaiseReadahead widened
+  // the window before this reply; ask for all of it (libfuse passes on the kernel's old value).
+  conn->max_readahead = std::max<unsigned>(conn->max_readahead, kReadaheadCeiling);
+  // Splice is not requested: replies come from a memory buffer (Tree::Read fills it), and for a
+  // single memory buffer libfuse writes to /dev/fuse even when splice is on. Splicing pays only
+  // from a file descriptor (the content cache file), which the Tree interface does not expose.
+  // Requests of up to 1 MiB need no max_read option: libfuse's buffer (256 pages) sets the
+  // kernel's max_pages; the readahead window that decides buffered read sizes is raised after
+  // mounting (RaiseReadahead).
 }
 
 void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Requests().lookup.Add();
   Reply(req, "lookup", parent, [&] { return Fs(req).Lookup(parent, name); },
         [&](const Entry& e) {
           const fuse_entry_param p = ToParam(e);
@@ -207,6 +268,7 @@ void OnForget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
 void OnForgetMulti(fuse_req_t req, size_t, fuse_forget_data*) { fuse_reply_none(req); }
 
 void OnGetAttr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  Requests().getattr.Add();
   Reply(req, "getattr", ino, [&] { return Fs(req).GetAttr(ino); },
         [&](const AttrReply& a) { fuse_reply_attr(req, &a.attr, a.timeout); });
 }
@@ -222,17 +284,23 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   // One buffer per worker thread, grown to the largest read it has served.
   thread_local std::vector<std::byte> buf;
+  if (size >= kLargeReadBytes) Requests().large_reads.Add();
   Reply(req, "read", ino,
         [&] {
           if (buf.size() < size) buf.resize(size);
           return Fs(req).ReadInto(ino, static_cast<uint64_t>(off), std::span(buf.data(), size));
         },
-        [&](size_t n) { fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n); });
+        [&](size_t n) {
+          Requests().reads.Add();
+          Requests().bytes_served.Add(n);
+          fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
+        });
 }
 
 void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
 
 void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Requests().opendir.Add();
   Reply(req, "opendir", ino, [&] { return Fs(req).OpenDir(ino); },
         [&](const DirHandle& listing) {
           auto handle = std::make_unique<DirHandle>(listing);
@@ -245,6 +313,7 @@ void OnOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void OnReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  Requests().readdir.Add();
   Reply(req, "readdir", ino,
         [&]() -> Result<std::string> {
           LAZYFS_ASSIGN_OR_RETURN(DirHandle listing, HandleOf(req, ino, fi));
@@ -254,6 +323,7 @@ void OnReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
 }
 
 void OnReadDirPlus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  Requests().readdirplus.Add();
   Reply(req, "readdirplus", ino,
         [&]() -> Result<std::string> {
           LAZYFS_ASSIGN_OR_RETURN(DirHandle listing, HandleOf(req, ino, fi));
@@ -268,6 +338,7 @@ void OnReleaseDir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void OnReadLink(fuse_req_t req, fuse_ino_t ino) {
+  Requests().readlink.Add();
   Reply(req, "readlink", ino, [&] { return Fs(req).ReadLink(ino); },
         [&](const std::string& target) { fuse_reply_readlink(req, target.c_str()); });
 }
@@ -298,6 +369,34 @@ void OnStatFs(fuse_req_t req, fuse_ino_t ino) {
 void OnAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
   Reply(req, "access", ino, [&] { return Fs(req).Access(ino, mask); },
         [&] { fuse_reply_err(req, 0); });
+}
+
+// The stats channel (fs/stats_channel.h): the one ioctl lazyfs answers, on the root only.
+void OnIoctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info*,
+             unsigned, const void*, size_t, size_t out_size) {
+  if (ino != FUSE_ROOT_ID || cmd != kStatsIoctl) {
+    fuse_reply_err(req, ENOTTY);
+    return;
+  }
+  Reply(req, "ioctl", ino,
+        [&]() -> Result<std::string> {
+          const std::string json = StatsJson();
+          StatsIoctlReply reply;
+          if (out_size < sizeof(reply) || json.size() > sizeof(reply.json)) {
+            return Status(StatusCode::kResourceExhausted,
+                          "stats of " + std::to_string(json.size()) +
+                              " bytes do not fit the reply",
+                          E2BIG);
+          }
+          std::string out(sizeof(reply), '\0');
+          reply.magic = kStatsMagic;
+          reply.length = static_cast<uint32_t>(json.size());
+          std::memcpy(out.data(), &reply, offsetof(StatsIoctlReply, json));
+          std::memcpy(out.data() + offsetof(StatsIoctlReply, json), json.data(), json.size());
+          out.resize(offsetof(StatsIoctlReply, json) + json.size());
+          return out;
+        },
+        [&](const std::string& out) { fuse_reply_ioctl(req, 0, out.data(), out.size()); });
 }
 
 // ---- write operations: all EROFS ----
@@ -359,6 +458,7 @@ const fuse_lowlevel_ops& Ops() {
     o.listxattr = OnListXattr;
     o.statfs = OnStatFs;
     o.access = OnAccess;
+    o.ioctl = OnIoctl;
     o.setattr = OnSetAttr;
     o.mknod = OnMknod;
     o.mkdir = OnMkdir;
@@ -439,10 +539,31 @@ std::string MountOptionString(const MountOptions& options) {
   return o;
 }
 
+// The kernel sizes buffered reads by the mount's readahead window, 128 KiB by default, which
+// would cut a large sequential read into 128 KiB requests whatever max_pages allows. Root may
+// widen it through the mount's backing device in sysfs (as `blockdev --setra` does for a disk);
+// anyone else keeps the default, which is only slower. `real_mountpoint` must be resolved
+// before mounting: resolving it now would stat the mount, which waits for the session loop.
+void RaiseReadahead(const std::string& real_mountpoint, unsigned kib) {
+  if (kib == 0) return;
+  Result<std::string> table = ReadFileToString("/proc/self/mountinfo");
+  if (!table.ok()) return;
+  std::optional<MountInfo> info = FindMountIn(*table, real_mountpoint);
+  if (!info || info->fstype != kMountType || info->device.empty()) return;
+  const std::string path = "/sys/class/bdi/" + info->device + "/read_ahead_kb";
+  const std::string value = std::to_string(std::min(kib, kReadaheadCeiling >> 10)) + "\n";
+  Result<Fd> fd = OpenFile(path, O_WRONLY);
+  Status s = fd.ok() ? WriteAll(fd->get(), value.data(), value.size()) : fd.status();
+  if (!s.ok()) {
+    LAZYFS_DLOG(kTag, "readahead of %s stays the kernel's default: %s", real_mountpoint.c_str(),
+                s.ToString().c_str());
+  }
+}
+
 class FuseSession final : public Session {
  public:
   FuseSession(const index::Tree& tree, const MountOptions& options)
-      : fs_(tree), options_(options) {}
+      : cached_(tree, options.metadata_cache_entries), fs_(cached_), options_(options) {}
 
   ~FuseSession() override {
     Exit();
@@ -462,6 +583,11 @@ class FuseSession final : public Session {
       return Status(StatusCode::kFailedPrecondition, what + ": mountpoint is not a directory",
                     ENOTDIR);
     }
+    std::string real_mp = NormalizePath(mp);
+    if (char* real = ::realpath(mp.c_str(), nullptr)) {
+      real_mp = real;
+      std::free(real);
+    }
     const std::string opts = MountOptionString(options_);
     FuseArgs args;
     LAZYFS_RETURN_IF_ERROR(args.Add("lazyfs"));
@@ -478,6 +604,7 @@ class FuseSession final : public Session {
                                      "needs /dev/fuse and either root or fusermount3)");
     }
     mounted_ = true;
+    RaiseReadahead(real_mp, options_.readahead_kib);
     return Status::Ok();
   }
 
@@ -558,6 +685,7 @@ class FuseSession final : public Session {
     }
   }
 
+  CachedTree cached_;
   FileSystem fs_;
   const MountOptions options_;
   std::unique_ptr<fuse_session, SessionDeleter> se_;

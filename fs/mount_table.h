@@ -18,6 +18,7 @@ struct MountInfo {
   std::string mountpoint;  // absolute, unescaped
   std::string fstype;      // "fuse.lazyfs", "ext4", ...
   std::string source;      // the fsname for FUSE mounts
+  std::string device;      // "major:minor" of the mount's device (st_dev)
 };
 
 // The last (topmost) mount at `path` in `mountinfo` (the text of a mountinfo file), or nullopt.

@@ -112,7 +112,8 @@ std::optional<MountInfo> FindMountIn(std::string_view mountinfo, std::string_vie
     while (dash < f.size() && f[dash] != "-") ++dash;
     if (dash + 2 >= f.size()) continue;
     // Later lines are mounted on top of earlier ones: the last match is what the path shows.
-    found = MountInfo{Unescape(f[4]), Unescape(f[dash + 1]), Unescape(f[dash + 2])};
+    found = MountInfo{Unescape(f[4]), Unescape(f[dash + 1]), Unescape(f[dash + 2]),
+                      std::string(f[2])};
   }
   return found;
 }

@@ -3,6 +3,7 @@
 // Needs root and /dev/fuse; without them every test fails and says so.
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -18,6 +19,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <random>
 #include <string>
@@ -25,8 +27,11 @@
 #include <vector>
 
 #include "base/fd.h"
+#include "base/stats.h"
 #include "fs/fs.h"
 #include "fs/mount_table.h"
+#include "fs/stats_channel.h"
+#include "tests/support/forwarding_tree.h"
 #include "tests/support/listing.h"
 #include "tests/support/memory_tree.h"
 
@@ -38,6 +43,7 @@ using testing::MemoryTree;
 
 constexpr size_t kBigSize = 6 << 20;
 constexpr int kManyFiles = 1500;
+constexpr int kDataFiles = 300;
 const std::string kLongName(255, 'n');
 
 // Position-dependent bytes, so a read from the wrong offset cannot pass.
@@ -56,6 +62,15 @@ std::string ManyName(int i) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "entry-%05d-with-a-longer-name-to-fill-pages", i);
   return buf;
+}
+
+std::string DataName(int i) { return "/data/f" + std::to_string(i); }
+
+// Distinct content per file, 0 to ~300 KiB, so a read served from the wrong file shows.
+std::string DataContent(int i) {
+  std::string s(static_cast<size_t>(i) * 1021 % (300 << 10), '\0');
+  for (size_t k = 0; k < s.size(); ++k) s[k] = BigByte(k * 31 + static_cast<size_t>(i));
+  return s;
 }
 
 std::vector<MemNode> Nodes() {
@@ -102,6 +117,7 @@ std::vector<MemNode> Nodes() {
   add("/srv/shared", S_IFDIR | 02775, "", 0, 100);
   add("/long/" + kLongName, S_IFREG | 0644, "long name\n");
   for (int i = 0; i < kManyFiles; ++i) add("/many/" + ManyName(i), S_IFREG | 0644);
+  for (int i = 0; i < kDataFiles; ++i) add(DataName(i), S_IFREG | 0644, DataContent(i));
   return nodes;
 }
 
@@ -189,8 +205,8 @@ TEST_F(MountTest, StatShowsTheTreesOwnersModesAndLinks) {
     nlink_t nlink;
   };
   const std::vector<Case> cases = {
-      // 2 + bin dev etc home long many run srv tmp usr.
-      {"", S_IFDIR | 0755, 0, 0, 12},
+      // 2 + bin data dev etc home long many run srv tmp usr.
+      {"", S_IFDIR | 0755, 0, 0, 13},
       {"/home/user", S_IFDIR | 0750, 1000, 1000, 2},
       {"/home/user/.profile", S_IFREG | 0644, 1000, 1000, 1},
       {"/nobody", S_IFREG | 0600, 65534, 65534, 1},
@@ -334,6 +350,142 @@ TEST_F(MountTest, ManyThreadsReadingAtOnceGetTheRightBytes) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(mismatches.load(), 0);
+}
+
+// Counters are process-wide and the daemon runs in this process: tests compare before and after.
+uint64_t Count(std::string_view name) { return Counter(name).Get(); }
+
+TEST_F(MountTest, RepeatedStatsMissesAndReadlinksNeverReachTheDaemon) {
+  struct stat st;
+  char target[64];
+  ASSERT_EQ(::lstat(P("/etc/passwd").c_str(), &st), 0) << std::strerror(errno);
+  ASSERT_EQ(::lstat(P("/etc/nosuch").c_str(), &st), -1);
+  ASSERT_EQ(::readlink(P("/bin/sh").c_str(), target, sizeof(target)), 7);
+  const uint64_t lookups = Count(kStatFuseLookups), getattrs = Count(kStatFuseGetattrs),
+                 readlinks = Count(kStatFuseReadlinks);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(::lstat(P("/etc/passwd").c_str(), &st), 0) << std::strerror(errno);
+    ASSERT_EQ(::stat(P("/etc/passwd").c_str(), &st), 0) << std::strerror(errno);
+    errno = 0;
+    ASSERT_EQ(::lstat(P("/etc/nosuch").c_str(), &st), -1);
+    ASSERT_EQ(errno, ENOENT);
+    ASSERT_EQ(::readlink(P("/bin/sh").c_str(), target, sizeof(target)), 7);
+  }
+  // Long entry and attribute timeouts, negative entries and cached symlinks: the kernel answered.
+  EXPECT_EQ(Count(kStatFuseLookups), lookups);
+  EXPECT_EQ(Count(kStatFuseGetattrs), getattrs);
+  EXPECT_EQ(Count(kStatFuseReadlinks), readlinks);
+}
+
+TEST_F(MountTest, ListingBringsEveryChildsAttributesAndIsCached) {
+  const uint64_t plus = Count(kStatFuseReaddirplus), plain = Count(kStatFuseReaddirs);
+  auto list = [&](std::map<std::string, ino_t>& out) {
+    DIR* d = ::opendir(P("/many").c_str());
+    ASSERT_NE(d, nullptr) << std::strerror(errno);
+    while (dirent* de = ::readdir(d)) out[de->d_name] = de->d_ino;
+    ::closedir(d);
+  };
+  std::map<std::string, ino_t> names;
+  list(names);
+  ASSERT_EQ(names.size(), static_cast<size_t>(kManyFiles + 2));
+  EXPECT_GT(Count(kStatFuseReaddirplus), plus) << "the kernel did not use readdirplus";
+  EXPECT_EQ(Count(kStatFuseReaddirs), plain) << "plain readdir: readdirplus auto mode is on";
+  // Every child's attributes came with the listing: stat-ing them asks the daemon nothing.
+  const uint64_t lookups = Count(kStatFuseLookups), getattrs = Count(kStatFuseGetattrs);
+  for (const auto& [name, ino] : names) {
+    if (name == "." || name == "..") continue;  // not children: no attributes come with them
+    struct stat st;
+    ASSERT_EQ(::lstat(P("/many/" + name).c_str(), &st), 0) << name << ": " << std::strerror(errno);
+    EXPECT_EQ(st.st_ino, ino) << name;
+  }
+  EXPECT_EQ(Count(kStatFuseLookups), lookups);
+  EXPECT_EQ(Count(kStatFuseGetattrs), getattrs);
+  // Listing it again comes from the kernel's cached directory (FOPEN_CACHE_DIR).
+  const uint64_t plus_before = Count(kStatFuseReaddirplus);
+  std::map<std::string, ino_t> again;
+  list(again);
+  EXPECT_EQ(again, names);
+  EXPECT_EQ(Count(kStatFuseReaddirplus), plus_before);
+}
+
+TEST_F(MountTest, SequentialReadsArriveAsOneMiBRequestsAndAreCounted) {
+  const uint64_t large = Count(kStatFuseLargeReads), served = Count(kStatBytesServed),
+                 reads = Count(kStatReads);
+  auto fd = OpenFile(P("/big"), O_RDONLY);
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  std::string buf(1 << 20, '\0');
+  const std::string big = BigContent();
+  size_t total = 0;
+  for (;;) {
+    auto n = PreadFull(fd->get(), buf.data(), buf.size(), total);
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    if (*n == 0) break;
+    ASSERT_EQ(std::memcmp(buf.data(), big.data() + total, *n), 0) << "at " << total;
+    total += *n;
+  }
+  ASSERT_EQ(total, kBigSize);
+  // The mount's readahead was raised (root) so the kernel asks for 1 MiB at a time, not 128 KiB.
+  EXPECT_GE(Count(kStatFuseLargeReads) - large, 2u)
+      << "reads of /big reached the daemon in requests under 1 MiB";
+  // Every byte the file has was served once (a fresh mount has nothing in its page cache).
+  EXPECT_EQ(Count(kStatBytesServed) - served, kBigSize);
+  EXPECT_GE(Count(kStatReads) - reads, 1u);
+  EXPECT_LE(Count(kStatReads) - reads, kBigSize / (128 << 10));
+  // Read again: the page cache answers (FOPEN_KEEP_CACHE), the daemon serves nothing more.
+  const uint64_t served_once = Count(kStatBytesServed);
+  auto again = ReadFileToString(P("/big"));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, big);
+  EXPECT_EQ(Count(kStatBytesServed), served_once);
+}
+
+TEST_F(MountTest, ManyThreadsReadingManyFilesGetTheRightBytes) {
+  std::vector<std::string> expected;
+  for (int i = 0; i < kDataFiles; ++i) expected.push_back(DataContent(i));
+  std::atomic<int> mismatches{0}, failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 16; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<int> order(kDataFiles);
+      for (int i = 0; i < kDataFiles; ++i) order[i] = i;
+      std::shuffle(order.begin(), order.end(), std::mt19937(t));
+      for (int i : order) {
+        Result<std::string> got = ReadFileToString(P(DataName(i)));
+        if (!got.ok()) {
+          failures++;
+        } else if (*got != expected[i]) {
+          mismatches++;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST_F(MountTest, StatsAreAnsweredOnTheRootOnly) {
+  ASSERT_TRUE(ReadFileToString(P("/etc/passwd")).ok());
+  auto json = ReadMountStats(mp_);
+  ASSERT_TRUE(json.ok()) << json.status().ToString();
+  EXPECT_NE(json->find("\"counters\":{"), std::string::npos) << *json;
+  EXPECT_NE(json->find("\"" + std::string(kStatBytesServed) + "\":"), std::string::npos) << *json;
+  EXPECT_NE(json->find("\"latencies\":{"), std::string::npos) << *json;
+  // Through a path inside the mount it is the same mount's root that must be asked.
+  auto inner = ReadMountStats(P("/etc"));
+  EXPECT_FALSE(inner.ok());
+  // Any other file answers ENOTTY, like a filesystem without ioctls.
+  auto fd = OpenFile(P("/etc/passwd"), O_RDONLY);
+  ASSERT_TRUE(fd.ok());
+  StatsIoctlReply reply;
+  errno = 0;
+  EXPECT_EQ(::ioctl(fd->get(), kStatsIoctl, &reply), -1);
+  EXPECT_EQ(errno, ENOTTY);
+  // Not a lazyfs mount: a clear error naming the path.
+  auto root = ReadMountStats("/proc");
+  ASSERT_FALSE(root.ok());
+  EXPECT_NE(root.status().message().find("not a lazyfs mount"), std::string::npos)
+      << root.status().ToString();
 }
 
 TEST_F(MountTest, WritesFailWithEROFS) {
@@ -568,6 +720,66 @@ TEST_F(RwOptionMountTest, StaysReadOnly) {
   errno = 0;
   EXPECT_EQ(::mkdir(P("/newdir").c_str(), 0755), -1);
   EXPECT_EQ(errno, EROFS);
+}
+
+// A tree whose content reads fail the way fetches do: the registry gone (Unavailable), data
+// that does not match its digest (DataLoss), or anything else (Internal).
+class FailingReadsTree final : public testing::ForwardingTree {
+ public:
+  using ForwardingTree::ForwardingTree;
+  Result<size_t> Read(uint64_t ino, uint64_t off, std::span<std::byte> out) const override {
+    auto a = base_.GetAttr(ino);
+    if (!a.ok()) return a.status();
+    switch (a->uid) {  // the test marks each file's failure by its owner
+      case 1: return UnavailableError("registry 127.0.0.1:1 refused the connection");
+      case 2: return DataLossError("sha256 mismatch");
+      case 3: return InternalError("something else");
+      default: return base_.Read(ino, off, out);
+    }
+  }
+};
+
+TEST(MountEioTest, FailedReadsAreEIOCountedByCause) {
+  std::vector<MemNode> nodes;
+  for (uint32_t uid : {0u, 1u, 2u, 3u}) {
+    MemNode n;
+    n.path = "/f" + std::to_string(uid);
+    n.mode = S_IFREG | 0644;
+    n.data = "data";
+    n.uid = uid;
+    nodes.push_back(n);
+  }
+  auto mem = MemoryTree::Build(nodes);
+  ASSERT_TRUE(mem.ok());
+  FailingReadsTree tree(**mem);
+  char dir[] = "/tmp/lazyfs-mount-eio-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  MountOptions options;
+  options.mountpoint = dir;
+  auto session = Session::Mount(tree, options);
+  ASSERT_TRUE(session.ok()) << "this test needs FUSE: " << session.status().ToString();
+  Status run_status;
+  std::thread runner([&] { run_status = (*session)->Run(); });
+  const uint64_t unavailable = Count(kStatEioUnavailable), data_loss = Count(kStatEioDataLoss),
+                 other = Count(kStatEioOther);
+  auto read_errno = [&](const std::string& name) {
+    auto r = ReadFileToString(std::string(dir) + name);
+    return r.ok() ? 0 : r.status().error_number();
+  };
+  EXPECT_EQ(read_errno("/f0"), 0);
+  EXPECT_EQ(read_errno("/f1"), EIO);
+  EXPECT_EQ(read_errno("/f2"), EIO);
+  EXPECT_EQ(read_errno("/f2"), EIO);
+  EXPECT_EQ(read_errno("/f3"), EIO);
+  // The kernel may retry a failed readahead page with a read of its own: at least once each.
+  EXPECT_GE(Count(kStatEioUnavailable) - unavailable, 1u);
+  EXPECT_GE(Count(kStatEioDataLoss) - data_loss, 2u);
+  EXPECT_GE(Count(kStatEioOther) - other, 1u);
+  (*session)->Exit();
+  runner.join();
+  EXPECT_TRUE(run_status.ok()) << run_status.ToString();
+  session->reset();
+  ::rmdir(dir);
 }
 
 TEST(MountErrorsTest, MountOnAMissingDirectoryNamesIt) {
