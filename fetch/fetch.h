@@ -1,9 +1,10 @@
 // fetch: from an image reference to verified blobs.
 //
 // Parses references (docker://, bare names, oci:), talks to OCI/Docker v2 registries with libcurl
-// (anonymous bearer tokens, basic credentials from ~/.docker/config.json), reads OCI layout
-// directories, resolves image indexes by platform, and keeps blobs in a content-addressed,
-// verified store. It knows nothing about tar or filesystems: what it hands on is an
+// (bearer tokens, basic credentials from auth.json, the docker config and credential helpers;
+// mirrors and insecure registries from registries.conf; retries, resumed and ranged blob reads),
+// reads OCI layout directories, resolves image indexes by platform, and keeps blobs in a
+// content-addressed, verified store. It knows nothing about tar or filesystems: what it hands on is an
 // ImageDescriptor and a BlobSource (base/image.h).
 #pragma once
 

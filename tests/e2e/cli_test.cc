@@ -86,6 +86,16 @@ TEST_F(CliTest, LsStatAndCatShowTheImageAsItsLayersSay) {
   auto expected = ExpectedListing(spec);
   ASSERT_TRUE(expected.ok()) << expected.status().ToString();
 
+  // inspect: the manifest lazyfs resolved is the one written, with every layer.
+  CommandResult inspect = Lazyfs({"inspect", ref});
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  const auto info = nlohmann::json::parse(inspect.out);
+  EXPECT_EQ(info["manifest_digest"], WriteOciLayout(spec, dir_ + "/foundation", "foundation")->ToString());
+  EXPECT_EQ(info["layers"].size(), spec.layers.size());
+  const auto dirs = std::count_if(expected->begin(), expected->end(),
+                                  [](const auto& e) { return e.second.type == 'd'; });
+  EXPECT_EQ(info["tree"]["directories"].get<int64_t>(), dirs);
+
   CommandResult ls = Lazyfs({"ls", "-R", "--json", ref, "/"});
   ASSERT_EQ(ls.exit_code, 0) << ls.err;
   const auto entries = nlohmann::json::parse(ls.out);
