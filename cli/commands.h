@@ -10,5 +10,6 @@ void RegisterMount(CLI::App& app, int& exit_code);        // mount, umount
 void RegisterMaterialize(CLI::App& app, int& exit_code);  // materialize
 void RegisterInspect(CLI::App& app, int& exit_code);      // inspect
 void RegisterGc(CLI::App& app, int& exit_code);           // gc
+void RegisterBrowse(CLI::App& app, int& exit_code);       // ls, cat, stat, diff
 
 }  // namespace lazyfs::cli

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   lazyfs::cli::RegisterMaterialize(app, exit_code);
   lazyfs::cli::RegisterInspect(app, exit_code);
   lazyfs::cli::RegisterGc(app, exit_code);
+  lazyfs::cli::RegisterBrowse(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

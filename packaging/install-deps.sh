@@ -6,6 +6,10 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config git
+  # the sanitizer build and the libFuzzer targets (tests/sanitize.sh)
+  clang
+  # the .deb: cpack computes its dependencies with dpkg-shlibdeps
+  dpkg-dev
   # libraries lazyfs links against
   libfuse3-dev libcurl4-openssl-dev libssl-dev libzstd-dev zlib1g-dev libarchive-dev
   libext2fs-dev librocksdb-dev nlohmann-json3-dev libcli11-dev
@@ -14,6 +18,10 @@ packages=(
   fuse3 e2fsprogs cryptsetup-bin util-linux attr
   # end-to-end tests and the built-in example: a real registry on loopback, real images
   docker-registry busybox-static curl ca-certificates
+  # the boot test: a materialized image as the root disk of a QEMU guest (NVMe, no initramfs)
+  qemu-system-x86 linux-image-cloud-amd64
+  # eStargz and zstd:chunked layers written by the estargz Go package, built offline
+  golang-go golang-github-containerd-stargz-snapshotter-dev
   # htpasswd (bcrypt) and a self-signed certificate for the registry tests with auth and TLS
   apache2-utils openssl
   # benchmarks: the pipeline lazyfs is measured against, and the arithmetic of the ratios

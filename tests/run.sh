@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (unit, filesystem-logic and end-to-end tiers) against build/.
+# Runs the whole test suite against build/ (unit, filesystem, end-to-end and packaging tiers),
+# then the sanitizer tier (tests/sanitize.sh: unit tests under ASan+UBSan, and the fuzzers).
 # End-to-end tests start Debian's docker-registry on 127.0.0.1, mount with FUSE and loop-mount
 # ext4 images: run as root.
 set -euo pipefail
@@ -9,3 +10,4 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 ctest --test-dir build --output-on-failure --timeout 600 -j2 "$@"
+bash tests/sanitize.sh

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -35,39 +36,57 @@ std::string LazyfsBinary() {
   return path + "/cli/lazyfs";
 }
 
-CommandResult RunCommand(const std::vector<std::string>& argv) {
-  const std::string dir = MakeTempDir("lazyfs-run");
-  const std::string out_path = dir + "/out", err_path = dir + "/err";
-  CommandResult r;
-  pid_t pid = ::fork();
-  if (pid == 0) {
+Spawned Spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  Spawned p;
+  p.dir = MakeTempDir("lazyfs-run");
+  const std::string out_path = p.dir + "/out", err_path = p.dir + "/err";
+  p.pid = ::fork();
+  if (p.pid == 0) {
     int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     int in = ::open("/dev/null", O_RDONLY);
     ::dup2(in, 0);
     ::dup2(out, 1);
     ::dup2(err, 2);
+    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     ::execvp(args[0], args.data());
     ::_exit(127);
   }
+  return p;
+}
+
+Spawned SpawnLazyfs(const std::vector<std::string>& args, const std::vector<std::string>& env) {
+  std::vector<std::string> argv{LazyfsBinary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return Spawn(argv, env);
+}
+
+CommandResult Wait(Spawned& p) {
+  CommandResult r;
   int status = 0;
-  ::waitpid(pid, &status, 0);
+  while (::waitpid(p.pid, &status, 0) < 0 && errno == EINTR) {
+  }
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = Slurp(out_path);
-  r.err = Slurp(err_path);
-  ::unlink(out_path.c_str());
-  ::unlink(err_path.c_str());
-  ::rmdir(dir.c_str());
+  r.out = Slurp(p.dir + "/out");
+  r.err = Slurp(p.dir + "/err");
+  ::unlink((p.dir + "/out").c_str());
+  ::unlink((p.dir + "/err").c_str());
+  ::rmdir(p.dir.c_str());
+  p.pid = -1;
   return r;
 }
 
+CommandResult RunCommand(const std::vector<std::string>& argv) {
+  Spawned p = Spawn(argv);
+  return Wait(p);
+}
+
 CommandResult RunLazyfs(const std::vector<std::string>& args) {
-  std::vector<std::string> argv{LazyfsBinary()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return RunCommand(argv);
+  Spawned p = SpawnLazyfs(args);
+  return Wait(p);
 }
 
 bool IsMountpoint(const std::string& path) {

@@ -18,6 +18,17 @@ std::string LazyfsBinary();
 CommandResult RunCommand(const std::vector<std::string>& argv);
 // Runs the lazyfs binary with args.
 CommandResult RunLazyfs(const std::vector<std::string>& args);
+
+// A process started without waiting for it (to race it against others, or to kill it).
+struct Spawned {
+  int pid = -1;
+  std::string dir;  // holds its stdout and stderr
+};
+// Starts argv (extra environment entries "K=V" in env) with stdout/stderr captured.
+Spawned Spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env = {});
+Spawned SpawnLazyfs(const std::vector<std::string>& args, const std::vector<std::string>& env = {});
+// Waits for it; exit_code is 128+N when it died of signal N.
+CommandResult Wait(Spawned& p);
 bool IsMountpoint(const std::string& path);
 // Best effort: unmount if mounted (used in TearDown).
 void ForceUnmount(const std::string& path);

@@ -153,7 +153,8 @@ la_ssize_t AppendToString(archive*, void* client, const void* buf, size_t len) {
 
 Status WriteOneEntry(archive* a, const Entry& e, TarFormat format) {
   std::string name = TarName(e);
-  if (!e.xattrs.empty() && format != TarFormat::kPax) {
+  if (!e.xattrs.empty() && format != TarFormat::kPax &&
+      format != TarFormat::kPaxLibarchiveXattrs) {
     return InvalidArgumentError("entry \"" + name + "\": xattrs need TarFormat::kPax");
   }
   ArchiveEntry ae(archive_entry_new());
@@ -831,16 +832,22 @@ Entry Raw(std::string exact_tar_name, EntryType type, std::string data, std::str
 // ----- Tars and compression -------------------------------------------------------------------
 
 Result<std::string> BuildLayerTar(const std::vector<Entry>& entries, TarFormat format) {
+  // Declared before the writer: freeing a writer that was not closed (an early error return)
+  // flushes into `out`, which must still exist then.
+  std::string out;
   ArchiveWriter a(archive_write_new());
   if (!a) return InternalError("archive_write_new failed");
   int rc = ARCHIVE_OK;
   switch (format) {
     case TarFormat::kPax:
+    case TarFormat::kPaxLibarchiveXattrs:
       // Restricted pax: extended headers only where needed, as Go's archive/tar (docker) does.
       rc = archive_write_set_format_pax_restricted(a.get());
       if (rc == ARCHIVE_OK) {
-        // SCHILY.xattr.* only (the docker/containerd spelling), not LIBARCHIVE.xattr.* too.
-        rc = archive_write_set_format_option(a.get(), "pax", "xattrheader", "SCHILY");
+        // One spelling of xattrs only: SCHILY.xattr.* (docker, containerd) by default.
+        rc = archive_write_set_format_option(
+            a.get(), "pax", "xattrheader",
+            format == TarFormat::kPax ? "SCHILY" : "LIBARCHIVE");
       }
       break;
     case TarFormat::kGnu:
@@ -853,7 +860,6 @@ Result<std::string> BuildLayerTar(const std::vector<Entry>& entries, TarFormat f
   if (rc != ARCHIVE_OK) return InternalError(ArchiveError(a.get(), "setting the tar format"));
   // No blocking: the tar ends right after its two zero blocks, like Go's archive/tar.
   archive_write_set_bytes_per_block(a.get(), 0);
-  std::string out;
   if (archive_write_open2(a.get(), &out, nullptr, AppendToString, nullptr, nullptr) != ARCHIVE_OK) {
     return InternalError(ArchiveError(a.get(), "opening the tar writer"));
   }

@@ -86,7 +86,9 @@ Entry Raw(std::string exact_tar_name, EntryType type = EntryType::kFile, std::st
 
 // ----- Layer tars and compression -----------------------------------------------------------
 
-enum class TarFormat { kPax, kGnu, kUstar };
+// kPaxLibarchiveXattrs: pax with xattrs as LIBARCHIVE.xattr.* records (bsdtar's spelling)
+// instead of SCHILY.xattr.* (docker's, GNU tar's).
+enum class TarFormat { kPax, kGnu, kUstar, kPaxLibarchiveXattrs };
 
 // Builds an uncompressed layer tar with libarchive (uname/gname empty, end-of-archive blocks
 // included). Fails with InvalidArgument for an entry the format cannot carry (xattrs outside

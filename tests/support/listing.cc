@@ -223,8 +223,9 @@ std::string DiffListings(const Listing& expected, const Listing& actual,
       continue;
     }
     const ListingEntry& a = it->second;
+    const std::string& where = path;  // clang 14 cannot capture structured bindings
     auto field = [&](const char* name, const std::string& want, const std::string& got) {
-      if (want != got) line(path + ": " + name + " " + got + " != expected " + want);
+      if (want != got) line(where + ": " + name + " " + got + " != expected " + want);
     };
     field("type", std::string(1, e.type), std::string(1, a.type));
     field("mode", Octal(e.mode), Octal(a.mode));

@@ -1,0 +1,288 @@
+// Processes that race, get killed and run as other users: several lazyfs commands on one store
+// at once, kill -9 in the middle of indexing, of materialize and of a mount's reads, and the
+// kernel enforcing an image's modes for other users under --allow-other. Needs root, /dev/fuse
+// and Debian's docker-registry. LAZYFS_CRASH_LOOPS (default 3) sets how many kills each crash
+// test makes.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <gtest/gtest.h>
+#include <random>
+#include <thread>
+
+#include "base/digest.h"
+#include "base/fd.h"
+#include "tests/e2e/e2e_util.h"
+#include "tests/support/foundation_spec.h"
+#include "tests/support/image_builder.h"
+#include "tests/support/listing.h"
+#include "tests/support/registry.h"
+
+namespace lazyfs::testing {
+namespace {
+
+namespace fsys = std::filesystem;
+using std::chrono::milliseconds;
+
+int CrashLoops() {
+  const char* env = std::getenv("LAZYFS_CRASH_LOOPS");
+  return env && *env ? std::max(1, std::atoi(env)) : 3;
+}
+
+// An image big enough that indexing and materializing take a moment to kill: 48 MiB of
+// incompressible files in a gzip layer, plus some small ones.
+ImageSpec BigSpec() {
+  ImageSpec spec;
+  Layer l;
+  for (int i = 0; i < 6; ++i) {
+    l.entries.push_back(File("big/" + std::to_string(i), PseudoRandomBytes(8 << 20, 100 + i)));
+  }
+  for (int i = 0; i < 200; ++i) {
+    l.entries.push_back(File("small/" + std::to_string(i), "small file " + std::to_string(i) + "\n"));
+  }
+  spec.layers = {l};
+  return spec;
+}
+
+ImageSpec PermissionSpec() {
+  ImageSpec spec;
+  Layer l;
+  l.entries = {File("secret", "root only\n", 0600), File("public", "everyone\n", 0644),
+               Dir("private", 0700), File("private/inside", "hidden\n", 0644),
+               File("owned", "user 65534 may\n", 0600, 65534, 65534)};
+  spec.layers = {l};
+  return spec;
+}
+
+struct World {
+  std::unique_ptr<Registry> registry;
+  std::string work;
+  Listing foundation, big;
+};
+World* world = nullptr;
+
+std::string Ref(const std::string& name) {
+  return "docker://" + world->registry->host() + "/robust/" + name + ":1";
+}
+
+class RobustTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_EQ(::geteuid(), 0u) << "these tests mount FUSE and loop devices: run them as root";
+    ASSERT_EQ(::access("/dev/fuse", R_OK | W_OK), 0)
+        << "/dev/fuse is missing or not accessible: FUSE mounts are impossible here";
+    world = new World;
+    auto reg = Registry::Start();
+    ASSERT_TRUE(reg.ok()) << reg.status().ToString();
+    world->registry = std::move(*reg);
+    world->work = MakeTempDir("lazyfs-robust");
+    const std::string layout = world->work + "/layout";
+    for (const auto& [name, spec] : std::vector<std::pair<std::string, ImageSpec>>{
+             {"foundation", FoundationSpec()}, {"big", BigSpec()}, {"perm", PermissionSpec()}}) {
+      ASSERT_TRUE(WriteOciLayout(spec, layout, name).ok());
+      Status s = PushOciLayout(layout, name, world->registry->host(), "robust/" + name, "1");
+      ASSERT_TRUE(s.ok()) << s.ToString();
+    }
+    world->foundation = *ExpectedListing(FoundationSpec());
+    world->big = *ExpectedListing(BigSpec());
+  }
+  static void TearDownTestSuite() {
+    if (!world) return;
+    world->registry.reset();
+    RemoveTree(world->work).IgnoreError();
+    delete world;
+    world = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_NE(world, nullptr);
+    ASSERT_NE(world->registry, nullptr) << "the suite's registry did not start";
+    dir_ = MakeTempDir("lazyfs-robust-test");
+    store_ = dir_ + "/store";
+  }
+  void TearDown() override {
+    for (const auto& m : mounts_) ForceUnmount(m);
+    RemoveTree(dir_).IgnoreError();
+  }
+  std::string NewMountpoint() {
+    std::string m = dir_ + "/mnt" + std::to_string(mounts_.size());
+    EXPECT_EQ(::mkdir(m.c_str(), 0755), 0);
+    mounts_.push_back(m);
+    return m;
+  }
+  void ExpectTree(const std::string& root, const Listing& want) {
+    auto got = ListDirectory(root);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(DiffListings(want, *got), "");
+  }
+  void ExpectImage(const std::string& img, const Listing& want) {
+    CommandResult fsck = RunCommand({"e2fsck", "-fn", img});
+    EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
+    const std::string loop = NewMountpoint();
+    CommandResult m = RunCommand({"mount", "-o", "loop,ro", img, loop});
+    ASSERT_EQ(m.exit_code, 0) << m.err;
+    auto got = ListDirectory(loop);
+    ForceUnmount(loop);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    got->erase("/lost+found");
+    got->at("/").nlink -= 1;
+    EXPECT_EQ(DiffListings(want, *got), "");
+  }
+
+  std::string dir_, store_;
+  std::vector<std::string> mounts_;
+};
+
+TEST_F(RobustTest, CommandsStartedTogetherOnOneStoreAllWork) {
+  // Two images, a second mount of one of them and a materialize, all from an empty store and
+  // all at the same moment: they contend for the index writer lock and share blobs.
+  const std::string m1 = NewMountpoint(), m2 = NewMountpoint(), m3 = NewMountpoint();
+  const std::string img = dir_ + "/out.img";
+  std::vector<Spawned> procs = {
+      SpawnLazyfs({"mount", "--store", store_, "-q", Ref("foundation"), m1}),
+      SpawnLazyfs({"mount", "--store", store_, "-q", Ref("big"), m2}),
+      SpawnLazyfs({"mount", "--store", store_, "-q", Ref("foundation"), m3}),
+      SpawnLazyfs({"materialize", "--store", store_, "-q", Ref("big"), img}),
+  };
+  for (auto& p : procs) {
+    CommandResult r = Wait(p);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  }
+  ExpectTree(m1, world->foundation);
+  ExpectTree(m2, world->big);
+  ExpectTree(m3, world->foundation);
+  ExpectImage(img, world->big);
+}
+
+TEST_F(RobustTest, AllowOtherEnforcesTheImagesModes) {
+  ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);  // others must reach the mountpoint
+  const std::string m = NewMountpoint();
+  CommandResult r = RunLazyfs({"mount", "--store", store_, "-q", "--allow-other", Ref("perm"), m});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  struct stat st;
+  ASSERT_EQ(::stat(store_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u) << "the store is private to its owner";
+  // Another user (nobody), through the kernel's default_permissions checks.
+  auto as_nobody = [&](std::vector<std::string> argv) {
+    std::vector<std::string> full = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+    full.insert(full.end(), argv.begin(), argv.end());
+    return RunCommand(full);
+  };
+  CommandResult pub = as_nobody({"cat", m + "/public"});
+  EXPECT_EQ(pub.exit_code, 0) << pub.err;
+  EXPECT_EQ(pub.out, "everyone\n");
+  CommandResult secret = as_nobody({"cat", m + "/secret"});
+  EXPECT_NE(secret.exit_code, 0);
+  EXPECT_NE(secret.err.find("Permission denied"), std::string::npos) << secret.err;
+  CommandResult inside = as_nobody({"cat", m + "/private/inside"});
+  EXPECT_NE(inside.exit_code, 0);
+  EXPECT_NE(inside.err.find("Permission denied"), std::string::npos) << inside.err;
+  CommandResult owned = as_nobody({"cat", m + "/owned"});
+  EXPECT_EQ(owned.exit_code, 0) << owned.err;
+  EXPECT_EQ(owned.out, "user 65534 may\n");
+  // Root reads everything, as in the container.
+  EXPECT_EQ(*ReadFileToString(m + "/secret"), "root only\n");
+}
+
+TEST_F(RobustTest, CredentialsNeverAppearInOutputOrLogs) {
+  RegistryOptions options;
+  options.user = "robust-user";
+  options.password = "pw-7f3c9a2e";
+  auto reg = Registry::Start(options);
+  ASSERT_TRUE(reg.ok()) << reg.status().ToString();
+  ASSERT_TRUE(WriteOciLayout(PermissionSpec(), dir_ + "/layout", "perm").ok());
+  ASSERT_TRUE(PushOciLayout(dir_ + "/layout", "perm", (*reg)->host(), "priv/perm", "1",
+                            options.user, options.password)
+                  .ok());
+  // base64("robust-user:pw-7f3c9a2e"), as it travels in the Authorization header.
+  const std::string basic = "cm9idXN0LXVzZXI6cHctN2YzYzlhMmU=";
+  const std::string ref = "docker://" + (*reg)->host() + "/priv/perm:1";
+  int round = 0;
+  for (const std::string& password : {options.password, std::string("wrong-pw-55e1")}) {
+    SCOPED_TRACE(password);
+    const std::string config_dir = dir_ + "/docker-" + std::to_string(round++);
+    ASSERT_TRUE(MakeDirs(config_dir).ok());
+    const std::string auth = password == options.password ? basic : "cm9idXN0LXVzZXI6d3JvbmctcHctNTVlMQ==";
+    ASSERT_TRUE(WriteFileAtomic(config_dir + "/config.json",
+                                "{\"auths\":{\"" + (*reg)->host() + "\":{\"auth\":\"" + auth + "\"}}}")
+                    .ok());
+    const std::string m = NewMountpoint();
+    std::vector<std::string> env = {"DOCKER_CONFIG=" + config_dir, "LAZYFS_LOG=debug"};
+    Spawned p = SpawnLazyfs({"mount", "--store", config_dir + "/store", ref, m}, env);
+    CommandResult r = Wait(p);
+    for (const std::string& secret : {password, auth}) {
+      EXPECT_EQ(r.out.find(secret), std::string::npos) << r.out;
+      EXPECT_EQ(r.err.find(secret), std::string::npos) << r.err;
+    }
+    if (password == options.password) {
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+    } else {
+      EXPECT_NE(r.exit_code, 0);
+      EXPECT_NE(r.err.find("rejected"), std::string::npos) << r.err;
+    }
+  }
+}
+
+// kill -9 at a random moment in [0, max_ms).
+void KillSoon(Spawned& p, int max_ms, std::mt19937& rng) {
+  std::this_thread::sleep_for(milliseconds(std::uniform_int_distribution<int>(0, max_ms)(rng)));
+  ::kill(p.pid, SIGKILL);
+}
+
+TEST_F(RobustTest, KillDuringIndexingOrMaterializeLosesNothing) {
+  std::mt19937 rng(std::random_device{}());
+  const std::string img = dir_ + "/out.img";
+  for (int i = 0; i < CrashLoops(); ++i) {
+    SCOPED_TRACE("kill " + std::to_string(i));
+    // A fresh store each other round, so the kill lands in indexing as well as in writing.
+    const std::string store = store_ + std::to_string(i / 2);
+    Spawned p = SpawnLazyfs({"materialize", "--store", store, "-q", Ref("big"), img});
+    KillSoon(p, 1500, rng);
+    CommandResult killed = Wait(p);
+    if (killed.exit_code == 128 + SIGKILL) {
+      EXPECT_FALSE(fsys::exists(img)) << "a killed materialize left " << img << " behind";
+    } else {
+      EXPECT_EQ(killed.exit_code, 0) << killed.err;  // it finished before the kill
+    }
+    // The next run from the same store completes and writes the right tree.
+    fsys::remove(img);
+    CommandResult again = RunLazyfs({"materialize", "--store", store, "-q", Ref("big"), img});
+    ASSERT_EQ(again.exit_code, 0) << again.err;
+    ExpectImage(img, world->big);
+    fsys::remove(img);
+  }
+}
+
+TEST_F(RobustTest, KillTheDaemonDuringReadsThenMountAgain) {
+  std::mt19937 rng(std::random_device{}());
+  for (int i = 0; i < CrashLoops(); ++i) {
+    SCOPED_TRACE("kill " + std::to_string(i));
+    const std::string m = NewMountpoint();
+    // In the foreground, the spawned process is the daemon itself.
+    Spawned daemon = SpawnLazyfs({"mount", "-f", "--store", store_, "-q", Ref("big"), m});
+    for (int t = 0; t < 600 && !IsMountpoint(m); ++t) std::this_thread::sleep_for(milliseconds(50));
+    ASSERT_TRUE(IsMountpoint(m)) << "the daemon did not mount within 30 s";
+    // Read every big file while the daemon is killed under the reader.
+    std::thread reader([&] {
+      for (int f = 0; f < 6; ++f) (void)ReadFileToString(m + "/big/" + std::to_string(f));
+    });
+    KillSoon(daemon, 800, rng);
+    reader.join();
+    Wait(daemon);
+    // The kernel keeps a dead mount until it is detached.
+    CommandResult um = RunLazyfs({"umount", "-l", m});
+    EXPECT_EQ(um.exit_code, 0) << um.err;
+    EXPECT_FALSE(IsMountpoint(m));
+    // Mount again from the same store: every file is whole and right.
+    CommandResult r = RunLazyfs({"mount", "--store", store_, "-q", Ref("big"), m});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ExpectTree(m, world->big);
+    ASSERT_EQ(RunLazyfs({"umount", m}).exit_code, 0);
+  }
+}
+
+}  // namespace
+}  // namespace lazyfs::testing
