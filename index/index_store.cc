@@ -481,7 +481,18 @@ class StoredTree final : public Tree {
     // eStargz / zstd:chunked layers indexed from their TOCs (toc_index.h); what they fetch
     // counts towards the whole-layer check like any range.
     toc_ = std::make_unique<TocReader>(
-        [db = db_](std::string_view key) { return db->Get(key); }, cache_, blobs_, read_timeout_,
+        [db = db_](std::string_view key) { return db->Get(key); },
+        [db = db_](std::string_view prefix,
+                   const std::function<void(std::string_view, std::string_view)>& each) {
+          std::unique_ptr<rocksdb::Iterator> it(db->db->NewIterator(rocksdb::ReadOptions()));
+          const rocksdb::Slice p(prefix.data(), prefix.size());
+          for (it->Seek(p); it->Valid() && it->key().starts_with(p); it->Next()) {
+            each(std::string_view(it->key().data(), it->key().size()),
+                 std::string_view(it->value().data(), it->value().size()));
+          }
+          return FromRocks(it->status(), "index read");
+        },
+        cache_, blobs_, read_timeout_,
         [this](const LayerDescriptor& layer, uint64_t offset, std::string_view bytes) {
           auto comp = CompressionOfMediaType(layer.media_type);
           if (comp.ok()) NoteFetched(layer, LazyLayerRecord{*comp, 0}, offset, bytes);

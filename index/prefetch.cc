@@ -106,10 +106,16 @@ void Prefetcher::Everything() {
       Bytes().Add(attr->size);
     }
   }
+  // What the merged tree hides (files whited out or replaced by upper layers) is still part
+  // of a TOC layer: fetched too, so every layer can be checked whole.
   for (const LayerDescriptor& layer : image_.layers) {
     if (!Yield()) return;
-    Status s = toc_.FetchTail(layer);
-    if (!s.ok()) Failed("layer " + layer.digest.Short() + " TOC", s);
+    auto n = toc_.FetchLayer(layer);
+    if (!n.ok()) {
+      Failed("layer " + layer.digest.Short(), n.status());
+    } else {
+      Bytes().Add(*n);
+    }
   }
 }
 

@@ -4,7 +4,8 @@
 // read is running, so prefetch never competes with a reader for the network. `landmark` fetches
 // the files an eStargz layer lists before its ".prefetch.landmark" (chunk by chunk, through the
 // TocReader); `all` reads every regular file of the merged tree through Tree::Read (any layer
-// format), then the TOC tails of TOC layers so they are complete for the whole-layer check.
+// format), then what TOC layers hold beyond that (hidden files, the TOC) so they are complete
+// for the whole-layer check.
 // Best effort: a failure is counted (prefetch.errors) and logged, and prefetch moves on.
 #pragma once
 

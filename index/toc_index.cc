@@ -150,9 +150,10 @@ Result<TocIndexed> IndexFromToc(const LayerDescriptor& layer, const Digest& toc_
 
 // ---- reads --------------------------------------------------------------------------------
 
-TocReader::TocReader(GetFn get, std::shared_ptr<ContentCache> cache, BlobSource& blobs,
+TocReader::TocReader(GetFn get, ScanFn scan, std::shared_ptr<ContentCache> cache, BlobSource& blobs,
                      std::chrono::milliseconds read_timeout, SawFn saw)
     : get_(std::move(get)),
+      scan_(std::move(scan)),
       cache_(std::move(cache)),
       blobs_(blobs),
       read_timeout_(read_timeout),
@@ -249,15 +250,34 @@ Result<uint64_t> TocReader::FetchFile(const LayerDescriptor& layer, const Digest
   return bytes;
 }
 
-Status TocReader::FetchTail(const LayerDescriptor& layer) {
+Result<uint64_t> TocReader::FetchLayer(const LayerDescriptor& layer) {
   LAZYFS_ASSIGN_OR_RETURN(auto rec, Layer(layer.digest));
-  if (!rec || rec->payload_end >= layer.size) return Status::Ok();
-  LAZYFS_ASSIGN_OR_RETURN(
-      std::string tail,
-      FetchBlobRange(blobs_, layer.digest, rec->payload_end, layer.size - rec->payload_end,
-                     std::chrono::steady_clock::now() + read_timeout_));
-  if (saw_) saw_(layer, rec->payload_end, tail);
-  return Status::Ok();
+  if (!rec) return uint64_t{0};
+  std::vector<TocChunk> missing;
+  bool damaged = false;
+  uint64_t bytes = 0;
+  LAZYFS_RETURN_IF_ERROR(
+      scan_(schema::DigestKey('T', layer.digest), [&](std::string_view, std::string_view value) {
+        std::vector<TocChunk> chunks;
+        if (!DecodeTocChunks(value, &chunks)) damaged = true;
+        for (TocChunk& c : chunks) {
+          if (cache_->Contains(c.digest)) continue;
+          bytes += c.size;
+          missing.push_back(std::move(c));
+        }
+      }));
+  if (damaged) return Corrupt("of TOC chunks in layer " + layer.digest.Short());
+  if (!missing.empty()) {
+    LAZYFS_RETURN_IF_ERROR(Fetch(layer, missing, std::chrono::steady_clock::now() + read_timeout_));
+  }
+  if (rec->payload_end < layer.size) {
+    LAZYFS_ASSIGN_OR_RETURN(
+        std::string tail,
+        FetchBlobRange(blobs_, layer.digest, rec->payload_end, layer.size - rec->payload_end,
+                       std::chrono::steady_clock::now() + read_timeout_));
+    if (saw_) saw_(layer, rec->payload_end, tail);
+  }
+  return bytes;
 }
 
 // Chunks another read is fetching are waited for; the rest are fetched in a worker thread, so

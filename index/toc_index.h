@@ -72,10 +72,14 @@ class TocReader {
  public:
   // Reads a record of the index (nullopt when absent).
   using GetFn = std::function<Result<std::optional<std::string>>(std::string_view key)>;
+  // Calls `each` for every record whose key starts with `prefix`, in key order.
+  using ScanFn = std::function<Status(
+      std::string_view prefix,
+      const std::function<void(std::string_view key, std::string_view value)>& each)>;
   // Told about every blob range fetched, for the whole-layer check.
   using SawFn =
       std::function<void(const LayerDescriptor& layer, uint64_t offset, std::string_view bytes)>;
-  TocReader(GetFn get, std::shared_ptr<ContentCache> cache, BlobSource& blobs,
+  TocReader(GetFn get, ScanFn scan, std::shared_ptr<ContentCache> cache, BlobSource& blobs,
             std::chrono::milliseconds read_timeout, SawFn saw);
   ~TocReader();
   TocReader(const TocReader&) = delete;
@@ -92,9 +96,10 @@ class TocReader {
   Result<uint64_t> FetchFile(const LayerDescriptor& layer, const Digest& file);
   // The 'S' record of a layer; nullopt when it was not indexed from a TOC.
   Result<std::optional<TocLayerRecord>> Layer(const Digest& layer);
-  // Fetches the TOC and footer bytes, so a prefetch that fetched every chunk completes the
-  // layer for its whole-layer check.
-  Status FetchTail(const LayerDescriptor& layer);
+  // Fetches every chunk of the layer the cache lacks (files hidden by upper layers too) and its
+  // TOC and footer, so the layer is complete for its whole-layer check. Returns the content
+  // bytes fetched; 0 for a layer not indexed from a TOC.
+  Result<uint64_t> FetchLayer(const LayerDescriptor& layer);
 
  private:
   Result<std::optional<std::vector<TocChunk>>> Chunks(const Digest& layer, const Digest& file);
@@ -104,6 +109,7 @@ class TocReader {
                    std::chrono::steady_clock::time_point deadline);
 
   const GetFn get_;
+  const ScanFn scan_;
   const std::shared_ptr<ContentCache> cache_;
   BlobSource& blobs_;
   const std::chrono::milliseconds read_timeout_;
