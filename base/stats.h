@@ -29,6 +29,9 @@ inline constexpr std::string_view kStatImageBytes = "image.compressed_bytes";  /
 inline constexpr std::string_view kStatEioUnavailable = "eio.unavailable";     // registry gone
 inline constexpr std::string_view kStatEioDataLoss = "eio.data_loss";          // digest mismatch
 inline constexpr std::string_view kStatEioOther = "eio.other";
+inline constexpr std::string_view kStatPrefetchFiles = "prefetch.files";    // brought in by prefetch
+inline constexpr std::string_view kStatPrefetchBytes = "prefetch.bytes";    // their content bytes
+inline constexpr std::string_view kStatPrefetchErrors = "prefetch.errors";
 
 class StatCounter {
  public:

@@ -144,6 +144,15 @@ void RegisterMount(CLI::App& app, int& exit_code) {
                   "before it fails with EIO")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  args->image.prefetch = index::PrefetchMode::kLandmark;
+  cmd->add_option("--prefetch", args->image.prefetch,
+                  "Fetch in the background, at low priority: none; landmark (the files eStargz "
+                  "layers list before their prefetch landmark); all (every file of the image)")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, index::PrefetchMode>{{"none", index::PrefetchMode::kNone},
+                                                     {"landmark", index::PrefetchMode::kLandmark},
+                                                     {"all", index::PrefetchMode::kAll}}))
+      ->default_str("landmark");
   cmd->callback([args, &exit_code] { exit_code = RunMount(*args); });
 
   auto mp = std::make_shared<std::string>();

@@ -112,6 +112,7 @@ Result<OpenedTree> OpenTree(const PreparedImage& image, const ImageOptions& opti
   io.writable = false;
   io.cache_size_bytes = options.cache_size;
   io.read_timeout = std::chrono::milliseconds(static_cast<int64_t>(options.read_timeout_s * 1000));
+  io.prefetch = options.prefetch;
   OpenedTree out;
   LAZYFS_ASSIGN_OR_RETURN(out.index, index::Index::Open(io));
   LAZYFS_ASSIGN_OR_RETURN(out.tree, out.index->OpenTree(image.manifest, *image.source));

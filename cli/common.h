@@ -27,6 +27,7 @@ struct ImageOptions {
   bool quiet = false;       // -q
   uint64_t cache_size = 0;  // --cache-size: content cache limit in bytes (0: none)
   double read_timeout_s = 30;  // --read-timeout: a failing read gives up after this (seconds)
+  index::PrefetchMode prefetch = index::PrefetchMode::kNone;  // --prefetch (mount)
 };
 
 void AddImageOptions(CLI::App& cmd, ImageOptions& options);

@@ -37,7 +37,9 @@
 #include "index/layer_reader.h"
 #include "index/layer_seek.h"
 #include "index/merge.h"
+#include "index/prefetch.h"
 #include "index/schema.h"
+#include "index/toc_index.h"
 #include "index/tree.h"
 
 namespace lazyfs::index {
@@ -473,12 +475,34 @@ class StoredTree final : public Tree {
 
   StoredTree(std::shared_ptr<Db> db, ImageDescriptor image, TreeStats stats, BlobSource& blobs,
              std::shared_ptr<ContentCache> cache, std::shared_ptr<LazyReads> lazy,
-             std::chrono::milliseconds read_timeout)
+             std::chrono::milliseconds read_timeout, PrefetchMode prefetch = PrefetchMode::kNone)
       : db_(std::move(db)), image_(std::move(image)), stats_(stats), blobs_(blobs),
-        cache_(std::move(cache)), lazy_(std::move(lazy)), read_timeout_(read_timeout) {}
+        cache_(std::move(cache)), lazy_(std::move(lazy)), read_timeout_(read_timeout) {
+    // eStargz / zstd:chunked layers indexed from their TOCs (toc_index.h); what they fetch
+    // counts towards the whole-layer check like any range.
+    toc_ = std::make_unique<TocReader>(
+        [db = db_](std::string_view key) { return db->Get(key); },
+        [db = db_](std::string_view prefix,
+                   const std::function<void(std::string_view, std::string_view)>& each) {
+          std::unique_ptr<rocksdb::Iterator> it(db->db->NewIterator(rocksdb::ReadOptions()));
+          const rocksdb::Slice p(prefix.data(), prefix.size());
+          for (it->Seek(p); it->Valid() && it->key().starts_with(p); it->Next()) {
+            each(std::string_view(it->key().data(), it->key().size()),
+                 std::string_view(it->value().data(), it->value().size()));
+          }
+          return FromRocks(it->status(), "index read");
+        },
+        cache_, blobs_, read_timeout_,
+        [this](const LayerDescriptor& layer, uint64_t offset, std::string_view bytes) {
+          auto comp = CompressionOfMediaType(layer.media_type);
+          if (comp.ok()) NoteFetched(layer, LazyLayerRecord{*comp, 0}, offset, bytes);
+        });
+    prefetch_ = std::make_unique<Prefetcher>(prefetch, *this, image_, *toc_);
+  }
 
   // Fetches still running (their readers gave up at the deadline) use this tree's BlobSource.
   ~StoredTree() override {
+    prefetch_.reset();
     std::unique_lock lock(workers_mu_);
     workers_cv_.wait(lock, [&] { return workers_ == 0; });
   }
@@ -544,6 +568,7 @@ class StoredTree final : public Tree {
     if (!r.attr.is_reg()) return Errno(StatusCode::kFailedPrecondition, EINVAL, "not a file");
     if (offset >= r.attr.size || out.empty()) return size_t{0};
     const size_t want = static_cast<size_t>(std::min<uint64_t>(out.size(), r.attr.size - offset));
+    Prefetcher::Foreground foreground(prefetch_.get());
     bool fetched = false;
     auto n = ReadContent(r, offset, out.first(want), &fetched);
     static StatCounter& hits = Counter(kStatCacheHits);
@@ -596,6 +621,8 @@ class StoredTree final : public Tree {
     auto fd = cache_->Open(r.digest);
     if (fd.ok()) return PreadExact(**fd, r.digest, offset, out);
     if (fd.status().code() != StatusCode::kNotFound) return fd.status();
+    LAZYFS_ASSIGN_OR_RETURN(auto from_toc, toc_->Read(layer, r.digest, offset, out, fetched));
+    if (from_toc) return *from_toc;
     LAZYFS_ASSIGN_OR_RETURN(auto lazy, GetLazyLayer(layer.digest));
     std::optional<FileLocation> loc;
     if (lazy) {
@@ -857,21 +884,7 @@ class StoredTree final : public Tree {
   // Reads a blob range, retrying network failures with backoff until the deadline.
   Result<std::string> FetchRange(const Digest& blob, uint64_t offset, uint64_t length,
                                  std::chrono::steady_clock::time_point deadline) const {
-    std::string buf(length, '\0');
-    auto delay = std::chrono::milliseconds(50);
-    for (;;) {
-      auto n = blobs_.ReadBlobRange(blob, offset, std::as_writable_bytes(std::span(buf)));
-      if (n.ok()) {
-        buf.resize(*n);
-        return buf;
-      }
-      if (n.status().code() != StatusCode::kUnavailable ||
-          std::chrono::steady_clock::now() + delay >= deadline) {
-        return n.status();
-      }
-      std::this_thread::sleep_for(delay);
-      delay = std::min(delay * 2, std::chrono::milliseconds(1000));
-    }
+    return FetchBlobRange(blobs_, blob, offset, length, deadline);
   }
 
   void NoteFetched(const LayerDescriptor& layer, const LazyLayerRecord& lazy, uint64_t offset,
@@ -907,6 +920,8 @@ class StoredTree final : public Tree {
   mutable std::mutex workers_mu_;
   mutable std::condition_variable workers_cv_;
   mutable int workers_ = 0;  // GUARDED_BY(workers_mu_): fetch threads still running
+  std::unique_ptr<TocReader> toc_;
+  std::unique_ptr<Prefetcher> prefetch_;  // stopped first: it reads through this tree
 };
 
 // ---- Index ------------------------------------------------------------------------------------
@@ -966,7 +981,8 @@ class StoredIndex final : public Index {
     TreeStats st;
     LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor img, GetImageAndStats(manifest, &st));
     return std::unique_ptr<Tree>(
-        new StoredTree(db_, std::move(img), st, blobs, cache_, lazy_, options_.read_timeout));
+        new StoredTree(db_, std::move(img), st, blobs, cache_, lazy_, options_.read_timeout,
+                       options_.prefetch));
   }
 
   Result<GcReport> Gc() override {
@@ -995,6 +1011,15 @@ class StoredIndex final : public Index {
           return Corrupt("of a file location in layer " + layer.Short());
         }
         for (const Digest& c : loc.chunks) referenced.insert(c);
+      }
+      LAZYFS_RETURN_IF_ERROR(FromRocks(it->status(), "index read"));
+      const std::string toc_prefix = schema::DigestKey('T', layer);
+      for (it->Seek(toc_prefix); it->Valid() && it->key().starts_with(toc_prefix); it->Next()) {
+        std::vector<TocChunk> chunks;
+        if (!DecodeTocChunks(std::string_view(it->value().data(), it->value().size()), &chunks)) {
+          return Corrupt("of TOC chunks in layer " + layer.Short());
+        }
+        for (const TocChunk& c : chunks) referenced.insert(c.digest);
       }
       LAZYFS_RETURN_IF_ERROR(FromRocks(it->status(), "index read"));
     }
@@ -1147,6 +1172,13 @@ class StoredIndex final : public Index {
                                                rocksdb::WriteBatch& batch) {
     LAZYFS_ASSIGN_OR_RETURN(auto rec, GetLayerRecord(*db_, layer.digest));
     if (rec) return LoadLayerEntries(*db_, layer.digest, *rec);
+    LAZYFS_ASSIGN_OR_RETURN(auto toc_digest, TocDigestOf(layer));
+    if (toc_digest && layer.diff_id) {
+      auto entries = TocLayerEntries(layer, *toc_digest, progress, blobs, batch);
+      if (entries.ok() || entries.status().code() != StatusCode::kUnimplemented) return entries;
+      LAZYFS_LOG(kInfo, "index", "%s; indexing the layer as a stream instead",
+                 entries.status().message().c_str());
+    }
 
     const std::string name = layer.digest.Short();
     LAZYFS_ASSIGN_OR_RETURN(LayerCompression comp, CompressionOfMediaType(layer.media_type));
@@ -1211,15 +1243,41 @@ class StoredIndex final : public Index {
     }
     batch.Put(schema::LazyLayerKey(layer.digest),
               EncodeLazyLayer(LazyLayerRecord{comp, checkpoints.size()}));
+    PutEntries(layer.digest, entries, r, batch);
+    return entries;
+  }
+
+  // The layer's entries ('E') and then its record ('L').
+  static void PutEntries(const Digest& layer, const std::vector<LayerEntry>& entries,
+                         LayerRecord& r, rocksdb::WriteBatch& batch) {
     for (size_t i = 0; i < entries.size(); i += schema::kEntriesPerChunk) {
       Encoder enc;
       for (size_t j = i; j < std::min(entries.size(), i + schema::kEntriesPerChunk); ++j) {
         EncodeLayerEntry(entries[j], enc);
       }
-      batch.Put(schema::ChunkKey(layer.digest, r.chunks++), enc.data());
+      batch.Put(schema::ChunkKey(layer, r.chunks++), enc.data());
     }
-    batch.Put(schema::LayerKey(layer.digest), EncodeLayer(r));
-    return entries;
+    batch.Put(schema::LayerKey(layer), EncodeLayer(r));
+  }
+
+  // An eStargz or zstd:chunked layer with an annotated TOC: indexed from the footer and TOC
+  // alone (toc_index.h). Its diff_id cannot be computed without every byte: the config's is
+  // recorded, and the whole-layer check verifies it once reads (or prefetch) fetched them all.
+  Result<std::vector<LayerEntry>> TocLayerEntries(const LayerDescriptor& layer,
+                                                  const Digest& toc_digest,
+                                                  const ProgressFn& progress, BlobSource& blobs,
+                                                  rocksdb::WriteBatch& batch) {
+    TocLimits limits;
+    limits.max_entries = options_.max_entries_per_layer;
+    limits.max_xattr_bytes_per_entry = options_.max_xattr_bytes_per_entry;
+    LAZYFS_ASSIGN_OR_RETURN(TocIndexed toc, IndexFromToc(layer, toc_digest, blobs, limits));
+    for (const auto& [key, value] : toc.records) batch.Put(key, value);
+    LayerRecord r;
+    r.diff_id = *layer.diff_id;
+    r.entries = toc.entries.size();
+    PutEntries(layer.digest, toc.entries, r, batch);
+    if (progress) progress({"index", layer.digest.Short(), layer.size, layer.size});
+    return std::move(toc.entries);
   }
 
   Status StoreTree(const ImageDescriptor& image, const MergedTree& tree) {

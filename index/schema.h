@@ -14,6 +14,9 @@
 //   'K' layer(32) uncompressed(be64)  a decompression checkpoint (layer_seek.h)
 //   'Q' layer(32) offset(be64)     content sha256 (32) of the regular file whose data starts at
 //                                  this tar offset: which files a fetched span holds
+//   'S' layer(32)                  TocLayerRecord (toc_index.h): the layer was indexed from its
+//                                  eStargz or zstd:chunked TOC; written with its chunks
+//   'T' layer(32) content(32)      the TOC chunks of a regular file with this sha256 in the layer
 //   'A' manifest(32) ino(be64)     inode record of the merged tree
 //   'D' manifest(32) parent(be64) name   child ino (be64) and st_mode (varint)
 //
@@ -72,6 +75,12 @@ inline std::string LocationKey(const Digest& l, const Digest& content) {
 inline std::string FileAtKey(const Digest& l, uint64_t offset) {
   std::string k = DigestKey('Q', l);
   AppendBe(k, offset, 8);
+  return k;
+}
+inline std::string TocLayerKey(const Digest& l) { return DigestKey('S', l); }
+inline std::string TocFileKey(const Digest& l, const Digest& content) {
+  std::string k = DigestKey('T', l);
+  k.append(reinterpret_cast<const char*>(content.bytes().data()), content.bytes().size());
   return k;
 }
 inline std::string CheckpointPrefix(const Digest& l) { return DigestKey('K', l); }

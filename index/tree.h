@@ -87,6 +87,11 @@ class Tree {
   virtual TreeStats Stats() const = 0;
 };
 
+// What a tree fetches in the background, at low priority (one thread that waits while reads
+// run): nothing; the files before the prefetch landmark of eStargz layers (none when a layer
+// has ".no.prefetch.landmark"); every file of the image.
+enum class PrefetchMode { kNone, kLandmark, kAll };
+
 // Options for the RocksDB-backed index.
 struct IndexOptions {
   // Store root; the index lives in STORE/index, the content cache in STORE/content.
@@ -109,6 +114,8 @@ struct IndexOptions {
   // what one read fetches beyond the bytes it needs.
   uint64_t checkpoint_every_uncompressed = 4 << 20;
   uint64_t checkpoint_every_compressed = 512 << 10;
+  // Background fetch started by each tree OpenTree returns (stopped when it is destroyed).
+  PrefetchMode prefetch = PrefetchMode::kNone;
 };
 
 struct GcReport {

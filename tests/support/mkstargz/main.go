@@ -2,13 +2,15 @@
 // (Debian: golang-github-containerd-stargz-snapshotter-dev), so tests check lazyfs against
 // layers written by a tool that is not lazyfs. Built offline in GOPATH mode:
 //   GO111MODULE=off GOPATH=/usr/share/gocode go build -o mkstargz tests/support/mkstargz
-// Prints "TOC_DIGEST DIFF_ID".
+// Prints "TOC_DIGEST DIFF_ID". An optional fourth argument, comma-separated tar names, lists
+// the files to put first, before a .prefetch.landmark (without it: .no.prefetch.landmark).
 package main
 
 import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
@@ -21,8 +23,8 @@ type zstdChunked struct {
 }
 
 func main() {
-	if len(os.Args) != 4 {
-		fmt.Fprintln(os.Stderr, "usage: mkstargz estargz|zstdchunked IN.tar OUT")
+	if len(os.Args) != 4 && len(os.Args) != 5 {
+		fmt.Fprintln(os.Stderr, "usage: mkstargz estargz|zstdchunked IN.tar OUT [PRIORITIZED,...]")
 		os.Exit(2)
 	}
 	f, err := os.Open(os.Args[2])
@@ -31,6 +33,9 @@ func main() {
 	sr := io.NewSectionReader(f, 0, st.Size())
 	var opts []estargz.Option
 	opts = append(opts, estargz.WithChunkSize(64<<10))
+	if len(os.Args) == 5 && os.Args[4] != "" {
+		opts = append(opts, estargz.WithPrioritizedFiles(strings.Split(os.Args[4], ",")))
+	}
 	if os.Args[1] == "zstdchunked" {
 		opts = append(opts, estargz.WithCompression(zstdChunked{&zstdchunked.Compressor{CompressionLevel: 3}, &zstdchunked.Decompressor{}}))
 	}
