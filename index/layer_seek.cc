@@ -3,6 +3,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "index/codec.h"
@@ -19,6 +20,22 @@ struct ZStream {
 };
 struct ZstdDCtxFree {
   void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+};
+
+// Keeps `want` bytes of a stream after skipping its first `skip`.
+struct Collector {
+  uint64_t skip, want, seen = 0;
+  std::string out;
+  bool full() const { return out.size() >= want; }
+  void Add(const char* p, size_t n) {
+    const uint64_t end = seen + n;
+    if (end > skip && !full()) {
+      const uint64_t from = seen > skip ? 0 : skip - seen;
+      const uint64_t take = std::min<uint64_t>(n - from, want - out.size());
+      out.append(p + from, take);
+    }
+    seen = end;
+  }
 };
 
 Status Corrupt(const std::string& what) { return DataLossError("layer span: " + what); }
@@ -180,6 +197,17 @@ Result<std::unique_ptr<SpanInflater>> SpanInflater::Start(LayerCompression compr
     case LayerCompression::kNone: break;
   }
   return std::unique_ptr<SpanInflater>(new TarPassThrough);
+}
+
+Result<std::string> InflateSpan(LayerCompression compression, const Checkpoint* cp,
+                                std::string_view span, uint64_t skip, uint64_t want) {
+  Collector c{skip, want, 0, {}};
+  LAZYFS_ASSIGN_OR_RETURN(auto inflater, SpanInflater::Start(compression, cp));
+  LAZYFS_RETURN_IF_ERROR(inflater->Feed(span, [&](const char* p, size_t n) { c.Add(p, n); }));
+  if (c.out.size() < want) {
+    return Corrupt("ends " + std::to_string(want - c.out.size()) + " bytes early");
+  }
+  return std::move(c.out);
 }
 
 }  // namespace lazyfs::index

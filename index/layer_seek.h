@@ -57,4 +57,10 @@ class SpanInflater {
   virtual Status Feed(std::string_view input, const Sink& sink) = 0;
 };
 
+// Convenience for a whole span (an eStargz chunk's gzip member, a zstd:chunked frame): returns
+// `want` uncompressed bytes starting `skip` bytes after the checkpoint. Fails with DataLoss when
+// the span is corrupt or ends before skip + want.
+Result<std::string> InflateSpan(LayerCompression compression, const Checkpoint* cp,
+                                std::string_view span, uint64_t skip, uint64_t want);
+
 }  // namespace lazyfs::index
