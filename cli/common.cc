@@ -72,6 +72,17 @@ Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptio
   index::IndexOptions io;
   io.store_dir = store;
   io.writable = true;
+  // Caps on untrusted layers, lowered (never raised past the defaults' purpose) by sites that
+  // index only small images: $LAZYFS_MAX_LAYER_ENTRIES.
+  if (const char* cap = std::getenv("LAZYFS_MAX_LAYER_ENTRIES"); cap && *cap) {
+    char* end = nullptr;
+    const unsigned long long n = std::strtoull(cap, &end, 10);
+    if (*end != '\0' || n == 0) {
+      return InvalidArgumentError(std::string("LAZYFS_MAX_LAYER_ENTRIES=") + cap +
+                                  ": not a positive number");
+    }
+    io.max_entries_per_layer = n;
+  }
   LAZYFS_ASSIGN_OR_RETURN(auto idx, index::Index::Open(io));
   // The reference key includes the platform: the same tag resolves differently per platform.
   const std::string ref_key = out.ref.ToString() + "|" + so.platform.ToString();

@@ -8,6 +8,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -101,6 +102,8 @@ struct Case {
   // ...or, for a safe interpretation, a check of the mounted tree (and of the loop-mounted
   // materialized image, which must list the same).
   std::function<void(const std::string& root)> check;
+  // Environment for the lazyfs commands ("K=V").
+  std::vector<std::string> env{};
 };
 
 Case Bad(std::string name, ImageSpec spec, std::string error) {
@@ -220,6 +223,20 @@ std::vector<Case> Corpus() {
     c.push_back(Bad("corrupt zstd", corrupt, "layer sha256:"));
     std::string notgz = "this is not a gzip stream at all";
     c.push_back(Bad("not gzip at all", RawLayer(notgz, Compression::kGzip), "layer sha256:"));
+  }
+  {
+    // A million tiny entries is past the per-layer cap. The default run lowers the cap with
+    // LAZYFS_MAX_LAYER_ENTRIES so the same path is taken with 20 001 entries;
+    // LAZYFS_HOSTILE_LONG=1 builds the real 1 000 001 against the default cap.
+    const bool full = std::getenv("LAZYFS_HOSTILE_LONG") != nullptr;
+    const int n = full ? 1'000'001 : 20'001;
+    std::vector<Entry> tiny;
+    tiny.reserve(n);
+    for (int i = 0; i < n; ++i) tiny.push_back(File("t/" + std::to_string(i), ""));
+    Case many = Bad("entries past the per-layer cap", OneLayer(std::move(tiny)),
+                    full ? "more than 1000000 entries" : "more than 20000 entries");
+    if (!full) many.env = {"LAZYFS_MAX_LAYER_ENTRIES=20000"};
+    c.push_back(std::move(many));
   }
   // ---- manifests, configs, indexes ----
   c.push_back({"manifest of 100 MiB",
@@ -415,8 +432,10 @@ TEST_P(HostileTest, ClearErrorOrSafeInterpretation) {
   const std::string ref = "oci:" + dir_ + "/layout:hostile";
   const std::string store = dir_ + "/store", mnt = dir_ + "/mnt", img = dir_ + "/out.img";
 
-  CommandResult mount = RunLazyfs({"mount", "--store", store, "-q", ref, mnt});
-  CommandResult mat = RunLazyfs({"materialize", "--store", store, "-q", ref, img});
+  Spawned m = SpawnLazyfs({"mount", "--store", store, "-q", ref, mnt}, c.env);
+  CommandResult mount = Wait(m);
+  Spawned w = SpawnLazyfs({"materialize", "--store", store, "-q", ref, img}, c.env);
+  CommandResult mat = Wait(w);
   EXPECT_FALSE(fsys::exists(std::string("/tmp/") + kEscapeName)) << "a host path was written";
   if (!c.error.empty()) {
     for (const CommandResult* r : {&mount, &mat}) {
