@@ -1194,6 +1194,12 @@ class StoredIndex final : public Index {
     LAZYFS_ASSIGN_OR_RETURN(LayerCompression comp, CompressionOfMediaType(layer.media_type));
     LAZYFS_ASSIGN_OR_RETURN(Fd blob, blobs.OpenBlob(layer.digest, layer.size));
     LayerReadOptions ro = ReadOptionsOf(options_);
+    // Capped against the size the manifest declares for the layer (the bytes just verified).
+    const uint64_t declared = layer.size > UINT64_MAX / options_.max_expansion
+                                  ? UINT64_MAX
+                                  : layer.size * options_.max_expansion;
+    ro.max_uncompressed_bytes =
+        std::min(ro.max_uncompressed_bytes, std::max(declared, options_.min_expansion_cap));
     ro.record_checkpoints = true;
     LAZYFS_ASSIGN_OR_RETURN(auto reader, LayerReader::Open(blob.get(), layer.size, comp, ro, name));
     std::map<Digest, FileLocation> locations;

@@ -102,6 +102,11 @@ struct IndexOptions {
   // Caps applied while indexing untrusted layers.
   uint64_t max_entries_per_layer = 1'000'000;
   uint64_t max_xattr_bytes_per_entry = 64 * 1024;
+  // A decompression bomb stops here: a layer may decompress to at most max_expansion times the
+  // compressed size its descriptor declares, or min_expansion_cap bytes if that is more. gzip
+  // cannot pass 1032:1; zstd can pass 40000:1 with runs of zeros.
+  uint64_t max_expansion = 10000;
+  uint64_t min_expansion_cap = uint64_t{256} << 20;
   // Content cache (STORE/content) size limit in bytes: past it, the least recently used objects
   // are evicted. 0: no limit.
   uint64_t cache_size_bytes = 0;

@@ -238,6 +238,17 @@ std::vector<Case> Corpus() {
     if (!full) many.env = {"LAZYFS_MAX_LAYER_ENTRIES=20000"};
     c.push_back(std::move(many));
   }
+  // A zstd bomb: 300 MiB of zeros in a few KiB, past 10000x the declared layer size and the
+  // 256 MiB floor. Built only when this case runs.
+  c.push_back({"zstd bomb past the expansion cap",
+               [](const std::string& layout, const std::string& tag) {
+                 return WriteOciLayout(
+                            OneLayer({File("zeros", std::string(300u << 20, '\0'))},
+                                     Compression::kZstd),
+                            layout, tag)
+                     .status();
+               },
+               "decompresses to more than", nullptr});
   // ---- manifests, configs, indexes ----
   c.push_back({"manifest of 100 MiB",
                [](const std::string& layout, const std::string& tag) {
