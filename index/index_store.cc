@@ -1434,8 +1434,17 @@ Result<std::unique_ptr<Index>> Index::Open(const IndexOptions& options) {
                                      "open index " + path));
     db->db.reset(raw);
     LAZYFS_ASSIGN_OR_RETURN(auto format, db->Get(schema::kFormatKey));
-    if (!format) return DataLossError("store index " + path + " has no format record");
-    LAZYFS_RETURN_IF_ERROR(CheckFormat(*format, path, false));
+    if (format) {
+      LAZYFS_RETURN_IF_ERROR(CheckFormat(*format, path, false));
+    } else {
+      // A writer killed between creating the database and writing its first record leaves an
+      // empty index: it holds no image, and the next writer adds the format record. Anything
+      // else without one is damage.
+      std::unique_ptr<rocksdb::Iterator> it(db->db->NewIterator(rocksdb::ReadOptions()));
+      it->SeekToFirst();
+      LAZYFS_RETURN_IF_ERROR(FromRocks(it->status(), "index read"));
+      if (it->Valid()) return DataLossError("store index " + path + " has no format record");
+    }
   }
   const std::string content = options.store_dir + "/content";
   LAZYFS_ASSIGN_OR_RETURN(auto cas, CasDir::Open(content));

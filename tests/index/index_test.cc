@@ -327,6 +327,38 @@ TEST_F(IndexTest, StoreFromANewerVersionIsRefused) {
       << r.status().message();
 }
 
+TEST_F(IndexTest, AnIndexCreatedButNeverWrittenReadsAsEmpty) {
+  // What a writer killed right after creating the database leaves: no format record, no keys.
+  {
+    rocksdb::Options ro;
+    ro.create_if_missing = true;
+    rocksdb::DB* raw;
+    ASSERT_TRUE(rocksdb::DB::Open(ro, store_ + "/index", &raw).ok());
+    delete raw;
+  }
+  IndexOptions o;
+  o.store_dir = store_;
+  auto r = Index::Open(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto images = (*r)->ListImages();
+  ASSERT_TRUE(images.ok());
+  EXPECT_TRUE(images->empty());
+  r->reset();
+  // Records without a format record are damage, not an interrupted creation.
+  {
+    rocksdb::DB* raw;
+    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::Options(), store_ + "/index", &raw).ok());
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), "Rsome-ref", std::string(32, 'x')).ok());
+    delete raw;
+  }
+  auto damaged = Index::Open(o);
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_EQ(damaged.status().code(), StatusCode::kDataLoss);
+  // A writer adds the format record and carries on.
+  o.writable = true;
+  EXPECT_TRUE(Index::Open(o).ok());
+}
+
 TEST_F(IndexTest, ReferencesAndDescriptorsRoundTrip) {
   MemoryBlobs blobs;
   ImageDescriptor desc = Add(testing::FoundationSpec(), blobs);
