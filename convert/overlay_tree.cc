@@ -11,6 +11,8 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "base/digest.h"
 #include "convert/convert.h"
@@ -57,7 +59,7 @@ class OverlayTree : public index::Tree {
       a.mode = S_IFDIR | 0755;
       a.nlink = 2;
       a.mtime_sec = mtime;
-      const uint64_t ino = NewInode(a, "");
+      const uint64_t ino = NewInode(a, "", std::nullopt);
       (*entries)[parts[i]] = DirEntry{parts[i], ino, a.mode};
       dirs_[ino];  // a new, empty directory
       dir = ino;
@@ -71,9 +73,9 @@ class OverlayTree : public index::Tree {
     a.mode = S_IFREG | (f.mode & 07777);
     a.uid = f.uid;
     a.gid = f.gid;
-    a.size = f.content.size();
+    a.size = f.digest ? f.size : f.content.size();
     a.mtime_sec = mtime;
-    const uint64_t ino = NewInode(a, f.content);
+    const uint64_t ino = NewInode(a, f.content, f.digest);
     (*entries)[parts.back()] = DirEntry{parts.back(), ino, a.mode};
     return Status::Ok();
   }
@@ -105,12 +107,16 @@ class OverlayTree : public index::Tree {
     return base_.ListXattrs(ino);
   }
   Result<Digest> ContentDigest(uint64_t ino) const override {
-    if (const Node* n = Local(ino)) return Sha256Of(n->data);
+    if (const Node* n = Local(ino)) return n->digest ? *n->digest : Sha256Of(n->data);
     return base_.ContentDigest(ino);
   }
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override {
     const Node* n = Local(ino);
     if (n == nullptr) return base_.Read(ino, offset, out);
+    if (n->digest) {
+      return FailedPreconditionError("inode " + std::to_string(ino) +
+                                     ": a guest file known only by its digest cannot be read");
+    }
     if (offset >= n->data.size()) return size_t{0};
     const size_t len = std::min<size_t>(out.size(), n->data.size() - offset);
     std::memcpy(out.data(), n->data.data() + offset, len);
@@ -126,13 +132,14 @@ class OverlayTree : public index::Tree {
   struct Node {
     Attr attr;
     std::string data;
+    std::optional<Digest> digest;  // GuestFile::digest: compare-only, no data
   };
   const Node* Local(uint64_t ino) const {
     return ino > base_n_ && ino <= base_n_ + nodes_.size() ? &nodes_[ino - base_n_ - 1] : nullptr;
   }
-  uint64_t NewInode(Attr a, std::string data) {
+  uint64_t NewInode(Attr a, std::string data, std::optional<Digest> digest) {
     a.ino = base_n_ + nodes_.size() + 1;
-    nodes_.push_back(Node{a, std::move(data)});
+    nodes_.push_back(Node{a, std::move(data), digest});
     return a.ino;
   }
   // The directory's own entry list, copied from the base the first time it is changed.
