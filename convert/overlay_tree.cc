@@ -62,6 +62,7 @@ class OverlayTree : public index::Tree {
       const uint64_t ino = NewInode(a, "", std::nullopt);
       (*entries)[parts[i]] = DirEntry{parts[i], ino, a.mode};
       dirs_[ino];  // a new, empty directory
+      Bump(dir, +1);  // its ".."
       dir = ino;
     }
     LAZYFS_ASSIGN_OR_RETURN(auto* entries, Entries(dir));
@@ -76,13 +77,18 @@ class OverlayTree : public index::Tree {
     a.size = f.digest ? f.size : f.content.size();
     a.mtime_sec = mtime;
     const uint64_t ino = NewInode(a, f.content, f.digest);
+    if (it != entries->end()) Bump(it->second.ino, -1);  // a hardlinked file loses this name
     (*entries)[parts.back()] = DirEntry{parts.back(), ino, a.mode};
     return Status::Ok();
   }
 
   Result<Attr> GetAttr(uint64_t ino) const override {
     if (const Node* n = Local(ino)) return n->attr;
-    return base_.GetAttr(ino);
+    LAZYFS_ASSIGN_OR_RETURN(Attr a, base_.GetAttr(ino));
+    if (auto d = nlink_delta_.find(ino); d != nlink_delta_.end()) {
+      a.nlink = static_cast<uint32_t>(static_cast<int64_t>(a.nlink) + d->second);
+    }
+    return a;
   }
   Result<Attr> Lookup(uint64_t parent, std::string_view name) const override {
     auto d = dirs_.find(parent);
@@ -142,6 +148,17 @@ class OverlayTree : public index::Tree {
     nodes_.push_back(Node{a, std::move(data), digest});
     return a.ino;
   }
+  // A link count changed by the additions: the writer counts names, so the tree must agree
+  // (lazyfs verify compares the two).
+  void Bump(uint64_t ino, int64_t by) {
+    if (ino > base_n_) {
+      if (Node* n = ino <= base_n_ + nodes_.size() ? &nodes_[ino - base_n_ - 1] : nullptr) {
+        n->attr.nlink = static_cast<uint32_t>(static_cast<int64_t>(n->attr.nlink) + by);
+      }
+      return;
+    }
+    nlink_delta_[ino] += by;
+  }
   // The directory's own entry list, copied from the base the first time it is changed.
   Result<std::map<std::string, DirEntry>*> Entries(uint64_t dir) {
     auto it = dirs_.find(dir);
@@ -156,6 +173,7 @@ class OverlayTree : public index::Tree {
   const uint64_t base_n_;
   std::vector<Node> nodes_;                                  // inodes base_n_+1..
   std::map<uint64_t, std::map<std::string, DirEntry>> dirs_;  // changed directories
+  std::map<uint64_t, int64_t> nlink_delta_;                   // base inodes' link count changes
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <map>
 #include <unordered_map>
@@ -47,7 +48,9 @@ class BaseReplay {
     }
     const std::string shown = "/" + path;
     switch (a.mode & S_IFMT) {
-      case S_IFDIR: e.kind = EntryKind::kDir; break;
+      case S_IFDIR:
+        e.kind = EntryKind::kDir;
+        break;
       case S_IFREG: {
         e.kind = EntryKind::kFile;
         e.size = a.size;
@@ -60,11 +63,18 @@ class BaseReplay {
         LAZYFS_ASSIGN_OR_RETURN(e.link, base_.ReadLink(a.ino));
         break;
       }
-      case S_IFCHR: e.kind = EntryKind::kCharDev; break;
-      case S_IFBLK: e.kind = EntryKind::kBlockDev; break;
-      case S_IFIFO: e.kind = EntryKind::kFifo; break;
+      case S_IFCHR:
+        e.kind = EntryKind::kCharDev;
+        break;
+      case S_IFBLK:
+        e.kind = EntryKind::kBlockDev;
+        break;
+      case S_IFIFO:
+        e.kind = EntryKind::kFifo;
+        break;
       default:
-        return UnimplementedError(shown + ": this file type cannot be carried under an added layer");
+        return UnimplementedError(shown +
+                                  ": this file type cannot be carried under an added layer");
     }
     e.rdev_major = a.rdev_major;
     e.rdev_minor = a.rdev_minor;
@@ -126,6 +136,11 @@ Result<std::vector<LayerEntry>> ReadTar(OverlayTar& tar, const LayerReadOptions&
   return entries;
 }
 
+// The wrong file type, with the errno FUSE would answer (as the stored tree does).
+Status NotA(int err, std::string what) {
+  return Status(StatusCode::kFailedPrecondition, std::move(what), err);
+}
+
 // The merged tree of base + tars. Immutable after construction, so thread-safe.
 class LayeredTree : public Tree {
  public:
@@ -142,7 +157,7 @@ class LayeredTree : public Tree {
   }
   Result<Attr> Lookup(uint64_t parent, std::string_view name) const override {
     LAZYFS_ASSIGN_OR_RETURN(const MergedInode* m, Get(parent));
-    if (!m->attr.is_dir()) return FailedPreconditionError("inode " + std::to_string(parent) + " is not a directory");
+    if (!m->attr.is_dir()) return NotA(ENOTDIR, "not a directory");
     auto it = std::lower_bound(m->children.begin(), m->children.end(), name,
                                [](const DirEntry& d, std::string_view n) { return d.name < n; });
     if (it == m->children.end() || it->name != name) return NotFoundError(std::string(name));
@@ -150,12 +165,12 @@ class LayeredTree : public Tree {
   }
   Result<std::vector<DirEntry>> ReadDir(uint64_t ino) const override {
     LAZYFS_ASSIGN_OR_RETURN(const MergedInode* m, Get(ino));
-    if (!m->attr.is_dir()) return FailedPreconditionError("inode " + std::to_string(ino) + " is not a directory");
+    if (!m->attr.is_dir()) return NotA(ENOTDIR, "not a directory");
     return m->children;
   }
   Result<std::string> ReadLink(uint64_t ino) const override {
     LAZYFS_ASSIGN_OR_RETURN(const MergedInode* m, Get(ino));
-    if (!m->attr.is_symlink()) return FailedPreconditionError("inode " + std::to_string(ino) + " is not a symlink");
+    if (!m->attr.is_symlink()) return NotA(EINVAL, "not a symlink");
     return m->link;
   }
   Result<std::vector<Xattr>> ListXattrs(uint64_t ino) const override {
@@ -164,19 +179,21 @@ class LayeredTree : public Tree {
   }
   Result<Digest> ContentDigest(uint64_t ino) const override {
     LAZYFS_ASSIGN_OR_RETURN(const MergedInode* m, Get(ino));
-    if (!m->attr.is_reg()) return FailedPreconditionError("inode " + std::to_string(ino) + " is not a regular file");
+    if (!m->attr.is_reg()) return NotA(EINVAL, "not a file");
     return m->digest;
   }
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override {
     LAZYFS_ASSIGN_OR_RETURN(const MergedInode* m, Get(ino));
-    if (!m->attr.is_reg()) return FailedPreconditionError("inode " + std::to_string(ino) + " is not a regular file");
+    if (!m->attr.is_reg()) return NotA(EINVAL, "not a file");
     if (m->layer == 0) {  // the base tree's file (any base inode with this digest has the bytes)
       auto it = base_content_.find(m->digest);
-      if (it == base_content_.end()) return InternalError("no base inode for " + m->digest.ToString());
+      if (it == base_content_.end())
+        return InternalError("no base inode for " + m->digest.ToString());
       return base_.Read(it->second, offset, out);
     }
     auto it = tar_content_.find(m->digest);
-    if (it == tar_content_.end()) return InternalError("no tar content for " + m->digest.ToString());
+    if (it == tar_content_.end())
+      return InternalError("no tar content for " + m->digest.ToString());
     const std::string& data = it->second;
     if (offset >= data.size()) return size_t{0};
     const size_t len = std::min<size_t>(out.size(), data.size() - offset);
@@ -187,7 +204,8 @@ class LayeredTree : public Tree {
 
  private:
   Result<const MergedInode*> Get(uint64_t ino) const {
-    if (ino == 0 || ino > merged_.inodes.size()) return NotFoundError("inode " + std::to_string(ino));
+    if (ino == 0 || ino > merged_.inodes.size())
+      return NotFoundError("inode " + std::to_string(ino));
     return &merged_.inodes[ino - 1];
   }
 
@@ -217,9 +235,8 @@ Result<std::unique_ptr<Tree>> WithLayerTars(const Tree& base, std::vector<Overla
         "while applying the added tars over the image (layer 1 is the image, layer N the "
         "(N-1)th tar)");
   }
-  return std::unique_ptr<Tree>(std::make_unique<LayeredTree>(base, std::move(*merged),
-                                                             std::move(base_content),
-                                                             std::move(tar_content)));
+  return std::unique_ptr<Tree>(std::make_unique<LayeredTree>(
+      base, std::move(*merged), std::move(base_content), std::move(tar_content)));
 }
 
 }  // namespace lazyfs::index

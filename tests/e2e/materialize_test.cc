@@ -368,6 +368,23 @@ TEST_F(MaterializeTest, AddedTarIsOneMoreLayerWithWhiteoutsAndReproducible) {
   EXPECT_NE(missing.exit_code, 0) << missing.out;
   EXPECT_NE(missing.err.find("--add-tar"), std::string::npos) << missing.err;
 
+  // --add files go on top of every tar, wherever they are on the command line; verify rebuilds
+  // both in that order.
+  const std::string host = dir_ + "/run";
+  ASSERT_TRUE(WriteFileAtomic(host, "#!/bin/sh\necho from --add\n").ok());
+  const std::string both = dir_ + "/both.img";
+  r = Materialize(LayoutRef("foundation"), both,
+                  {"--add", host + ":/opt/agent/run:0:0:0700", "--add-tar", tar_path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto got_both = ListExt4Image(both, dir_ + "/loop");
+  ASSERT_TRUE(got_both.ok()) << got_both.status().ToString();
+  EXPECT_EQ(got_both->at("/opt/agent/run").mode, 0700u);
+  EXPECT_EQ(got_both->at("/opt/agent/run").size, 26u);
+  EXPECT_EQ(got_both->at("/opt/agent/run").nlink, 1u);  // the tar's hardlink keeps the old inode
+  EXPECT_EQ(got_both->at("/opt/agent/run-again").size, 21u);
+  v = RunLazyfs({"verify", "--store", store_, "--add-tar", tar_path, both, LayoutRef("foundation")});
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+
   // A different tar gives a different filesystem (UUID and hash seed follow the inputs).
   auto other = BuildLayerTar({File("etc/agent.conf", "port=2048\n")});
   ASSERT_TRUE(other.ok());
