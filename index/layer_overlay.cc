@@ -117,13 +117,22 @@ Result<std::vector<LayerEntry>> ReadTar(OverlayTar& tar, const LayerReadOptions&
                                             Sniff(fd.get()), options, tar.path));
   std::vector<LayerEntry> entries;
   LayerEntry e;
+  // Content is held in memory: capped like the uncompressed stream, since the holes of a sparse
+  // entry come out as zeros without being in the stream. Header sizes are not trusted.
+  uint64_t held = 0;
+  const uint64_t cap = options.max_uncompressed_bytes;
   for (;;) {
     LAZYFS_ASSIGN_OR_RETURN(bool more, reader->Next(&e));
     if (!more) break;
     if (e.kind == EntryKind::kFile) {
       std::string data;
-      data.reserve(e.size);
-      LAZYFS_ASSIGN_OR_RETURN(e.digest, reader->ReadData([&data](const char* p, size_t n) {
+      data.reserve(std::min<uint64_t>(e.size, 64 << 20));
+      LAZYFS_ASSIGN_OR_RETURN(e.digest, reader->ReadData([&](const char* p, size_t n) {
+        held += n;
+        if (held > cap) {
+          return ResourceExhaustedError(tar.path + ": entry \"" + e.path + "\": over " +
+                                        std::to_string(cap) + " bytes of file content");
+        }
         data.append(p, n);
         return Status::Ok();
       }));

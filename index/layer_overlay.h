@@ -26,7 +26,8 @@ struct OverlayTar {
 
 // `base` with the tars applied in order as layers on top. The result borrows `base`. Errors name
 // the tar ("FILE.tar: entry \"../x\": ..."); nothing is returned for a bad tar. `options` caps
-// each tar (entries, xattr bytes, uncompressed bytes, which bounds the memory held).
+// each tar (entries, xattr bytes, uncompressed bytes); max_uncompressed_bytes also caps the file
+// content held per tar, sparse holes included (ResourceExhausted).
 Result<std::unique_ptr<Tree>> WithLayerTars(const Tree& base, std::vector<OverlayTar>& tars,
                                             const LayerReadOptions& options);
 
