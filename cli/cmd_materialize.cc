@@ -185,7 +185,7 @@ Status Materialize(const MaterializeArgs& args) {
     std::vector<index::OverlayTar> tars;
     for (const std::string& path : args.add_tars) tars.push_back({path, {}});
     index::LayerReadOptions ro;
-    ro.max_uncompressed_bytes = uint64_t{4} << 30;  // tar content is held in memory
+    ro.max_uncompressed_bytes = index::kAddedTarMaxBytes;  // tar content is held in memory
     Result<std::unique_ptr<index::Tree>> t = index::WithLayerTars(*tree, tars, ro);
     if (!t.ok()) return t.status().WithContext("--add-tar");
     layered = std::move(*t);

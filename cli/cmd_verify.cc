@@ -124,7 +124,7 @@ Status ApplyAdditions(const index::Tree& base, const nlohmann::json& side,
       std::vector<index::OverlayTar> given;
       for (const std::string& path : args.add_tars) given.push_back({path, {}});
       index::LayerReadOptions ro;
-      ro.max_uncompressed_bytes = uint64_t{4} << 30;  // as materialize: content held in memory
+      ro.max_uncompressed_bytes = index::kAddedTarMaxBytes;  // as materialize: content held in memory
       Result<std::unique_ptr<index::Tree>> t = index::WithLayerTars(base, given, ro);
       if (!t.ok()) return t.status().WithContext("--add-tar");
       for (size_t i = 0; i < given.size(); ++i) {

@@ -8,6 +8,7 @@
 // tree; the tars' file content is held in memory (these are small: agents, units, keys).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,9 @@ struct OverlayTar {
   std::string path;  // a tar file, plain or gzip/zstd compressed (told apart by magic bytes)
   Digest sha256;     // filled in: sha256 of the uncompressed tar (the file's, for a plain tar)
 };
+
+// What the CLI lets one added tar hold in memory (uncompressed stream and file content).
+inline constexpr uint64_t kAddedTarMaxBytes = uint64_t{1} << 30;
 
 // `base` with the tars applied in order as layers on top. The result borrows `base`. Errors name
 // the tar ("FILE.tar: entry \"../x\": ..."); nothing is returned for a bad tar. `options` caps

@@ -414,6 +414,18 @@ TEST_F(MaterializeTest, AddedTarWithEscapingNameFailsWithoutOutput) {
   for (const std::string& p : {out, out + ".json", out + ".verity"}) {
     EXPECT_NE(::access(p.c_str(), F_OK), 0) << p << " exists after a failed materialize";
   }
+
+  // Added tars are held in memory: a tiny tar whose sparse entry expands to 2 GiB of holes is
+  // refused at the cap (1 GiB), naming the entry, not allowed to exhaust memory.
+  const std::string holes = dir_ + "/holes";
+  ASSERT_EQ(RunCommand({"truncate", "-s", "2G", holes}).exit_code, 0);
+  const std::string sparse = dir_ + "/sparse.tar";
+  CommandResult t = RunCommand({"tar", "--sparse", "-C", dir_, "-cf", sparse, "holes"});
+  ASSERT_EQ(t.exit_code, 0) << "GNU tar is needed to build a sparse tar: " << t.err;
+  r = Materialize(LayoutRef("foundation"), out, {"--add-tar", sparse});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("entry \"holes\": over 1073741824 bytes"), std::string::npos) << r.err;
+  EXPECT_NE(::access(out.c_str(), F_OK), 0);
 }
 
 }  // namespace
