@@ -17,6 +17,7 @@
 #include "base/digest.h"
 #include "base/fd.h"
 #include "convert/convert.h"
+#include "index/layer_overlay.h"
 
 namespace lazyfs::cli {
 namespace {
@@ -31,6 +32,7 @@ struct MaterializeArgs {
   bool read_only = false;    // --read-only: no journal, no spare space
   std::string verity = "separate";  // --verity: separate (OUT.verity), append, none
   std::vector<std::string> adds;    // --add HOSTPATH:GUESTPATH[:uid:gid:mode]
+  std::vector<std::string> add_tars;  // --add-tar FILE.tar, applied before the --add files
 };
 
 // Parses one --add and reads the host file.
@@ -173,16 +175,39 @@ Status Materialize(const MaterializeArgs& args) {
     adds.push_back(std::move(g));
   }
   const index::Tree* tree = opened.tree.get();
+  // Added tars: more layers over the image's, in command-line order, with the image layers'
+  // rules (whiteouts, opaque directories, hardlinks, every file type). Recorded by sha256; the
+  // seed takes only the digests, so renaming a tar does not change the image.
+  std::unique_ptr<index::Tree> layered;
+  nlohmann::ordered_json added_tars = nlohmann::ordered_json::array();
+  std::string tar_digests;
+  if (!args.add_tars.empty()) {
+    std::vector<index::OverlayTar> tars;
+    for (const std::string& path : args.add_tars) tars.push_back({path, {}});
+    index::LayerReadOptions ro;
+    ro.max_uncompressed_bytes = index::kAddedTarMaxBytes;  // tar content is held in memory
+    Result<std::unique_ptr<index::Tree>> t = index::WithLayerTars(*tree, tars, ro);
+    if (!t.ok()) return t.status().WithContext("--add-tar");
+    layered = std::move(*t);
+    tree = layered.get();
+    for (const index::OverlayTar& tar : tars) {
+      added_tars.push_back({{"file", tar.path}, {"sha256", tar.sha256.ToString()}});
+      tar_digests += tar.sha256.ToString() + "\n";
+    }
+  }
   std::unique_ptr<index::Tree> overlay;
+  int64_t adds_mtime = 0;
   if (!adds.empty()) {
     // Added files get SOURCE_DATE_EPOCH, else the image root's mtime: never the host's clock.
     LAZYFS_ASSIGN_OR_RETURN(index::Attr root, tree->GetAttr(index::kRootIno));
-    LAZYFS_ASSIGN_OR_RETURN(overlay, convert::WithGuestFiles(*tree, adds, sde.value_or(root.mtime_sec)));
+    adds_mtime = sde.value_or(root.mtime_sec);
+    LAZYFS_ASSIGN_OR_RETURN(overlay, convert::WithGuestFiles(*tree, adds, adds_mtime));
     tree = overlay.get();
   }
-  const std::string seed =
+  std::string seed =
       adds.empty() ? image.manifest.ToString()
                    : image.manifest.ToString() + "\nadditions " + Sha256Of(additions.dump()).ToString();
+  if (!tar_digests.empty()) seed += "\nadded tars " + Sha256Of(tar_digests).ToString();
   convert::Ext4Options eo;
   eo.size_bytes = size;
   eo.label = args.label;
@@ -213,7 +238,11 @@ Status Materialize(const MaterializeArgs& args) {
                    {"read_only_layout", args.read_only},
                    {"inodes", report.inodes},
                    {"content_bytes", report.data_bytes}};
-  if (!adds.empty()) side["additions"] = additions;
+  if (!added_tars.empty()) side["added_tars"] = added_tars;
+  if (!adds.empty()) {
+    side["additions"] = additions;
+    side["additions_mtime"] = adds_mtime;  // so lazyfs verify can rebuild them
+  }
   if (args.verity != "none") {
     const bool append = args.verity == "append";
     const std::string hash_path = append ? args.out : args.out + ".verity";
@@ -267,7 +296,9 @@ void RegisterMaterialize(CLI::App& app, int& exit_code) {
       "Beside it: OUT.verity (dm-verity hash tree) and OUT.json (source, digests, root hash).\n"
       "Examples:\n"
       "  lazyfs materialize docker://127.0.0.1:5000/app:1.2 app.img\n"
-      "  lazyfs materialize --size 2G --label rootfs oci:./layout:demo rootfs.img");
+      "  lazyfs materialize --size 2G --label rootfs oci:./layout:demo rootfs.img\n"
+      "  lazyfs materialize --add-tar agent.tar --add key.pub:/root/.ssh/authorized_keys:0:0:600 \\\n"
+      "      docker://127.0.0.1:5000/app:1.2 vm.img");
   AddImageOptions(*cmd, args->image);
   cmd->add_option("REF", args->ref, "Image reference")->required();
   cmd->add_option("OUT", args->out, "Output image file")->required();
@@ -282,6 +313,11 @@ void RegisterMaterialize(CLI::App& app, int& exit_code) {
   cmd->add_option("--add", args->adds,
                   "Add a host file to the guest: HOSTPATH:GUESTPATH[:uid:gid:mode] (repeatable; "
                   "mode octal; default owner 0:0 and the host file's mode)");
+  cmd->add_option("--add-tar", args->add_tars,
+                  "Apply a tar (plain, gzip or zstd) as one more layer over the image's, with "
+                  "OCI whiteouts and opaque directories (repeatable, in order; before any --add)")
+      ->check(CLI::ExistingFile)
+      ->allow_extra_args(false);  // one file per --add-tar: IMAGE/REF stay positional
   cmd->add_flag("--read-only", args->read_only,
                 "Layout for read-only use: no journal, minimal free space and inodes");
   cmd->callback([args, &exit_code] {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 #include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "convert/convert.h"
+#include "index/layer_overlay.h"
 
 namespace lazyfs::cli {
 namespace {
@@ -23,6 +25,7 @@ struct VerifyArgs {
   ImageOptions image;
   std::string img;
   std::string ref;  // optional
+  std::vector<std::string> add_tars;  // the tars the image was materialized with, again
 };
 
 std::string DirName(const std::string& path) {
@@ -92,6 +95,76 @@ Result<size_t> CheckSidecar(const VerifyArgs& args, const nlohmann::json& side,
   return problems;
 }
 
+// The trees an image with guest additions was written from, over the index's tree.
+struct WithAdditions {
+  std::unique_ptr<index::Tree> layered, overlay;
+  const index::Tree* top = nullptr;
+};
+
+// Re-applies what the sidecar says materialize added: the tars (given again with --add-tar,
+// since the sidecar holds only their digests; each must have the recorded sha256), then the
+// --add files, rebuilt from their recorded path, owner, mode, size and sha256 (CompareExt4 reads
+// only digests, so the host files are not needed).
+Status ApplyAdditions(const index::Tree& base, const nlohmann::json& side,
+                      const std::string& sidecar, const VerifyArgs& args, WithAdditions* out) {
+  out->top = &base;
+  try {
+    const nlohmann::json tars = side.value("added_tars", nlohmann::json::array());
+    if (tars.size() != args.add_tars.size()) {
+      std::string recorded;
+      for (const auto& t : tars) {
+        recorded += " " + t.at("file").get<std::string>() + " (" + t.at("sha256").get<std::string>() + ")";
+      }
+      return InvalidArgumentError(sidecar + " records " + std::to_string(tars.size()) +
+                                  " tar(s) added with --add-tar" + (recorded.empty() ? "" : ":") +
+                                  recorded + "; " + std::to_string(args.add_tars.size()) +
+                                  " given: pass the same tars, in order, with --add-tar");
+    }
+    if (!tars.empty()) {
+      std::vector<index::OverlayTar> given;
+      for (const std::string& path : args.add_tars) given.push_back({path, {}});
+      index::LayerReadOptions ro;
+      ro.max_uncompressed_bytes = index::kAddedTarMaxBytes;  // as materialize: content held in memory
+      Result<std::unique_ptr<index::Tree>> t = index::WithLayerTars(base, given, ro);
+      if (!t.ok()) return t.status().WithContext("--add-tar");
+      for (size_t i = 0; i < given.size(); ++i) {
+        const std::string want = tars[i].at("sha256").get<std::string>();
+        if (given[i].sha256.ToString() != want) {
+          return InvalidArgumentError("--add-tar " + given[i].path + " is " +
+                                      given[i].sha256.ToString() + ", but the image was made with " +
+                                      tars[i].at("file").get<std::string>() + " " + want);
+        }
+      }
+      out->layered = std::move(*t);
+      out->top = out->layered.get();
+    }
+    const nlohmann::json adds = side.value("additions", nlohmann::json::array());
+    if (adds.empty()) return Status::Ok();
+    if (!side.contains("additions_mtime")) {
+      return InvalidArgumentError(sidecar + " records --add files but not their mtime (written by "
+                                  "an older lazyfs): they cannot be compared");
+    }
+    std::vector<convert::GuestFile> files;
+    for (const auto& a : adds) {
+      convert::GuestFile g;
+      g.guest_path = a.at("guest_path").get<std::string>();
+      g.uid = a.at("uid").get<uint32_t>();
+      g.gid = a.at("gid").get<uint32_t>();
+      g.mode = static_cast<uint32_t>(std::stoul(a.at("mode").get<std::string>(), nullptr, 8));
+      g.size = a.at("size").get<uint64_t>();
+      LAZYFS_ASSIGN_OR_RETURN(g.digest, Digest::Parse(a.at("sha256").get<std::string>()));
+      files.push_back(std::move(g));
+    }
+    LAZYFS_ASSIGN_OR_RETURN(out->overlay,
+                            convert::WithGuestFiles(*out->top, files,
+                                                    side.at("additions_mtime").get<int64_t>()));
+    out->top = out->overlay.get();
+    return Status::Ok();
+  } catch (const std::exception& e) {  // nlohmann::json and std::stoul
+    return InvalidArgumentError(sidecar + ": bad \"added_tars\" or \"additions\": " + e.what());
+  }
+}
+
 Status Verify(const VerifyArgs& args) {
   const std::string sidecar = args.img + ".json";
   LAZYFS_ASSIGN_OR_RETURN(std::string text, ReadFileToString(sidecar));
@@ -110,8 +183,10 @@ Status Verify(const VerifyArgs& args) {
                   args.ref.c_str(), image.manifest.ToString().c_str());
       ++problems;
     }
+    WithAdditions tree;
+    LAZYFS_RETURN_IF_ERROR(ApplyAdditions(*opened.tree, side, sidecar, args, &tree));
     LAZYFS_ASSIGN_OR_RETURN(std::vector<std::string> diffs,
-                            convert::CompareExt4(*opened.tree, args.img, 1000));
+                            convert::CompareExt4(*tree.top, args.img, 1000));
     for (const std::string& d : diffs) std::printf("%s: %s\n", args.img.c_str(), d.c_str());
     problems += diffs.size();
     if (diffs.empty()) {
@@ -136,14 +211,21 @@ void RegisterVerify(CLI::App& app, int& exit_code) {
       "Re-check a materialized image against its sidecar and, given REF, the index\n\n"
       "Recomputes the dm-verity root hash from IMAGE (naming the data blocks that changed) and\n"
       "compares it with IMAGE.json; with REF, also compares every file in IMAGE (read with\n"
-      "libext2fs, no mount) with the image's index: metadata, xattrs and content digests.\n"
+      "libext2fs, no mount) with the image's index: metadata, xattrs and content digests,\n"
+      "after applying the additions IMAGE.json records (give the tars again with --add-tar).\n"
       "Exit status 0 when everything matches, 1 otherwise.\n"
       "Examples:\n"
       "  lazyfs verify app.img\n"
-      "  lazyfs verify app.img docker://127.0.0.1:5000/app:1.2");
+      "  lazyfs verify app.img docker://127.0.0.1:5000/app:1.2\n"
+      "  lazyfs verify --add-tar agent.tar vm.img docker://127.0.0.1:5000/app:1.2");
   AddImageOptions(*cmd, args->image);
   cmd->add_option("IMAGE", args->img, "Image written by lazyfs materialize")->required();
   cmd->add_option("REF", args->ref, "Image reference to compare the files with");
+  cmd->add_option("--add-tar", args->add_tars,
+                  "With REF: the tars IMAGE was materialized with (--add-tar, same order); "
+                  "--add files are rebuilt from IMAGE.json")
+      ->check(CLI::ExistingFile)
+      ->allow_extra_args(false);  // one file per --add-tar: IMAGE/REF stay positional
   cmd->callback([args, &exit_code] {
     Status s = Verify(*args);
     exit_code = s.ok() ? 0 : ReportError(s);

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/digest.h"
 #include "base/image.h"
 #include "base/status.h"
 #include "index/tree.h"
@@ -73,6 +74,11 @@ struct GuestFile {
   std::string content;
   uint32_t uid = 0, gid = 0;
   uint32_t mode = 0644;    // permission bits (07777)
+  // For comparing only (lazyfs verify rebuilds additions from the sidecar, without the host
+  // files): the content's sha256 and size instead of `content`. Reading such a file fails, so a
+  // tree with one cannot be written.
+  std::optional<Digest> digest;
+  uint64_t size = 0;
 };
 
 // `base` with `files` applied on top as one more layer: a file replaces what the base has at

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "base/digest.h"
 #include "convert/convert.h"
@@ -57,9 +59,10 @@ class OverlayTree : public index::Tree {
       a.mode = S_IFDIR | 0755;
       a.nlink = 2;
       a.mtime_sec = mtime;
-      const uint64_t ino = NewInode(a, "");
+      const uint64_t ino = NewInode(a, "", std::nullopt);
       (*entries)[parts[i]] = DirEntry{parts[i], ino, a.mode};
       dirs_[ino];  // a new, empty directory
+      Bump(dir, +1);  // its ".."
       dir = ino;
     }
     LAZYFS_ASSIGN_OR_RETURN(auto* entries, Entries(dir));
@@ -71,16 +74,21 @@ class OverlayTree : public index::Tree {
     a.mode = S_IFREG | (f.mode & 07777);
     a.uid = f.uid;
     a.gid = f.gid;
-    a.size = f.content.size();
+    a.size = f.digest ? f.size : f.content.size();
     a.mtime_sec = mtime;
-    const uint64_t ino = NewInode(a, f.content);
+    const uint64_t ino = NewInode(a, f.content, f.digest);
+    if (it != entries->end()) Bump(it->second.ino, -1);  // a hardlinked file loses this name
     (*entries)[parts.back()] = DirEntry{parts.back(), ino, a.mode};
     return Status::Ok();
   }
 
   Result<Attr> GetAttr(uint64_t ino) const override {
     if (const Node* n = Local(ino)) return n->attr;
-    return base_.GetAttr(ino);
+    LAZYFS_ASSIGN_OR_RETURN(Attr a, base_.GetAttr(ino));
+    if (auto d = nlink_delta_.find(ino); d != nlink_delta_.end()) {
+      a.nlink = static_cast<uint32_t>(static_cast<int64_t>(a.nlink) + d->second);
+    }
+    return a;
   }
   Result<Attr> Lookup(uint64_t parent, std::string_view name) const override {
     auto d = dirs_.find(parent);
@@ -105,12 +113,16 @@ class OverlayTree : public index::Tree {
     return base_.ListXattrs(ino);
   }
   Result<Digest> ContentDigest(uint64_t ino) const override {
-    if (const Node* n = Local(ino)) return Sha256Of(n->data);
+    if (const Node* n = Local(ino)) return n->digest ? *n->digest : Sha256Of(n->data);
     return base_.ContentDigest(ino);
   }
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override {
     const Node* n = Local(ino);
     if (n == nullptr) return base_.Read(ino, offset, out);
+    if (n->digest) {
+      return FailedPreconditionError("inode " + std::to_string(ino) +
+                                     ": a guest file known only by its digest cannot be read");
+    }
     if (offset >= n->data.size()) return size_t{0};
     const size_t len = std::min<size_t>(out.size(), n->data.size() - offset);
     std::memcpy(out.data(), n->data.data() + offset, len);
@@ -126,14 +138,26 @@ class OverlayTree : public index::Tree {
   struct Node {
     Attr attr;
     std::string data;
+    std::optional<Digest> digest;  // GuestFile::digest: compare-only, no data
   };
   const Node* Local(uint64_t ino) const {
     return ino > base_n_ && ino <= base_n_ + nodes_.size() ? &nodes_[ino - base_n_ - 1] : nullptr;
   }
-  uint64_t NewInode(Attr a, std::string data) {
+  uint64_t NewInode(Attr a, std::string data, std::optional<Digest> digest) {
     a.ino = base_n_ + nodes_.size() + 1;
-    nodes_.push_back(Node{a, std::move(data)});
+    nodes_.push_back(Node{a, std::move(data), digest});
     return a.ino;
+  }
+  // A link count changed by the additions: the writer counts names, so the tree must agree
+  // (lazyfs verify compares the two).
+  void Bump(uint64_t ino, int64_t by) {
+    if (ino > base_n_) {
+      if (Node* n = ino <= base_n_ + nodes_.size() ? &nodes_[ino - base_n_ - 1] : nullptr) {
+        n->attr.nlink = static_cast<uint32_t>(static_cast<int64_t>(n->attr.nlink) + by);
+      }
+      return;
+    }
+    nlink_delta_[ino] += by;
   }
   // The directory's own entry list, copied from the base the first time it is changed.
   Result<std::map<std::string, DirEntry>*> Entries(uint64_t dir) {
@@ -149,6 +173,7 @@ class OverlayTree : public index::Tree {
   const uint64_t base_n_;
   std::vector<Node> nodes_;                                  // inodes base_n_+1..
   std::map<uint64_t, std::map<std::string, DirEntry>> dirs_;  // changed directories
+  std::map<uint64_t, int64_t> nlink_delta_;                   // base inodes' link count changes
 };
 
 }  // namespace

@@ -8,8 +8,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
+#include "base/digest.h"
 #include "base/fd.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/support/foundation_spec.h"
@@ -298,6 +301,131 @@ TEST_F(MaterializeTest, GuestAdditionsAreALayerOnTopAndReproducible) {
   }
   got->at("/opt").nlink -= 1;
   EXPECT_EQ(DiffListings(*expected, *got), "");
+
+  // lazyfs verify rebuilds the additions from the sidecar: no host files, no differences.
+  CommandResult v = RunLazyfs({"verify", "--store", store_, a, LayoutRef("foundation")});
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+}
+
+// --add-tar applies a tar as one more layer with the image layers' rules: new files and
+// directories, a symlink, a hardlink, a fifo, a device, xattrs, a whiteout of an image file and
+// an opaque directory. The loop-mounted image equals the oracle's listing of the image's layers
+// plus the tar, the same inputs give the same bytes, and the sidecar records the tar's sha256.
+ImageSpec WithTarLayer(ImageSpec spec, const std::vector<Entry>& entries) {
+  Layer l;
+  l.entries = entries;
+  spec.layers.push_back(l);
+  return spec;
+}
+
+std::vector<Entry> GuestTarEntries() {
+  Entry conf = File("etc/agent.conf", "port=1024\n", 0640, 0, 4000);
+  conf.xattrs["user.origin"] = "guest tar";
+  return {conf,
+          Dir("opt/agent", 0750, 1000, 1000),
+          File("opt/agent/run", "#!/bin/sh\necho agent\n", 0755, 1000, 1000),
+          Hardlink("opt/agent/run-again", "opt/agent/run"),
+          Symlink("usr/bin/agent", "/opt/agent/run"),
+          Fifo("run/agent.fifo", 0600),
+          CharDev("dev/agent", 10, 200, 0660),
+          Whiteout("etc/hostname"),
+          Dir("home/user", 0750, 1000, 1000),
+          Opaque("home/user"),
+          File("home/user/fresh", "a fresh home\n", 0600, 1000, 1000)};
+}
+
+TEST_F(MaterializeTest, AddedTarIsOneMoreLayerWithWhiteoutsAndReproducible) {
+  auto tar = BuildLayerTar(GuestTarEntries());
+  ASSERT_TRUE(tar.ok()) << tar.status().ToString();
+  const std::string tar_path = dir_ + "/guest.tar";
+  ASSERT_TRUE(WriteFileAtomic(tar_path, *tar).ok());
+  const std::string a = dir_ + "/a.img", b = dir_ + "/b.img";
+  CommandResult r = Materialize(LayoutRef("foundation"), a, {"--add-tar", tar_path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Materialize(LayoutRef("foundation"), b, {"--add-tar", tar_path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(RunCommand({"cmp", a, b}).exit_code, 0);
+  EXPECT_EQ(RunCommand({"cmp", a + ".verity", b + ".verity"}).exit_code, 0);
+  CommandResult fsck = RunCommand({"e2fsck", "-fn", a});
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
+  nlohmann::json side = Sidecar(a);
+  ASSERT_EQ(side["added_tars"].size(), 1u);
+  EXPECT_EQ(side["added_tars"][0]["sha256"], Sha256Of(*tar).ToString());
+
+  auto expected = ExpectedListing(WithTarLayer(FoundationSpec(), GuestTarEntries()));
+  ASSERT_TRUE(expected.ok()) << expected.status().ToString();
+  ASSERT_FALSE(expected->count("/etc/hostname"));  // the oracle applied the whiteout
+  ASSERT_FALSE(expected->count("/home/user/notes"));  // and the opaque directory
+  auto got = ListExt4Image(a, dir_ + "/loop");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(DiffListings(*expected, *got), "");
+
+  // lazyfs verify compares with the image plus the same tar, and insists on getting it.
+  CommandResult v =
+      RunLazyfs({"verify", "--store", store_, "--add-tar", tar_path, a, LayoutRef("foundation")});
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+  CommandResult missing = RunLazyfs({"verify", "--store", store_, a, LayoutRef("foundation")});
+  EXPECT_NE(missing.exit_code, 0) << missing.out;
+  EXPECT_NE(missing.err.find("--add-tar"), std::string::npos) << missing.err;
+
+  // --add files go on top of every tar, wherever they are on the command line; verify rebuilds
+  // both in that order.
+  const std::string host = dir_ + "/run";
+  ASSERT_TRUE(WriteFileAtomic(host, "#!/bin/sh\necho from --add\n").ok());
+  const std::string both = dir_ + "/both.img";
+  r = Materialize(LayoutRef("foundation"), both,
+                  {"--add", host + ":/opt/agent/run:0:0:0700", "--add-tar", tar_path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto got_both = ListExt4Image(both, dir_ + "/loop");
+  ASSERT_TRUE(got_both.ok()) << got_both.status().ToString();
+  EXPECT_EQ(got_both->at("/opt/agent/run").mode, 0700u);
+  EXPECT_EQ(got_both->at("/opt/agent/run").size, 26u);
+  EXPECT_EQ(got_both->at("/opt/agent/run").nlink, 1u);  // the tar's hardlink keeps the old inode
+  EXPECT_EQ(got_both->at("/opt/agent/run-again").size, 21u);
+  v = RunLazyfs({"verify", "--store", store_, "--add-tar", tar_path, both, LayoutRef("foundation")});
+  EXPECT_EQ(v.exit_code, 0) << v.out << v.err;
+
+  // A different tar gives a different filesystem (UUID and hash seed follow the inputs).
+  auto other = BuildLayerTar({File("etc/agent.conf", "port=2048\n")});
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(WriteFileAtomic(tar_path, *other).ok());
+  const std::string c = dir_ + "/c.img";
+  r = Materialize(LayoutRef("foundation"), c, {"--add-tar", tar_path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(Sidecar(c)["image"]["uuid"], side["image"]["uuid"]);
+  // ... and is not taken for the one the image was made with.
+  v = RunLazyfs({"verify", "--store", store_, "--add-tar", tar_path, a, LayoutRef("foundation")});
+  EXPECT_NE(v.exit_code, 0) << v.out;
+  EXPECT_NE(v.err.find(Sha256Of(*tar).ToString()), std::string::npos) << v.err;
+}
+
+// A hostile name in an added tar fails as it would in an image layer: one clear line, no output.
+TEST_F(MaterializeTest, AddedTarWithEscapingNameFailsWithoutOutput) {
+  auto tar = BuildLayerTar({File("etc/ok", "fine\n"), Raw("../escape", EntryType::kFile, "x")});
+  ASSERT_TRUE(tar.ok()) << tar.status().ToString();
+  const std::string tar_path = dir_ + "/evil.tar";
+  ASSERT_TRUE(WriteFileAtomic(tar_path, *tar).ok());
+  const std::string out = dir_ + "/evil.img";
+  CommandResult r = Materialize(LayoutRef("foundation"), out, {"--add-tar", tar_path});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("../escape"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(tar_path), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  for (const std::string& p : {out, out + ".json", out + ".verity"}) {
+    EXPECT_NE(::access(p.c_str(), F_OK), 0) << p << " exists after a failed materialize";
+  }
+
+  // Added tars are held in memory: a tiny tar whose sparse entry expands to 2 GiB of holes is
+  // refused at the cap (1 GiB), naming the entry, not allowed to exhaust memory.
+  const std::string holes = dir_ + "/holes";
+  ASSERT_EQ(RunCommand({"truncate", "-s", "2G", holes}).exit_code, 0);
+  const std::string sparse = dir_ + "/sparse.tar";
+  CommandResult t = RunCommand({"tar", "--sparse", "-C", dir_, "-cf", sparse, "holes"});
+  ASSERT_EQ(t.exit_code, 0) << "GNU tar is needed to build a sparse tar: " << t.err;
+  r = Materialize(LayoutRef("foundation"), out, {"--add-tar", sparse});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("entry \"holes\": over 1073741824 bytes"), std::string::npos) << r.err;
+  EXPECT_NE(::access(out.c_str(), F_OK), 0);
 }
 
 }  // namespace
