@@ -1,10 +1,11 @@
 // fetch: from an image reference to verified blobs.
 //
-// Parses references (docker://, bare names, oci:), talks to OCI/Docker v2 registries with libcurl
-// (bearer tokens, basic credentials from auth.json, the docker config and credential helpers;
-// mirrors and insecure registries from registries.conf; retries, resumed and ranged blob reads),
-// reads OCI layout directories, resolves image indexes by platform, and keeps blobs in a
-// content-addressed, verified store. It knows nothing about tar or filesystems: what it hands on is an
+// Parses references (docker://, bare names, oci:, oci-archive:, docker-archive:), talks to
+// OCI/Docker v2 registries with libcurl (bearer tokens, basic credentials from auth.json, the
+// docker config and credential helpers; mirrors and insecure registries from registries.conf;
+// retries, resumed and ranged blob reads), reads OCI layout directories and image archives (tars
+// of layouts, docker save tarballs), resolves image indexes by platform, and keeps blobs in a
+// content-addressed, verified store. It never looks inside layers: what it hands on is an
 // ImageDescriptor and a BlobSource (base/image.h).
 #pragma once
 
@@ -19,7 +20,8 @@
 
 namespace lazyfs::fetch {
 
-enum class Transport { kDocker, kOciLayout };
+// New transports are appended: the values are never renumbered.
+enum class Transport { kDocker, kOciLayout, kOciArchive, kDockerArchive };
 
 // A parsed image reference. Value type.
 struct ImageRef {
@@ -32,14 +34,20 @@ struct ImageRef {
   std::optional<Digest> digest;
   // kOciLayout: the layout directory; `tag` is the org.opencontainers.image.ref.name to pick
   // (empty: the index must hold exactly one manifest).
+  // kOciArchive: the tar of such a layout (as `skopeo copy ... oci-archive:` writes); `tag` as
+  // for kOciLayout.
+  // kDockerArchive: the tarball `docker save` writes; `tag` is the RepoTags entry to pick
+  // ("busybox:1.36", empty: the only or first image in manifest.json).
   std::string path;
 
   // Accepts: docker://HOST[:PORT]/REPO[:TAG][@DIGEST]; bare NAME[:TAG][@DIGEST] ("alpine",
   // "library/alpine:3.20", "ghcr.io/o/r:t") normalised as other container tools do (no dot, colon
   // or "localhost" in the first component means docker.io, and a one-component docker.io name
-  // gets "library/"); oci:DIR[:TAG]. Fails with InvalidArgument naming what is malformed.
+  // gets "library/"); oci:DIR[:TAG]; oci-archive:FILE[:TAG]; docker-archive:FILE[:REPO:TAG]
+  // (FILE ends at the first ':'). Fails with InvalidArgument naming what is malformed.
   static Result<ImageRef> Parse(std::string_view text);
-  // Canonical text: "docker://HOST/REPO:TAG", "docker://HOST/REPO@sha256:..", "oci:DIR:TAG".
+  // Canonical text: "docker://HOST/REPO:TAG", "docker://HOST/REPO@sha256:..", "oci:DIR:TAG",
+  // "oci-archive:FILE:TAG", "docker-archive:FILE:REPO:TAG".
   std::string ToString() const;
 };
 

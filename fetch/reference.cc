@@ -20,8 +20,7 @@ constexpr size_t kMaxNameLength = 255;
 
 // Transports other tools know that lazyfs does not (yet) read; named so the error is helpful
 // instead of "malformed reference".
-constexpr std::string_view kKnownUnsupported[] = {"oci-archive", "docker-archive",
-                                                  "containers-storage", "dir", "docker-daemon"};
+constexpr std::string_view kKnownUnsupported[] = {"containers-storage", "dir", "docker-daemon"};
 
 bool IsDomainComponent(std::string_view first) {
   return first.find_first_of(".:") != std::string_view::npos || first == "localhost" ||
@@ -50,9 +49,13 @@ Status Malformed(std::string_view text, std::string_view why) {
                               "\": " + std::string(why));
 }
 
-Result<ImageRef> ParseOciLayout(std::string_view text, std::string_view rest) {
+Result<ImageRef> ParseDockerName(std::string_view text, std::string_view name);
+
+// oci:DIR[:TAG] and oci-archive:FILE[:TAG].
+Result<ImageRef> ParseOciLayout(std::string_view text, std::string_view rest,
+                                Transport transport) {
   ImageRef ref;
-  ref.transport = Transport::kOciLayout;
+  ref.transport = transport;
   // A ':' separates the tag only when nothing after it looks like a path, so directories whose
   // names contain ':' still work when no tag is given.
   const size_t colon = rest.rfind(':');
@@ -63,7 +66,28 @@ Result<ImageRef> ParseOciLayout(std::string_view text, std::string_view rest) {
   } else {
     ref.path = std::string(rest);
   }
-  if (ref.path.empty()) return Malformed(text, "oci: needs a layout directory");
+  if (ref.path.empty()) {
+    return Malformed(text, transport == Transport::kOciLayout ? "oci: needs a layout directory"
+                                                              : "oci-archive: needs a file");
+  }
+  return ref;
+}
+
+// docker-archive:FILE[:REPO:TAG]. The image name itself contains ':' (and may contain a
+// registry port), so FILE ends at the first ':', as in other container tools.
+Result<ImageRef> ParseDockerArchive(std::string_view text, std::string_view rest) {
+  ImageRef ref;
+  ref.transport = Transport::kDockerArchive;
+  const size_t colon = rest.find(':');
+  ref.path = std::string(rest.substr(0, colon));
+  if (ref.path.empty()) return Malformed(text, "docker-archive: needs a file");
+  if (colon == std::string_view::npos) return ref;
+  ref.tag = std::string(rest.substr(colon + 1));
+  if (ref.tag.empty()) return Malformed(text, "empty image name after ':'");
+  // The name must be one `docker save` could have recorded: NAME:TAG, no digest.
+  auto named = ParseDockerName(text, ref.tag);
+  if (!named.ok()) return named.status();
+  if (named->digest) return Malformed(text, "docker-archive: names images by REPO:TAG, not digest");
   return ref;
 }
 
@@ -153,7 +177,13 @@ std::string NormaliseArch(std::string_view arch, std::string* variant) {
 
 Result<ImageRef> ImageRef::Parse(std::string_view text) {
   if (text.starts_with("docker://")) return ParseDockerName(text, text.substr(9));
-  if (text.starts_with("oci:")) return ParseOciLayout(text, text.substr(4));
+  if (text.starts_with("oci:")) {
+    return ParseOciLayout(text, text.substr(4), Transport::kOciLayout);
+  }
+  if (text.starts_with("oci-archive:")) {
+    return ParseOciLayout(text, text.substr(12), Transport::kOciArchive);
+  }
+  if (text.starts_with("docker-archive:")) return ParseDockerArchive(text, text.substr(15));
   for (std::string_view t : kKnownUnsupported) {
     if (text.size() > t.size() && text.starts_with(t) && text[t.size()] == ':') {
       return UnimplementedError("image reference \"" + std::string(text) + "\": transport " +
@@ -162,14 +192,22 @@ Result<ImageRef> ImageRef::Parse(std::string_view text) {
   }
   if (const size_t scheme = text.find("://"); scheme != std::string_view::npos) {
     return Malformed(text, "unknown transport \"" + std::string(text.substr(0, scheme)) +
-                               "://\" (use docker://, oci: or a bare name)");
+                               "://\" (use docker://, oci:, oci-archive:, docker-archive: or "
+                               "a bare name)");
   }
   return ParseDockerName(text, text);
 }
 
 std::string ImageRef::ToString() const {
-  if (transport == Transport::kOciLayout) {
-    return tag.empty() ? "oci:" + path : "oci:" + path + ":" + tag;
+  switch (transport) {
+    case Transport::kOciLayout:
+      return tag.empty() ? "oci:" + path : "oci:" + path + ":" + tag;
+    case Transport::kOciArchive:
+      return tag.empty() ? "oci-archive:" + path : "oci-archive:" + path + ":" + tag;
+    case Transport::kDockerArchive:
+      return tag.empty() ? "docker-archive:" + path : "docker-archive:" + path + ":" + tag;
+    case Transport::kDocker:
+      break;
   }
   std::string out = "docker://" + registry + "/" + repository;
   if (!tag.empty()) out += ":" + tag;

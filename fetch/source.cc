@@ -7,15 +7,19 @@
 
 namespace lazyfs::fetch {
 
-// Defined in source_registry.cc and source_oci_layout.cc.
+// Defined in source_registry.cc, source_oci_layout.cc and source_archive.cc.
 Result<std::unique_ptr<ImageSource>> OpenRegistrySource(const ImageRef& ref,
                                                         const SourceOptions& options);
 Result<std::unique_ptr<ImageSource>> OpenOciLayoutSource(const ImageRef& ref,
                                                          const SourceOptions& options);
 
+Result<std::unique_ptr<ImageSource>> OpenArchiveSource(const ImageRef& ref,
+                                                       const SourceOptions& options);
+
 namespace {
 // Index -> index -> manifest is already unusual; deeper nesting is refused.
 constexpr int kMaxIndexDepth = 4;
+constexpr std::string_view kRefNameAnnotation = "org.opencontainers.image.ref.name";
 }  // namespace
 
 Status SingleFlight::Do(const Digest& key, const std::function<Status()>& work) {
@@ -86,6 +90,63 @@ Status StoreSmall(CasDir& store, const Digest& digest, std::string_view bytes) {
   return store.Put(digest, bytes).WithContext("while storing " + digest.Short());
 }
 
+namespace {
+
+Result<Descriptor> PickFromIndex(const Manifest& index, const std::string& tag,
+                                 const Platform& platform, const std::string& where) {
+  std::vector<std::string> names;
+  Manifest matches;
+  matches.kind = Manifest::Kind::kIndex;
+  for (const Descriptor& d : index.manifests) {
+    auto name = d.annotations.find(std::string(kRefNameAnnotation));
+    const std::string n = name == d.annotations.end() ? "" : name->second;
+    if (!n.empty()) names.push_back(n);
+    if (!tag.empty() && n == tag) matches.manifests.push_back(d);
+  }
+  if (tag.empty()) {
+    if (index.manifests.size() == 1) return index.manifests[0];
+    matches.manifests = index.manifests;
+  }
+  if (matches.manifests.size() == 1) return matches.manifests[0];
+  std::string list;
+  for (const std::string& n : names) list += (list.empty() ? "" : ", ") + n;
+  if (list.empty()) list = "none";
+  if (matches.manifests.empty()) {
+    if (index.manifests.empty()) return NotFoundError(where + ": index.json lists no images");
+    return NotFoundError(where + ": no image named \"" + tag + "\" (available: " + list + ")");
+  }
+  // Several entries under one name (or no name given): one per platform, as some tools write.
+  auto chosen = SelectPlatform(matches, platform);
+  if (chosen.ok()) return chosen;
+  if (tag.empty()) {
+    return InvalidArgumentError(where + ": index.json lists " +
+                                std::to_string(index.manifests.size()) + " images; name one with " +
+                                where + ":NAME (available: " + list + ")");
+  }
+  return chosen.status().WithContext(where);
+}
+
+}  // namespace
+
+Result<Descriptor> PickLayoutManifest(std::string_view oci_layout, std::string_view index_json,
+                                      const std::string& tag, const Platform& platform,
+                                      const std::string& where) {
+  if (oci_layout.find("imageLayoutVersion") == std::string_view::npos) {
+    return InvalidArgumentError(where + ": oci-layout has no imageLayoutVersion");
+  }
+  auto index = ParseManifest(index_json, kOciIndex);
+  if (!index.ok()) return index.status().WithContext(where + ": index.json");
+  if (index->kind != Manifest::Kind::kIndex) {
+    return InvalidArgumentError(where + ": index.json is not an image index");
+  }
+  LAZYFS_ASSIGN_OR_RETURN(Descriptor top, PickFromIndex(*index, tag, platform, where));
+  if (top.size > kMaxManifestSize) {
+    return ResourceExhaustedError(where + ": manifest " + top.digest.Short() +
+                                  " is larger than 4 MiB");
+  }
+  return top;
+}
+
 Result<ImageDescriptor> ResolveManifest(const std::string& reference, std::string raw,
                                         const Digest& digest, std::string content_type,
                                         const Platform& platform, const FetchVerified& fetch) {
@@ -123,6 +184,9 @@ Result<std::unique_ptr<ImageSource>> OpenImageSource(const ImageRef& ref,
       return OpenRegistrySource(ref, options);
     case Transport::kOciLayout:
       return OpenOciLayoutSource(ref, options);
+    case Transport::kOciArchive:
+    case Transport::kDockerArchive:
+      return OpenArchiveSource(ref, options);
   }
   return InternalError("unknown transport");
 }

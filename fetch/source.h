@@ -1,4 +1,5 @@
-// Internals shared by the two ImageSource transports (source_registry.cc, source_oci_layout.cc):
+// Internals shared by the ImageSource transports (source_registry.cc, source_oci_layout.cc,
+// source_archive.cc):
 // single-flight work per digest, and resolving a manifest (through indexes) into an
 // ImageDescriptor given a way to fetch verified child manifests and configs.
 #pragma once
@@ -45,6 +46,14 @@ Result<std::string> ReadFromStore(CasDir& store, const Digest& digest, uint64_t 
 
 // Stores small verified bytes (a manifest or config) unless already there.
 Status StoreSmall(CasDir& store, const Digest& digest, std::string_view bytes);
+
+// Picks the top manifest of an OCI layout from its oci-layout and index.json bytes: the index
+// entry annotated org.opencontainers.image.ref.name == tag (empty tag: the only entry), choosing
+// by platform among several; refuses one over kMaxManifestSize. `where` names the layout in
+// errors ("oci:DIR", "oci-archive:FILE").
+Result<Descriptor> PickLayoutManifest(std::string_view oci_layout, std::string_view index_json,
+                                      const std::string& tag, const Platform& platform,
+                                      const std::string& where);
 
 // Fetches the bytes of a child manifest or config by descriptor, verified against it.
 using FetchVerified = std::function<Result<std::string>(const Descriptor&)>;

@@ -15,8 +15,6 @@
 namespace lazyfs::fetch {
 namespace {
 
-constexpr std::string_view kRefNameAnnotation = "org.opencontainers.image.ref.name";
-
 struct FileId {
   dev_t dev = 0;
   ino_t ino = 0;
@@ -49,7 +47,6 @@ class OciLayoutSource final : public ImageSource {
   // Reads a small blob (manifest, config) whole and verifies it.
   Result<std::string> ReadSmall(const Digest& digest, std::optional<uint64_t> size,
                                 uint64_t max_size);
-  Result<Descriptor> PickFromIndex(const Manifest& index) const;
 
   const ImageRef ref_;
   const SourceOptions options_;
@@ -74,40 +71,6 @@ Result<std::string> OciLayoutSource::ReadSmall(const Digest& digest, std::option
   return bytes;
 }
 
-Result<Descriptor> OciLayoutSource::PickFromIndex(const Manifest& index) const {
-  std::vector<std::string> names;
-  Manifest matches;
-  matches.kind = Manifest::Kind::kIndex;
-  for (const Descriptor& d : index.manifests) {
-    auto name = d.annotations.find(std::string(kRefNameAnnotation));
-    const std::string n = name == d.annotations.end() ? "" : name->second;
-    if (!n.empty()) names.push_back(n);
-    if (!ref_.tag.empty() && n == ref_.tag) matches.manifests.push_back(d);
-  }
-  if (ref_.tag.empty()) {
-    if (index.manifests.size() == 1) return index.manifests[0];
-    matches.manifests = index.manifests;
-  }
-  if (matches.manifests.size() == 1) return matches.manifests[0];
-  std::string list;
-  for (const std::string& n : names) list += (list.empty() ? "" : ", ") + n;
-  if (list.empty()) list = "none";
-  if (matches.manifests.empty()) {
-    if (index.manifests.empty()) return NotFoundError(where_ + ": index.json lists no images");
-    return NotFoundError(where_ + ": no image named \"" + ref_.tag + "\" (available: " + list +
-                         ")");
-  }
-  // Several entries under one name (or no name given): one per platform, as some tools write.
-  auto chosen = SelectPlatform(matches, options_.platform);
-  if (chosen.ok()) return chosen;
-  if (ref_.tag.empty()) {
-    return InvalidArgumentError(where_ + ": index.json lists " +
-                                std::to_string(index.manifests.size()) +
-                                " images; name one with oci:DIR:NAME (available: " + list + ")");
-  }
-  return chosen.status().WithContext(where_);
-}
-
 Result<ImageDescriptor> OciLayoutSource::Resolve() {
   const std::string reference = ref_.ToString();
   auto layout = ReadFileToString(ref_.path + "/oci-layout", 64 << 10);
@@ -118,21 +81,11 @@ Result<ImageDescriptor> OciLayoutSource::Resolve() {
     }
     return layout.status().WithContext(where_);
   }
-  if (layout->find("imageLayoutVersion") == std::string::npos) {
-    return InvalidArgumentError(where_ + ": oci-layout has no imageLayoutVersion");
-  }
   auto index_raw = ReadFileToString(ref_.path + "/index.json", kMaxManifestSize);
   if (!index_raw.ok()) return index_raw.status().WithContext(where_ + ": index.json");
-  auto index = ParseManifest(*index_raw, kOciIndex);
-  if (!index.ok()) return index.status().WithContext(where_ + ": index.json");
-  if (index->kind != Manifest::Kind::kIndex) {
-    return InvalidArgumentError(where_ + ": index.json is not an image index");
-  }
-  LAZYFS_ASSIGN_OR_RETURN(Descriptor top, PickFromIndex(*index));
-  if (top.size > kMaxManifestSize) {
-    return ResourceExhaustedError(where_ + ": manifest " + top.digest.Short() +
-                                  " is larger than 4 MiB");
-  }
+  LAZYFS_ASSIGN_OR_RETURN(
+      Descriptor top,
+      PickLayoutManifest(*layout, *index_raw, ref_.tag, options_.platform, where_));
   LAZYFS_ASSIGN_OR_RETURN(std::string raw, ReadSmall(top.digest, top.size, kMaxManifestSize));
   LAZYFS_RETURN_IF_ERROR(StoreSmall(*store_, top.digest, raw));
   auto fetch = [this](const Descriptor& d) -> Result<std::string> {

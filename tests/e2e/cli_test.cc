@@ -246,5 +246,69 @@ TEST_F(CliTest, ImagesRmiAndFsckManageTheStore) {
   EXPECT_NE(again.err.find("no such image"), std::string::npos) << again.err;
 }
 
+TEST_F(CliTest, LsAndCatReadOciAndDockerArchives) {
+  const ImageSpec spec = FoundationSpec();
+  auto expected = ExpectedListing(spec);
+  ASSERT_TRUE(expected.ok()) << expected.status().ToString();
+
+  // oci-archive: the layout, tarred by tar(1).
+  Layout(spec, "foundation");
+  const std::string oci_tar = dir_ + "/foundation-oci.tar";
+  CommandResult tar = RunCommand({"tar", "-C", dir_ + "/foundation", "-cf", oci_tar, "."});
+  ASSERT_EQ(tar.exit_code, 0) << tar.err;
+  CommandResult ls = Lazyfs({"ls", "-R", "--json", "oci-archive:" + oci_tar + ":foundation", "/"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.err;
+  std::map<std::string, nlohmann::json> by_path;
+  for (const auto& e : nlohmann::json::parse(ls.out)) by_path[e["path"].get<std::string>()] = e;
+  EXPECT_EQ(by_path.size() + 1, expected->size()) << "every entry but the root, once";
+  for (const auto& [path, want] : *expected) {
+    if (path == "/") continue;
+    SCOPED_TRACE(path);
+    ASSERT_TRUE(by_path.count(path)) << "ls -R does not list it";
+    EXPECT_EQ(by_path[path]["type"].get<std::string>(),
+              std::string(1, want.type == 'f' ? '-' : want.type));
+    if (want.type == 'f') {
+      EXPECT_EQ(by_path[path]["digest"].get<std::string>(), "sha256:" + want.sha256);
+    }
+  }
+
+  // docker-archive: the same image as `docker save` lays it out, tarred by tar(1).
+  auto built = BuildImage(spec);
+  ASSERT_TRUE(built.ok()) << built.status().ToString();
+  const std::string save = dir_ + "/save";
+  nlohmann::json layers = nlohmann::json::array();
+  for (size_t i = 0; i < built->layers.size(); ++i) {
+    const std::string member = std::to_string(i) + "/layer.tar";
+    ASSERT_TRUE(MakeDirs(save + "/" + std::to_string(i)).ok());
+    ASSERT_TRUE(WriteFileAtomic(save + "/" + member, built->layers[i].blob).ok());
+    layers.push_back(member);
+  }
+  const std::string config = built->config_digest.Hex() + ".json";
+  ASSERT_TRUE(WriteFileAtomic(save + "/" + config, built->config).ok());
+  const nlohmann::json manifest = nlohmann::json::array(
+      {{{"Config", config}, {"RepoTags", {"foundation:latest"}}, {"Layers", layers}}});
+  ASSERT_TRUE(WriteFileAtomic(save + "/manifest.json", manifest.dump()).ok());
+  const std::string docker_tar = dir_ + "/foundation-docker.tar";
+  tar = RunCommand({"tar", "-C", save, "-cf", docker_tar, "."});
+  ASSERT_EQ(tar.exit_code, 0) << tar.err;
+  int files_checked = 0;
+  for (const auto& [path, want] : *expected) {
+    if (want.type != 'f') continue;
+    SCOPED_TRACE(path);
+    CommandResult cat = Lazyfs({"cat", "docker-archive:" + docker_tar, path});
+    ASSERT_EQ(cat.exit_code, 0) << cat.err;
+    EXPECT_EQ(Sha256Of(cat.out).Hex(), want.sha256);
+    if (++files_checked == 4) break;
+  }
+  EXPECT_EQ(files_checked, 4);
+  CommandResult named = Lazyfs({"cat", "docker-archive:" + docker_tar + ":foundation:latest",
+                                "/etc/passwd"});
+  EXPECT_EQ(named.exit_code, 0) << named.err;
+  EXPECT_EQ(Sha256Of(named.out).Hex(), expected->at("/etc/passwd").sha256);
+  CommandResult wrong = Lazyfs({"ls", "docker-archive:" + docker_tar + ":other:1", "/"});
+  EXPECT_EQ(wrong.exit_code, 1);
+  EXPECT_NE(wrong.err.find("no image tagged \"other:1\""), std::string::npos) << wrong.err;
+}
+
 }  // namespace
 }  // namespace lazyfs::testing

@@ -86,6 +86,38 @@ TEST(ImageRefTest, ParsesOciLayouts) {
   }
 }
 
+TEST(ImageRefTest, ParsesArchives) {
+  const struct {
+    std::string text;
+    Transport transport;
+    std::string path, tag;
+  } cases[] = {
+      {"oci-archive:/tmp/img.tar", Transport::kOciArchive, "/tmp/img.tar", ""},
+      {"oci-archive:/tmp/img.tar:v1", Transport::kOciArchive, "/tmp/img.tar", "v1"},
+      {"oci-archive:/tmp/a:b/img.tar", Transport::kOciArchive, "/tmp/a:b/img.tar", ""},
+      {"docker-archive:/tmp/save.tar", Transport::kDockerArchive, "/tmp/save.tar", ""},
+      {"docker-archive:save.tar:busybox:1.36", Transport::kDockerArchive, "save.tar",
+       "busybox:1.36"},
+      {"docker-archive:/s.tar:localhost:5000/app:v2", Transport::kDockerArchive, "/s.tar",
+       "localhost:5000/app:v2"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.text);
+    auto ref = ImageRef::Parse(c.text);
+    ASSERT_TRUE(ref.ok()) << ref.status().message();
+    EXPECT_EQ(ref->transport, c.transport);
+    EXPECT_EQ(ref->path, c.path);
+    EXPECT_EQ(ref->tag, c.tag);
+    // The canonical text parses back to the same reference.
+    EXPECT_EQ(ref->ToString(), c.text);
+    auto again = ImageRef::Parse(ref->ToString());
+    ASSERT_TRUE(again.ok()) << again.status().message();
+    EXPECT_EQ(again->transport, c.transport);
+    EXPECT_EQ(again->path, c.path);
+    EXPECT_EQ(again->tag, c.tag);
+  }
+}
+
 TEST(ImageRefTest, RejectsMalformed) {
   const struct {
     std::string text;
@@ -105,7 +137,15 @@ TEST(ImageRefTest, RejectsMalformed) {
       {"http://example.com/x", StatusCode::kInvalidArgument, "unknown transport \"http://\""},
       {"oci:", StatusCode::kInvalidArgument, "needs a layout directory"},
       {"oci:/tmp/x:", StatusCode::kInvalidArgument, "empty tag"},
-      {"docker-archive:/tmp/x.tar", StatusCode::kUnimplemented, "not supported"},
+      {"docker-daemon:alpine:3.20", StatusCode::kUnimplemented, "not supported"},
+      {"oci-archive:", StatusCode::kInvalidArgument, "needs a file"},
+      {"oci-archive:/tmp/x.tar:", StatusCode::kInvalidArgument, "empty tag"},
+      {"docker-archive:", StatusCode::kInvalidArgument, "needs a file"},
+      {"docker-archive::app:1", StatusCode::kInvalidArgument, "needs a file"},
+      {"docker-archive:/tmp/x.tar:", StatusCode::kInvalidArgument, "empty image name"},
+      {"docker-archive:/tmp/x.tar:App:1", StatusCode::kInvalidArgument, "lowercase"},
+      {"docker-archive:/tmp/x.tar:app@sha256:" + kHex, StatusCode::kInvalidArgument,
+       "not digest"},
       {"alpine:" + std::string(129, 'a'), StatusCode::kInvalidArgument, "invalid tag"},
       {"x/" + std::string(300, 'a'), StatusCode::kInvalidArgument, "longer than 255"},
   };
