@@ -20,6 +20,7 @@ ninja -C "$build" tests/base/all tests/fetch/all tests/index/all tests/fs/all te
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp:print_suppressions=0
 echo "== unit tests under ASan+UBSan"
 ctest --test-dir "$build" --output-on-failure --timeout 600 -j2 -L '^(base|fetch|index|fs|convert|support)$'
 
