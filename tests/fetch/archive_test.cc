@@ -342,6 +342,12 @@ TEST_F(ArchiveTest, DockerArchiveServesItsLayersUnderComputedDigests) {
   EXPECT_EQ(tagged->manifest_digest, first->manifest_digest);
   ExpectError(Resolve("docker-archive:" + file_ + ":db:6", store_), StatusCode::kNotFound,
               {"docker-archive:" + file_, "no image tagged \"db:6\"", "app:latest", "db:5"});
+
+  // `docker save | gzip` output is read as well (docker load accepts it too).
+  ASSERT_EQ(std::system(("gzip -c " + file_ + " > " + file_ + ".gz").c_str()), 0);
+  auto gzipped = Resolve("docker-archive:" + file_ + ".gz", tmp_.path() + "/store3");
+  ASSERT_TRUE(gzipped.ok()) << gzipped.status().ToString();
+  EXPECT_EQ(gzipped->manifest_digest, first->manifest_digest);
 }
 
 TEST_F(ArchiveTest, DockerArchiveFollowsLayerSymlinks) {
