@@ -174,7 +174,8 @@ Status RegistrySource::Download(const Digest& digest, std::optional<uint64_t> si
         store_->BeginWrite(digest, size ? static_cast<int64_t>(*size) : int64_t{-1}));
     const std::string where = c.Describe() + ": blob " + digest.ToString();
     static StatCounter& fetched = Counter(kStatBytesFetched);
-    Counter(kStatFetches).Add();
+    static StatCounter& fetches = Counter(kStatFetches);
+    fetches.Add();
     Status s = c.GetBlob(digest, [&](std::string_view chunk) -> Status {
       fetched.Add(chunk.size());
       if (size && writer->bytes_written() + chunk.size() > *size) {

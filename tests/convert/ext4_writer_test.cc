@@ -28,6 +28,7 @@
 #include "base/digest.h"
 #include "base/fd.h"
 #include "convert/convert.h"
+#include "tests/support/forwarding_tree.h"
 #include "tests/support/listing.h"
 #include "tests/support/memory_tree.h"
 
@@ -505,30 +506,17 @@ TEST(convert_ext4, ExplicitSizeLargerThanNeededIsUsedExactly) {
 }
 
 // A Tree whose Read corrupts one file's bytes (as a bad cache or a lying index would).
-class CorruptingTree : public index::Tree {
+class CorruptingTree : public testing::ForwardingTree {
  public:
-  CorruptingTree(const index::Tree& base, uint64_t bad_ino) : base_(base), bad_ino_(bad_ino) {}
-  Result<index::Attr> GetAttr(uint64_t ino) const override { return base_.GetAttr(ino); }
-  Result<index::Attr> Lookup(uint64_t parent, std::string_view name) const override {
-    return base_.Lookup(parent, name);
-  }
-  Result<std::vector<index::DirEntry>> ReadDir(uint64_t ino) const override {
-    return base_.ReadDir(ino);
-  }
-  Result<std::string> ReadLink(uint64_t ino) const override { return base_.ReadLink(ino); }
-  Result<std::vector<index::Xattr>> ListXattrs(uint64_t ino) const override {
-    return base_.ListXattrs(ino);
-  }
-  Result<Digest> ContentDigest(uint64_t ino) const override { return base_.ContentDigest(ino); }
+  CorruptingTree(const index::Tree& base, uint64_t bad_ino)
+      : ForwardingTree(base), bad_ino_(bad_ino) {}
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override {
     Result<size_t> n = base_.Read(ino, offset, out);
     if (n.ok() && ino == bad_ino_ && *n > 0) out[0] ^= std::byte{0x55};
     return n;
   }
-  index::TreeStats Stats() const override { return base_.Stats(); }
 
  private:
-  const index::Tree& base_;
   uint64_t bad_ino_;
 };
 

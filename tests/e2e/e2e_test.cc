@@ -13,6 +13,7 @@
 
 #include "base/fd.h"
 #include "tests/e2e/e2e_util.h"
+#include "tests/e2e/suite.h"
 #include "tests/support/foundation_spec.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/listing.h"
@@ -24,9 +25,7 @@ namespace {
 namespace fsys = std::filesystem;
 
 // The suite's registry and images, shared by every test (starting a registry takes a moment).
-struct World {
-  std::unique_ptr<Registry> registry;
-  std::string work;
+struct World : SuiteWorld {
   std::string layout;  // OCI layout holding "foundation" and the bad-input images
   Listing expected;    // the foundation image's merged tree, per the image spec
 };
@@ -37,15 +36,8 @@ std::string FoundationRef() { return "docker://" + world->registry->host() + "/e
 class E2eTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_EQ(::geteuid(), 0u) << "end-to-end tests mount FUSE and loop devices: run them as root";
-    ASSERT_EQ(::access("/dev/fuse", R_OK | W_OK), 0)
-        << "/dev/fuse is missing or not accessible: FUSE mounts are impossible here";
-    ASSERT_EQ(::access(LazyfsBinary().c_str(), X_OK), 0) << "no lazyfs binary at " << LazyfsBinary();
     world = new World;
-    auto reg = Registry::Start();
-    ASSERT_TRUE(reg.ok()) << reg.status().ToString();
-    world->registry = std::move(*reg);
-    world->work = MakeTempDir("lazyfs-e2e");
+    ASSERT_NO_FATAL_FAILURE(StartSuiteWorld(*world, "lazyfs-e2e"));
     world->layout = world->work + "/layout";
     const ImageSpec spec = FoundationSpec();
     auto digest = WriteOciLayout(spec, world->layout, "foundation");
@@ -57,9 +49,6 @@ class E2eTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
   static void TearDownTestSuite() {
-    if (!world) return;
-    world->registry.reset();
-    RemoveTree(world->work).IgnoreError();
     delete world;
     world = nullptr;
   }

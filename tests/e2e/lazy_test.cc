@@ -18,6 +18,7 @@
 #include "base/digest.h"
 #include "base/fd.h"
 #include "tests/e2e/e2e_util.h"
+#include "tests/e2e/suite.h"
 #include "tests/support/counting_proxy.h"
 #include "tests/support/foundation_spec.h"
 #include "tests/support/image_builder.h"
@@ -36,10 +37,8 @@ std::string SmallData(int i) {
   return s;
 }
 
-struct World {
-  std::unique_ptr<Registry> registry;
-  std::unique_ptr<CountingProxy> proxy;
-  std::string work;
+struct World : SuiteWorld {
+  std::unique_ptr<CountingProxy> proxy;  // destroyed before the registry behind it
   uint64_t compressed_size = 0;
 };
 World* world = nullptr;
@@ -54,17 +53,11 @@ std::string Slurp(const std::string& path) {
 class LazyTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_EQ(::geteuid(), 0u) << "lazy end-to-end tests mount FUSE: run them as root";
-    ASSERT_EQ(::access("/dev/fuse", R_OK | W_OK), 0) << "/dev/fuse is missing: no FUSE mounts";
-    ASSERT_EQ(::access(LazyfsBinary().c_str(), X_OK), 0) << "no lazyfs binary at " << LazyfsBinary();
     world = new World;
-    auto reg = Registry::Start();
-    ASSERT_TRUE(reg.ok()) << reg.status().ToString();
-    world->registry = std::move(*reg);
+    ASSERT_NO_FATAL_FAILURE(StartSuiteWorld(*world, "lazyfs-lazy-e2e"));
     auto proxy = CountingProxy::Start(world->registry->host());
     ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
     world->proxy = std::move(*proxy);
-    world->work = MakeTempDir("lazyfs-lazy-e2e");
     // Layer 1: big pseudo-random files (gzip cannot shrink them); layer 2: many small text files.
     ImageSpec spec;
     Layer big, small;
@@ -84,10 +77,6 @@ class LazyTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
   static void TearDownTestSuite() {
-    if (!world) return;
-    world->proxy.reset();
-    world->registry.reset();
-    RemoveTree(world->work).IgnoreError();
     delete world;
     world = nullptr;
   }

@@ -15,6 +15,7 @@
 #include "base/digest.h"
 #include "base/fd.h"
 #include "tests/e2e/e2e_util.h"
+#include "tests/e2e/suite.h"
 #include "tests/support/foundation_spec.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/listing.h"
@@ -66,13 +67,7 @@ struct Fixture {
 };
 
 // The suite's registry, layouts and scratch space; removed with the suite.
-struct World {
-  ~World() {
-    registry.reset();
-    if (!work.empty()) RemoveTree(work).IgnoreError();
-  }
-  std::unique_ptr<Registry> registry;
-  std::string work;
+struct World : SuiteWorld {
   std::vector<Fixture> fixtures;
 };
 std::unique_ptr<World> world;
@@ -85,13 +80,8 @@ std::string FoundationRef() { return "docker://" + world->registry->host() + "/m
 class MaterializeTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_EQ(::geteuid(), 0u) << "materialize end-to-end tests loop-mount images: run as root";
-    ASSERT_EQ(::access(LazyfsBinary().c_str(), X_OK), 0) << "no lazyfs binary at " << LazyfsBinary();
     world = std::make_unique<World>();
-    auto reg = Registry::Start();
-    ASSERT_TRUE(reg.ok()) << reg.status().ToString();
-    world->registry = std::move(*reg);
-    world->work = MakeTempDir("lazyfs-mat-e2e");
+    ASSERT_NO_FATAL_FAILURE(StartSuiteWorld(*world, "lazyfs-mat-e2e", /*need_fuse=*/false));
     world->fixtures = {{"foundation", FoundationSpec()}, {"edges", EdgesSpec()}};
     for (const Fixture& f : world->fixtures) {
       auto d = WriteOciLayout(f.spec, world->work + "/layout", f.name);

@@ -20,6 +20,7 @@
 #include "base/digest.h"
 #include "base/fd.h"
 #include "tests/e2e/e2e_util.h"
+#include "tests/e2e/suite.h"
 #include "tests/support/foundation_spec.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/listing.h"
@@ -61,9 +62,7 @@ ImageSpec PermissionSpec() {
   return spec;
 }
 
-struct World {
-  std::unique_ptr<Registry> registry;
-  std::string work;
+struct World : SuiteWorld {
   Listing foundation, big;
 };
 World* world = nullptr;
@@ -75,14 +74,8 @@ std::string Ref(const std::string& name) {
 class RobustTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    ASSERT_EQ(::geteuid(), 0u) << "these tests mount FUSE and loop devices: run them as root";
-    ASSERT_EQ(::access("/dev/fuse", R_OK | W_OK), 0)
-        << "/dev/fuse is missing or not accessible: FUSE mounts are impossible here";
     world = new World;
-    auto reg = Registry::Start();
-    ASSERT_TRUE(reg.ok()) << reg.status().ToString();
-    world->registry = std::move(*reg);
-    world->work = MakeTempDir("lazyfs-robust");
+    ASSERT_NO_FATAL_FAILURE(StartSuiteWorld(*world, "lazyfs-robust"));
     const std::string layout = world->work + "/layout";
     for (const auto& [name, spec] : std::vector<std::pair<std::string, ImageSpec>>{
              {"foundation", FoundationSpec()}, {"big", BigSpec()}, {"perm", PermissionSpec()}}) {
@@ -94,9 +87,6 @@ class RobustTest : public ::testing::Test {
     world->big = *ExpectedListing(BigSpec());
   }
   static void TearDownTestSuite() {
-    if (!world) return;
-    world->registry.reset();
-    RemoveTree(world->work).IgnoreError();
     delete world;
     world = nullptr;
   }

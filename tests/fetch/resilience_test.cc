@@ -13,6 +13,7 @@
 #include "fetch/fetch.h"
 #include "tests/fetch/registry_fixture.h"
 #include "tests/fetch/test_layout.h"
+#include "tests/support/foundation_spec.h"
 #include "tests/support/fault_proxy.h"
 #include "tests/support/registry.h"
 
@@ -28,17 +29,7 @@ using testing::RefName;
 using testing::TempDir;
 
 // Bytes that do not repeat, so a splice at the wrong offset cannot hash right by accident.
-std::string Pattern(size_t size, uint32_t seed) {
-  std::string out(size, '\0');
-  uint32_t x = seed * 2654435761u + 1;
-  for (char& c : out) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    c = static_cast<char>(x);
-  }
-  return out;
-}
+std::string Pattern(size_t size, uint32_t seed) { return lazyfs::testing::PseudoRandomBytes(size, seed); }
 
 FaultRule Rule(const std::string& path, FaultRule::Action action, int times = 1) {
   FaultRule r;
