@@ -20,7 +20,7 @@ Status CasWriter::Write(const void* data, size_t len) {
 }
 
 Status CasWriter::Commit() {
-  Digest got = hash_.Finish();
+  Digest got = hashed_ ? expected_ : hash_.Finish();
   if (expected_size_ >= 0 && static_cast<uint64_t>(expected_size_) != written_) {
     return DataLossError(expected_.Short() + ": got " + std::to_string(written_) +
                          " bytes, expected " + std::to_string(expected_size_));
@@ -87,6 +87,15 @@ Result<std::unique_ptr<CasWriter>> CasDir::BeginWrite(const Digest& expected,
 Status CasDir::Put(const Digest& expected, std::string_view data) {
   LAZYFS_ASSIGN_OR_RETURN(auto w, BeginWrite(expected, static_cast<int64_t>(data.size())));
   LAZYFS_RETURN_IF_ERROR(w->Write(data.data(), data.size()));
+  return w->Commit();
+}
+
+Status CasDir::PutHashed(const Digest& digest, std::string_view data) {
+  LAZYFS_ASSIGN_OR_RETURN(auto w, BeginWrite(digest, static_cast<int64_t>(data.size())));
+  LAZYFS_RETURN_IF_ERROR(WriteAll(w->fd_.get(), data.data(), data.size())
+                             .WithContext("while writing " + w->tmp_));
+  w->written_ = data.size();
+  w->hashed_ = true;
   return w->Commit();
 }
 

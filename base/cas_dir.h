@@ -50,6 +50,7 @@ class CasWriter {
   Fd fd_;
   Sha256 hash_;
   uint64_t written_ = 0;
+  bool hashed_ = false;  // PutHashed: the caller hashed the bytes
   bool committed_ = false;
 };
 
@@ -70,6 +71,9 @@ class CasDir {
   Result<std::unique_ptr<CasWriter>> BeginWrite(const Digest& expected, int64_t expected_size = -1);
   // Convenience: writes a whole object from memory.
   Status Put(const Digest& expected, std::string_view data);
+  // Put for bytes the caller has just hashed to `digest` itself (a layer reader computes every
+  // file's digest from the bytes it hands out): stored without hashing them a second time.
+  Status PutHashed(const Digest& digest, std::string_view data);
   Status Remove(const Digest& d);
 
   // fsck: hashes every object, and finds temporaries left by processes that no longer exist.

@@ -156,8 +156,14 @@ Result<uint64_t> ParseSize(const std::string& text) {
 
 Status Materialize(const MaterializeArgs& args) {
   LAZYFS_ASSIGN_OR_RETURN(uint64_t size, ParseSize(args.size));
-  LAZYFS_ASSIGN_OR_RETURN(PreparedImage image, PrepareImage(args.ref, args.image));
+  // Every file is read: an image indexed now keeps what indexing decompressed, and one indexed
+  // before gets its missing content a layer at a time, layers in parallel, before writing.
+  ImageOptions reads_all = args.image;
+  reads_all.cache_content = true;
+  LAZYFS_ASSIGN_OR_RETURN(PreparedImage image, PrepareImage(args.ref, reads_all));
   LAZYFS_ASSIGN_OR_RETURN(OpenedTree opened, OpenTree(image, args.image));
+  LAZYFS_RETURN_IF_ERROR(opened.index->WarmContent(image.manifest, *image.source, 0,
+                                                   MakeProgress(args.image.quiet)));
   LAZYFS_ASSIGN_OR_RETURN(std::optional<int64_t> sde, SourceDateEpoch());
   // Guest additions: one more layer, recorded in the sidecar and mixed into the seed.
   std::vector<convert::GuestFile> adds;

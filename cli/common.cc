@@ -72,6 +72,8 @@ Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptio
   index::IndexOptions io;
   io.store_dir = store;
   io.writable = true;
+  io.cache_content_while_indexing = options.cache_content;
+  io.cache_size_bytes = options.cache_size;
   // Caps on untrusted layers, lowered (never raised past the defaults' purpose) by sites that
   // index only small images: $LAZYFS_MAX_LAYER_ENTRIES.
   if (const char* cap = std::getenv("LAZYFS_MAX_LAYER_ENTRIES"); cap && *cap) {

@@ -28,6 +28,9 @@ struct ImageOptions {
   uint64_t cache_size = 0;  // --cache-size: content cache limit in bytes (0: none)
   double read_timeout_s = 30;  // --read-timeout: a failing read gives up after this (seconds)
   index::PrefetchMode prefetch = index::PrefetchMode::kNone;  // --prefetch (mount)
+  // Not a flag: set by commands that read every file (materialize), so indexing stores the
+  // content it decompresses (IndexOptions::cache_content_while_indexing).
+  bool cache_content = false;
 };
 
 void AddImageOptions(CLI::App& cmd, ImageOptions& options);

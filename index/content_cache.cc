@@ -46,9 +46,15 @@ Result<std::shared_ptr<Fd>> ContentCache::Open(const Digest& d) {
   return shared;
 }
 
-Status ContentCache::Put(const Digest& d, std::string_view bytes) {
+Status ContentCache::Put(const Digest& d, std::string_view bytes) { return Store(d, bytes, false); }
+
+Status ContentCache::PutHashed(const Digest& d, std::string_view bytes) {
+  return Store(d, bytes, true);
+}
+
+Status ContentCache::Store(const Digest& d, std::string_view bytes, bool hashed) {
   if (!cas_->Contains(d)) {
-    LAZYFS_RETURN_IF_ERROR(cas_->Put(d, bytes));
+    LAZYFS_RETURN_IF_ERROR(hashed ? cas_->PutHashed(d, bytes) : cas_->Put(d, bytes));
     MaybeEvict(bytes.size());
   }
   return Status::Ok();

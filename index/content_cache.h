@@ -38,6 +38,8 @@ class ContentCache {
   bool Contains(const Digest& d) const { return cas_->Contains(d); }
   // Stores verified bytes (DataLoss if they do not hash to `d`), then evicts if over the limit.
   Status Put(const Digest& d, std::string_view bytes);
+  // Put for bytes the caller has just hashed to `d` itself (CasDir::PutHashed).
+  Status PutHashed(const Digest& d, std::string_view bytes);
   Status Remove(const Digest& d);
 
   // Re-reads a whole layer and stores every regular file in it that the cache lacks. `indexed`
@@ -64,6 +66,7 @@ class ContentCache {
   Status DoExtract(const LayerDescriptor& layer, BlobSource& blobs,
                    const std::vector<LayerEntry>& indexed);
   void MaybeEvict(uint64_t added);
+  Status Store(const Digest& d, std::string_view bytes, bool hashed);
 
   std::unique_ptr<CasDir> cas_;
   const LayerReadOptions read_options_;

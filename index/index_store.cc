@@ -17,6 +17,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <future>
 #include <map>
 #include <set>
@@ -31,6 +32,7 @@
 #include "base/cas_dir.h"
 #include "base/fd.h"
 #include "base/log.h"
+#include "base/parallel.h"
 #include "base/stats.h"
 #include "index/codec.h"
 #include "index/content_cache.h"
@@ -316,6 +318,26 @@ Result<std::optional<LayerRecord>> GetLayerRecord(const Db& db, const Digest& la
   LayerRecord r;
   if (!DecodeLayer(*v, &r)) return Corrupt("of layer " + layer.Short());
   return std::optional<LayerRecord>(r);
+}
+
+// The lazy-read record of a stream-indexed layer (none for one indexed from its TOC, or before
+// lazy reads existed).
+Result<std::optional<LazyLayerRecord>> GetLazyLayerRecord(const Db& db, const Digest& layer) {
+  LAZYFS_ASSIGN_OR_RETURN(auto v, db.Get(schema::LazyLayerKey(layer)));
+  if (!v) return std::optional<LazyLayerRecord>();
+  LazyLayerRecord rec;
+  if (!DecodeLazyLayer(*v, &rec)) return Corrupt("of layer " + layer.Short() + " (lazy)");
+  return std::optional<LazyLayerRecord>(rec);
+}
+
+// Where a file's bytes lie in a stream-indexed layer.
+Result<std::optional<FileLocation>> GetFileLocation(const Db& db, const Digest& layer,
+                                                    const Digest& file) {
+  LAZYFS_ASSIGN_OR_RETURN(auto v, db.Get(schema::LocationKey(layer, file)));
+  if (!v) return std::optional<FileLocation>();
+  FileLocation loc;
+  if (!DecodeLocation(*v, file, &loc)) return Corrupt("of file " + file.Short() + " (location)");
+  return std::optional<FileLocation>(std::move(loc));
 }
 
 Status AddCompatFeatures(Db& db, const std::string& value) {
@@ -650,19 +672,11 @@ class StoredTree final : public Tree {
   }
 
   Result<std::optional<LazyLayerRecord>> GetLazyLayer(const Digest& layer) const {
-    LAZYFS_ASSIGN_OR_RETURN(auto v, db_->Get(schema::LazyLayerKey(layer)));
-    if (!v) return std::optional<LazyLayerRecord>();
-    LazyLayerRecord rec;
-    if (!DecodeLazyLayer(*v, &rec)) return Corrupt("of layer " + layer.Short() + " (lazy)");
-    return std::optional<LazyLayerRecord>(rec);
+    return GetLazyLayerRecord(*db_, layer);
   }
 
   Result<std::optional<FileLocation>> GetLocation(const Digest& layer, const Digest& file) const {
-    LAZYFS_ASSIGN_OR_RETURN(auto v, db_->Get(schema::LocationKey(layer, file)));
-    if (!v) return std::optional<FileLocation>();
-    FileLocation loc;
-    if (!DecodeLocation(*v, file, &loc)) return Corrupt("of file " + file.Short() + " (location)");
-    return std::optional<FileLocation>(std::move(loc));
+    return GetFileLocation(*db_, layer, file);
   }
 
   // The checkpoint at or before (`before`) or at or after an uncompressed offset of a layer.
@@ -936,6 +950,123 @@ class StoredTree final : public Tree {
 
 // ---- Index ------------------------------------------------------------------------------------
 
+// Stores a file's content in the content cache while stream indexing decompresses it
+// (IndexOptions::cache_content_while_indexing): a file of one chunk whole, a larger one chunk by
+// chunk, each under the digest the reader computed from the same bytes. The stores run on a
+// thread of their own, so writing the cache overlaps decompressing the layer; what waits for
+// that thread is bounded (kMaxQueued bytes). Best effort: the first failure to store (a full
+// disk, say) ends capturing for the layer, and what was not stored is read lazily later.
+class ContentCapture {
+ public:
+  ContentCapture(ContentCache& cache, std::string layer) : cache_(cache), layer_(std::move(layer)) {}
+  ~ContentCapture() {
+    {
+      std::lock_guard lock(mu_);
+      closing_ = true;
+    }
+    cv_.notify_all();
+    if (worker_.joinable()) worker_.join();
+  }
+
+  // Starts a file of `size` bytes whose chunk digests the reader appends to `chunks` (files over
+  // one chunk) as each chunk completes, before it hands the chunk's last bytes to sink().
+  // False when capturing has ended.
+  bool Begin(uint64_t size, const std::vector<Digest>* chunks) {
+    if (failed_.load()) return false;
+    size_ = size;
+    chunks_ = chunks;
+    next_ = 0;
+    buf_.clear();
+    buf_.reserve(static_cast<size_t>(std::min<uint64_t>(size, kContentChunkSize)));
+    return true;
+  }
+  LayerReader::Sink sink() {
+    return [this](const char* p, size_t n) {
+      Take(p, n);
+      return Status::Ok();
+    };
+  }
+  // The file's content ended; `file` is its digest.
+  void End(const Digest& file) {
+    if (size_ <= kContentChunkSize) {
+      Queue(file);
+    } else if (!buf_.empty()) {
+      QueueChunk();  // the last, partial chunk
+    }
+  }
+
+ private:
+  static constexpr size_t kMaxQueued = 64 << 20;
+
+  void Take(const char* p, size_t n) {
+    if (size_ <= kContentChunkSize) {
+      buf_.append(p, n);
+      return;
+    }
+    while (n > 0) {
+      const size_t take = std::min<size_t>(n, kContentChunkSize - buf_.size());
+      buf_.append(p, take);
+      p += take;
+      n -= take;
+      if (buf_.size() == kContentChunkSize) QueueChunk();
+    }
+  }
+  void QueueChunk() {
+    if (next_ >= chunks_->size()) {
+      Fail(InternalError("a chunk's digest is missing"));
+      buf_.clear();
+      return;
+    }
+    Queue((*chunks_)[next_++]);
+  }
+  void Queue(const Digest& d) {
+    std::string bytes;
+    bytes.swap(buf_);
+    if (failed_.load()) return;
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return queued_bytes_ < kMaxQueued || failed_.load(); });
+    queued_bytes_ += bytes.size();
+    queue_.emplace_back(d, std::move(bytes));
+    if (!worker_.joinable()) worker_ = std::thread([this] { Run(); });
+    cv_.notify_all();
+  }
+  void Run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return !queue_.empty() || closing_; });
+      if (queue_.empty()) return;
+      auto [d, bytes] = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      Status s = failed_.load() ? Status::Ok() : cache_.PutHashed(d, bytes);
+      if (!s.ok()) Fail(s);
+      lock.lock();
+      queued_bytes_ -= bytes.size();
+      cv_.notify_all();
+    }
+  }
+  void Fail(const Status& s) {
+    if (failed_.exchange(true)) return;
+    LAZYFS_LOG(kWarn, "index", "layer %s: stopped storing content while indexing (%s); reads "
+               "fetch what is missing", layer_.c_str(), s.message().c_str());
+  }
+
+  ContentCache& cache_;
+  const std::string layer_;
+  // The indexing thread's file in progress.
+  uint64_t size_ = 0;
+  const std::vector<Digest>* chunks_ = nullptr;
+  size_t next_ = 0;
+  std::string buf_;
+  std::atomic<bool> failed_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<Digest, std::string>> queue_;  // GUARDED_BY(mu_)
+  size_t queued_bytes_ = 0;                           // GUARDED_BY(mu_)
+  bool closing_ = false;                              // GUARDED_BY(mu_)
+  std::thread worker_;
+};
+
 class StoredIndex final : public Index {
  public:
   StoredIndex(IndexOptions options, std::shared_ptr<Db> db, std::shared_ptr<ContentCache> cache,
@@ -953,18 +1084,135 @@ class StoredIndex final : public Index {
     if (!options_.writable) return FailedPreconditionError("index opened read-only");
     LAZYFS_ASSIGN_OR_RETURN(bool has, HasImage(image.manifest_digest));
     if (has) return Status::Ok();
-    // New layer records are written together with the tree, so a failed image (a hostile
-    // entry in its third layer, say) leaves the index exactly as it was.
-    rocksdb::WriteBatch layer_records;
+    // Layers are independent until they are merged: each is indexed on its own thread into a
+    // batch of its own. New layer records are written together with the tree, so a failed image
+    // (a hostile entry in its third layer, say) leaves the index exactly as it was; the error
+    // reported is the first in layer order, and a failure stops the other layers early.
+    const size_t n = image.layers.size();
+    std::vector<rocksdb::WriteBatch> batches(n);
+    std::vector<std::optional<Result<std::vector<LayerEntry>>>> results(n);
+    std::atomic<bool> stop{false};
+    std::mutex progress_mu;
+    const ProgressFn serial_progress =
+        progress ? ProgressFn([&](const Progress& p) {
+          std::lock_guard lock(progress_mu);
+          progress(p);
+        })
+                 : ProgressFn();
+    ParallelFor(n, options_.index_threads, [&](size_t i) {
+      if (stop.load()) return;
+      results[i] = LayerEntries(image.layers[i], blobs, serial_progress, batches[i], &stop);
+      if (!results[i]->ok()) stop.store(true);
+    });
     std::vector<std::vector<LayerEntry>> layers;
-    for (const LayerDescriptor& layer : image.layers) {
-      LAZYFS_ASSIGN_OR_RETURN(auto entries, LayerEntries(layer, blobs, progress, layer_records));
-      layers.push_back(std::move(entries));
+    for (size_t i = 0; i < n; ++i) {
+      // Layers after a failure may not have run, or stopped because of it.
+      if (!results[i] || (!results[i]->ok() && results[i]->status().message() == kStopped)) {
+        continue;
+      }
+      if (!results[i]->ok()) return results[i]->status();
+      layers.push_back(std::move(**results[i]));
     }
+    if (layers.size() != n) return InternalError("a layer was not indexed and gave no error");
     auto merged = MergeLayers(layers);
     if (!merged.ok()) return merged.status();
+    // One atomic write of every layer's records (WriteBatch has no public append: copy them).
+    struct Copy : rocksdb::WriteBatch::Handler {
+      rocksdb::WriteBatch* to;
+      void Put(const rocksdb::Slice& k, const rocksdb::Slice& v) override { to->Put(k, v); }
+    };
+    rocksdb::WriteBatch layer_records;
+    Copy copy;
+    copy.to = &layer_records;
+    for (rocksdb::WriteBatch& b : batches) {
+      LAZYFS_RETURN_IF_ERROR(FromRocks(b.Iterate(&copy), "index write"));
+    }
     LAZYFS_RETURN_IF_ERROR(FromRocks(db_->db->Write(WriteOptions(), &layer_records), "index write"));
     return StoreTree(image, *merged);
+  }
+
+  Status WarmContent(const Digest& manifest, BlobSource& blobs, unsigned threads,
+                     const ProgressFn& progress) override {
+    TreeStats st;
+    LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor img, GetImageAndStats(manifest, &st));
+    const size_t n = img.layers.size();
+    // What each layer's files in the merged tree miss in the cache.
+    struct Missing {
+      uint64_t files = 0, bytes = 0;
+    };
+    std::vector<Missing> missing(n);
+    const std::string prefix = schema::DigestKey('A', manifest);
+    std::unique_ptr<rocksdb::Iterator> it(db_->db->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      const uint64_t ino = schema::ReadBe64(
+          std::string_view(it->key().data() + prefix.size(), it->key().size() - prefix.size()));
+      InodeRecord r;
+      if (!DecodeInode(std::string_view(it->value().data(), it->value().size()), ino, &r) ||
+          (r.attr.is_reg() && r.layer >= n)) {
+        return Corrupt("of inode " + std::to_string(ino));
+      }
+      if (!r.attr.is_reg() || r.attr.size == 0 || cache_->Contains(r.digest)) continue;
+      if (r.attr.size > kContentChunkSize) {
+        // Read lazily before: it may be cached as chunks.
+        LAZYFS_ASSIGN_OR_RETURN(auto loc, GetFileLocation(*db_, img.layers[r.layer].digest, r.digest));
+        bool all = loc.has_value() && loc->chunk_count() > 0;
+        for (uint64_t c = 0; all && c < loc->chunk_count(); ++c) all = cache_->Contains(loc->chunk(c));
+        if (all) continue;
+      }
+      missing[r.layer].files++;
+      missing[r.layer].bytes += r.attr.size;
+    }
+    LAZYFS_RETURN_IF_ERROR(FromRocks(it->status(), "index read"));
+    // A layer is worth one pass when reading its missing files one by one would decompress
+    // about as much: each lazy read decompresses from the checkpoint before the file, up to
+    // checkpoint_every_uncompressed bytes away. Layers indexed from a TOC (eStargz,
+    // zstd:chunked) fetch exactly their chunks and are left to reads; layers indexed before
+    // lazy reads existed are extracted whole on their first miss anyway.
+    std::vector<size_t> pick;
+    for (size_t i = 0; i < n; ++i) {
+      if (missing[i].files == 0) continue;
+      const Digest& layer = img.layers[i].digest;
+      LAZYFS_ASSIGN_OR_RETURN(auto lazy, GetLazyLayerRecord(*db_, layer));
+      if (lazy) {
+        LAZYFS_ASSIGN_OR_RETURN(auto rec, GetLayerRecord(*db_, layer));
+        if (!rec) return Corrupt("of layer " + layer.Short() + " (missing)");
+        const uint64_t whole = rec->uncompressed;
+        if (missing[i].files * options_.checkpoint_every_uncompressed < whole &&
+            missing[i].bytes * 2 < whole) {
+          continue;
+        }
+      } else {
+        std::unique_ptr<rocksdb::Iterator> toc(db_->db->NewIterator(rocksdb::ReadOptions()));
+        const std::string toc_prefix = schema::DigestKey('T', layer);
+        toc->Seek(toc_prefix);
+        LAZYFS_RETURN_IF_ERROR(FromRocks(toc->status(), "index read"));
+        if (toc->Valid() && toc->key().starts_with(toc_prefix)) continue;
+      }
+      // One layer blob twice in an image is read once.
+      bool again = false;
+      for (size_t j : pick) again = again || img.layers[j].digest == layer;
+      if (!again) pick.push_back(i);
+    }
+    std::vector<Status> results(pick.size());
+    std::mutex progress_mu;
+    uint64_t done = 0;
+    ParallelFor(pick.size(), threads, [&](size_t k) {
+      const LayerDescriptor& layer = img.layers[pick[k]];
+      results[k] = [&]() -> Status {
+        LAZYFS_ASSIGN_OR_RETURN(auto rec, GetLayerRecord(*db_, layer.digest));
+        if (!rec) return Corrupt("of layer " + layer.digest.Short() + " (missing)");
+        LAZYFS_ASSIGN_OR_RETURN(auto entries, LoadLayerEntries(*db_, layer.digest, *rec));
+        return cache_->ExtractLayer(layer, blobs, entries);
+      }();
+      std::lock_guard lock(progress_mu);
+      ++done;
+      if (progress) progress({"fetch", layer.digest.Short(), done, pick.size()});
+    });
+    for (size_t k = 0; k < pick.size(); ++k) {
+      LAZYFS_RETURN_IF_ERROR(results[k].WithContext("while reading layer " +
+                                                    img.layers[pick[k]].digest.Short()));
+    }
+    return Status::Ok();
   }
 
   Status SetRef(std::string_view ref, const Digest& manifest) override {
@@ -1177,9 +1425,13 @@ class StoredIndex final : public Index {
     return img;
   }
 
+  // The message of the error a layer's indexing stops with when another layer failed.
+  static constexpr std::string_view kStopped = "stopped: another layer of the image failed";
+
   Result<std::vector<LayerEntry>> LayerEntries(const LayerDescriptor& layer, BlobSource& blobs,
                                                const ProgressFn& progress,
-                                               rocksdb::WriteBatch& batch) {
+                                               rocksdb::WriteBatch& batch,
+                                               const std::atomic<bool>* stop) {
     LAZYFS_ASSIGN_OR_RETURN(auto rec, GetLayerRecord(*db_, layer.digest));
     if (rec) return LoadLayerEntries(*db_, layer.digest, *rec);
     LAZYFS_ASSIGN_OR_RETURN(auto toc_digest, TocDigestOf(layer));
@@ -1206,18 +1458,24 @@ class StoredIndex final : public Index {
     std::vector<std::pair<uint64_t, Digest>> files_at;
     std::vector<LayerEntry> entries;
     uint64_t last_report = 0;
+    ContentCapture capture(*cache_, name);
     for (;;) {
+      if (stop && stop->load()) return UnavailableError(std::string(kStopped));
       LayerEntry e;
       LAZYFS_ASSIGN_OR_RETURN(bool more, reader->Next(&e));
       if (!more) break;
       if (e.kind == EntryKind::kFile) {
         const std::optional<uint64_t> offset = reader->DataOffset();
         FileLocation loc;
-        auto digest = reader->ReadData(nullptr, &loc.chunks);
+        const bool capturing = options_.cache_content_while_indexing && e.size > 0 &&
+                               capture.Begin(e.size, &loc.chunks);
+        auto digest = reader->ReadData(capturing ? capture.sink() : LayerReader::Sink(),
+                                       &loc.chunks);
         if (!digest.ok()) {
           return Status(digest.status().code(),
                         digest.status().message() + " (in entry \"" + e.path + "\")");
         }
+        if (capturing) capture.End(*digest);
         e.digest = *digest;
         // Where the bytes lie, for range reads; each chunk's digest is computed from the same
         // bytes as the file's, so it chains to the layer's digest and diff_id checked below.

@@ -121,6 +121,13 @@ struct IndexOptions {
   uint64_t checkpoint_every_compressed = 512 << 10;
   // Background fetch started by each tree OpenTree returns (stopped when it is destroyed).
   PrefetchMode prefetch = PrefetchMode::kNone;
+  // Stream indexing also stores every file's content in the content cache as it is
+  // decompressed (whole files, and the chunks of larger ones), so a caller about to read every
+  // file (materialize) never decompresses a byte twice. Costs cache space for the layers'
+  // content; best effort (a cache that cannot take more, a full disk say, only ends capturing).
+  bool cache_content_while_indexing = false;
+  // Layers of one image indexed at once, each on its own thread. 0: the number of CPUs.
+  unsigned index_threads = 0;
 };
 
 struct GcReport {
@@ -176,6 +183,13 @@ class Index {
   // stored image uses, in one atomic write. Its content stays in the cache until Gc. Running
   // mounts keep the view they opened. NotFound if the index does not hold it.
   virtual Status RemoveImage(const Digest& manifest) = 0;
+  // Brings the content of an image's files into the content cache ahead of a reader that
+  // will read them all (materialize): every stream-indexed layer whose files miss enough
+  // content that one pass over the layer costs less than reading them one by one is read
+  // whole, `threads` layers at a time (0: the number of CPUs). What it leaves out is fetched by
+  // reads as usual. Errors name the layer; the cache keeps what was stored before a failure.
+  virtual Status WarmContent(const Digest& manifest, BlobSource& blobs, unsigned threads,
+                             const ProgressFn& progress) = 0;
   // fsck of the index: every image's tree is complete (root, inode count, every layer indexed),
   // every reference points at a stored image, every layer record's entries decode.
   virtual Result<IndexCheckReport> Check() = 0;

@@ -70,6 +70,8 @@ class LazyReadTest : public ::testing::Test {
     o.checkpoint_every_compressed = checkpoint_every_;
     o.read_timeout = std::chrono::milliseconds(500);
     o.cache_size_bytes = cache_size_;
+    o.cache_content_while_indexing = capture_;
+    o.index_threads = index_threads_;
     return o;
   }
 
@@ -116,6 +118,8 @@ class LazyReadTest : public ::testing::Test {
 
   uint64_t checkpoint_every_ = 512 << 10;
   uint64_t cache_size_ = 0;
+  bool capture_ = false;
+  unsigned index_threads_ = 0;
   std::string store_;
   testing::BuiltImage built_;
 };
@@ -362,6 +366,140 @@ TEST_F(LazyReadTest, GcRemovesUnreferencedContentAndEvictsToTheLimit) {
   auto got = ReadAll(*o.tree, "big0", 1 << 20);
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(*got, PseudoRandomBytes(2 << 20, 100));
+}
+
+// Layers of many small files and a few multi-chunk ones, one per compression; the last layer
+// replaces some files of the first, so the merged tree takes files from every layer.
+ImageSpec ThreeLayers() {
+  ImageSpec spec;
+  const Compression kinds[] = {Compression::kGzip, Compression::kZstd, Compression::kGzip};
+  for (int k = 0; k < 3; ++k) {
+    testing::Layer l;
+    l.compression = kinds[k];
+    l.entries.push_back(File("l" + std::to_string(k) + "/big", PseudoRandomBytes(3 << 20, 7 + k)));
+    for (int j = 0; j < 120; ++j) {
+      l.entries.push_back(File("l" + std::to_string(k) + "/f" + std::to_string(j),
+                               Words(1000 + j * 13, k * 1000 + j)));
+    }
+    if (k == 2) {
+      for (int j = 0; j < 10; ++j) {
+        l.entries.push_back(File("l0/f" + std::to_string(j), Words(500 + j, 9000 + j)));
+      }
+    }
+    spec.layers.push_back(l);
+  }
+  return spec;
+}
+
+// Every regular file in the root's subdirectories, read whole.
+Status ReadEveryFile(const Tree& tree, std::map<std::string, std::string>* out) {
+  LAZYFS_ASSIGN_OR_RETURN(auto dirs, tree.ReadDir(kRootIno));
+  for (const DirEntry& d : dirs) {
+    LAZYFS_ASSIGN_OR_RETURN(auto files, tree.ReadDir(d.ino));
+    for (const DirEntry& f : files) {
+      LAZYFS_ASSIGN_OR_RETURN(Attr a, tree.GetAttr(f.ino));
+      std::string bytes(a.size, '\0');
+      LAZYFS_ASSIGN_OR_RETURN(size_t n,
+                              tree.Read(f.ino, 0, std::as_writable_bytes(std::span(bytes))));
+      if (n != a.size) return DataLossError("short read of " + d.name + "/" + f.name);
+      (*out)[d.name + "/" + f.name] = std::move(bytes);
+    }
+  }
+  return Status::Ok();
+}
+
+TEST_F(LazyReadTest, ContentCapturedWhileIndexingIsReadWithoutFetchingAgain) {
+  capture_ = true;
+  MemoryBlobs blobs;
+  ImageDescriptor desc = Add(ThreeLayers(), blobs);
+  EXPECT_EQ(blobs.opens(), 3) << "indexing reads each layer once";
+  auto o = Open(desc, blobs);
+  std::map<std::string, std::string> got;
+  Status s = ReadEveryFile(*o.tree, &got);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(got.size(), 3u * 121);
+  EXPECT_EQ(got["l1/big"], PseudoRandomBytes(3 << 20, 8));
+  EXPECT_EQ(got["l0/f3"], Words(503, 9003)) << "the top layer's version";
+  EXPECT_EQ(got["l0/f30"], Words(1000 + 30 * 13, 30));
+  EXPECT_EQ(blobs.opens(), 3) << "no layer read again";
+  EXPECT_EQ(blobs.ranges(), 0) << "no range fetched";
+}
+
+TEST_F(LazyReadTest, WarmContentReadsWholeOnlyTheLayersThatMissMuch) {
+  MemoryBlobs blobs;
+  ImageDescriptor desc = Add(ThreeLayers(), blobs);
+  const int opens = blobs.opens();
+  {
+    // Layer 1 is mostly read already: all but two of its files.
+    auto o = Open(desc, blobs);
+    for (int j = 2; j < 120; ++j) {
+      auto got = o.tree->Lookup(kRootIno, "l1");
+      ASSERT_TRUE(got.ok());
+      auto f = o.tree->Lookup(got->ino, "f" + std::to_string(j));
+      ASSERT_TRUE(f.ok());
+      std::string b(f->size, '\0');
+      ASSERT_TRUE(o.tree->Read(f->ino, 0, std::as_writable_bytes(std::span(b))).ok());
+    }
+    auto l1 = o.tree->Lookup(kRootIno, "l1");
+    auto big = o.tree->Lookup(l1->ino, "big");
+    std::string b(big->size, '\0');
+    ASSERT_TRUE(o.tree->Read(big->ino, 0, std::as_writable_bytes(std::span(b))).ok());
+  }
+  auto o = Open(desc, blobs);
+  Status s = o.index->WarmContent(desc.manifest_digest, blobs, 3, nullptr);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(blobs.opens(), opens + 2) << "layers 0 and 2 read whole, layer 1 left to reads";
+  std::map<std::string, std::string> got;
+  s = ReadEveryFile(*o.tree, &got);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(got["l2/f7"], Words(1000 + 7 * 13, 2007));
+  EXPECT_EQ(got["l0/f9"], Words(509, 9009));
+  EXPECT_EQ(blobs.opens(), opens + 2);
+  // Everything is cached now: warming again reads nothing.
+  s = o.index->WarmContent(desc.manifest_digest, blobs, 3, nullptr);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(blobs.opens(), opens + 2);
+}
+
+TEST_F(LazyReadTest, WarmContentNamesTheLayerItCannotRead) {
+  MemoryBlobs blobs;
+  ImageDescriptor desc = Add(ThreeLayers(), blobs);
+  blobs.Remove(desc.layers[2].digest);
+  auto o = Open(desc, blobs);
+  Status s = o.index->WarmContent(desc.manifest_digest, blobs, 0, nullptr);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("layer " + desc.layers[2].digest.Short()), std::string::npos)
+      << s.message();
+  // The other layers were stored all the same.
+  auto l0 = o.tree->Lookup(kRootIno, "l0");
+  auto f = o.tree->Lookup(l0->ino, "f50");
+  std::string b(f->size, '\0');
+  const int ranges = blobs.ranges();
+  ASSERT_TRUE(o.tree->Read(f->ino, 0, std::as_writable_bytes(std::span(b))).ok());
+  EXPECT_EQ(blobs.ranges(), ranges);
+}
+
+TEST_F(LazyReadTest, LayersIndexedInParallelGiveTheFirstFailureInLayerOrder) {
+  ImageSpec spec = ThreeLayers();
+  // Layers 1 and 2 are both bad; layer 1's error is the one reported, whichever thread ends
+  // first, and nothing of the image is stored.
+  spec.layers[1].entries.push_back(testing::Raw("../one"));
+  spec.layers[2].entries.push_back(testing::Raw("/two"));
+  auto img = BuildImage(spec);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  for (unsigned threads : {1u, 3u}) {
+    SCOPED_TRACE(threads);
+    index_threads_ = threads;
+    MemoryBlobs blobs;
+    blobs.AddImage(*img);
+    auto idx = Index::Open(Options(true));
+    ASSERT_TRUE(idx.ok()) << idx.status().ToString();
+    Status s = (*idx)->AddImage(DescriptorOf(*img), blobs, nullptr);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("../one"), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(img->layers[1].digest.Short()), std::string::npos) << s.message();
+    EXPECT_FALSE(*(*idx)->HasImage(img->manifest_digest));
+  }
 }
 
 }  // namespace
