@@ -14,13 +14,22 @@ CasWriter::~CasWriter() {
 }
 
 Status CasWriter::Write(const void* data, size_t len) {
-  hash_.Update(data, len);
+  if (!caller_hashes_) hash_.Update(data, len);
   written_ += len;
   return WriteAll(fd_.get(), data, len).WithContext("while writing " + tmp_);
 }
 
 Status CasWriter::Commit() {
-  Digest got = hashed_ ? expected_ : hash_.Finish();
+  if (caller_hashes_) return InternalError(tmp_ + ": written unhashed, committed without a digest");
+  return Finish(hash_.Finish());
+}
+
+Status CasWriter::CommitHashed(const Digest& computed) {
+  if (!caller_hashes_) return InternalError(tmp_ + ": hashed here, committed with CommitHashed");
+  return Finish(computed);
+}
+
+Status CasWriter::Finish(const Digest& got) {
   if (expected_size_ >= 0 && static_cast<uint64_t>(expected_size_) != written_) {
     return DataLossError(expected_.Short() + ": got " + std::to_string(written_) +
                          " bytes, expected " + std::to_string(expected_size_));
@@ -75,13 +84,13 @@ Result<Fd> CasDir::OpenVerified(const Digest& d) {
 }
 
 Result<std::unique_ptr<CasWriter>> CasDir::BeginWrite(const Digest& expected,
-                                                      int64_t expected_size) {
+                                                      int64_t expected_size, bool caller_hashes) {
   static std::atomic<unsigned> counter{0};
   std::string tmp = root_ + "/tmp/" + expected.Hex() + "." + std::to_string(::getpid()) + "." +
                     std::to_string(counter.fetch_add(1));
   LAZYFS_ASSIGN_OR_RETURN(Fd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600));
   return std::unique_ptr<CasWriter>(
-      new CasWriter(this, expected, expected_size, std::move(tmp), std::move(fd)));
+      new CasWriter(this, expected, expected_size, std::move(tmp), std::move(fd), caller_hashes));
 }
 
 Status CasDir::Put(const Digest& expected, std::string_view data) {
@@ -91,12 +100,9 @@ Status CasDir::Put(const Digest& expected, std::string_view data) {
 }
 
 Status CasDir::PutHashed(const Digest& digest, std::string_view data) {
-  LAZYFS_ASSIGN_OR_RETURN(auto w, BeginWrite(digest, static_cast<int64_t>(data.size())));
-  LAZYFS_RETURN_IF_ERROR(WriteAll(w->fd_.get(), data.data(), data.size())
-                             .WithContext("while writing " + w->tmp_));
-  w->written_ = data.size();
-  w->hashed_ = true;
-  return w->Commit();
+  LAZYFS_ASSIGN_OR_RETURN(auto w, BeginWrite(digest, static_cast<int64_t>(data.size()), true));
+  LAZYFS_RETURN_IF_ERROR(w->Write(data.data(), data.size()));
+  return w->CommitHashed(digest);
 }
 
 Status CasDir::Remove(const Digest& d) {

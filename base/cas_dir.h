@@ -37,12 +37,17 @@ class CasWriter {
   // Fails with DataLoss (and removes the temporary) if the bytes do not hash to the expected
   // digest, or if expected_size was given and differs.
   Status Commit();
+  // For a writer begun with caller_hashes: the caller hashed exactly the bytes it wrote, to
+  // `computed`; fails as Commit if that is not the expected digest.
+  Status CommitHashed(const Digest& computed);
 
  private:
   friend class CasDir;
-  CasWriter(CasDir* dir, Digest expected, int64_t expected_size, std::string tmp, Fd fd)
+  CasWriter(CasDir* dir, Digest expected, int64_t expected_size, std::string tmp, Fd fd,
+            bool caller_hashes)
       : dir_(dir), expected_(expected), expected_size_(expected_size), tmp_(std::move(tmp)),
-        fd_(std::move(fd)) {}
+        fd_(std::move(fd)), caller_hashes_(caller_hashes) {}
+  Status Finish(const Digest& got);
   CasDir* dir_;
   Digest expected_;
   int64_t expected_size_;
@@ -50,7 +55,7 @@ class CasWriter {
   Fd fd_;
   Sha256 hash_;
   uint64_t written_ = 0;
-  bool hashed_ = false;  // PutHashed: the caller hashed the bytes
+  bool caller_hashes_ = false;
   bool committed_ = false;
 };
 
@@ -67,8 +72,10 @@ class CasDir {
   // Opens an object for reading. The first open of an object in this process hashes it; on a
   // mismatch the file is removed and NotFound is returned ("... was corrupt and was removed").
   Result<Fd> OpenVerified(const Digest& d);
-  // Starts writing an object; expected_size < 0 means unknown.
-  Result<std::unique_ptr<CasWriter>> BeginWrite(const Digest& expected, int64_t expected_size = -1);
+  // Starts writing an object; expected_size < 0 means unknown. With caller_hashes the writer
+  // does not hash what it is given (the caller does, and commits with CommitHashed).
+  Result<std::unique_ptr<CasWriter>> BeginWrite(const Digest& expected, int64_t expected_size = -1,
+                                                bool caller_hashes = false);
   // Convenience: writes a whole object from memory.
   Status Put(const Digest& expected, std::string_view data);
   // Put for bytes the caller has just hashed to `digest` itself (a layer reader computes every

@@ -169,14 +169,14 @@ Status ContentCache::DoExtract(const LayerDescriptor& layer, BlobSource& blobs,
                            " no longer matches its index at entry \"" + e.path + "\"");
     }
     if (e.kind != EntryKind::kFile || e.size == 0 || cas_->Contains(indexed[i].digest)) continue;
-    LAZYFS_ASSIGN_OR_RETURN(auto writer,
-                            cas_->BeginWrite(indexed[i].digest, static_cast<int64_t>(e.size)));
+    // The reader hashes the file as it hands it out: the writer need not hash it again.
+    LAZYFS_ASSIGN_OR_RETURN(auto writer, cas_->BeginWrite(indexed[i].digest,
+                                                          static_cast<int64_t>(e.size), true));
     LAZYFS_ASSIGN_OR_RETURN(Digest got, reader->ReadData([&](const char* p, size_t n) {
       return writer->Write(p, n);
     }));
-    (void)got;
-    LAZYFS_RETURN_IF_ERROR(writer->Commit().WithContext("file \"" + e.path + "\" of layer " +
-                                                        layer.digest.Short()));
+    LAZYFS_RETURN_IF_ERROR(writer->CommitHashed(got).WithContext(
+        "file \"" + e.path + "\" of layer " + layer.digest.Short()));
     MaybeEvict(e.size);
   }
   return Status::Ok();

@@ -45,6 +45,28 @@ TEST_F(CasDirTest, WrongBytesAreNeverVisible) {
   EXPECT_EQ(rmdir((root_ + "/cas/tmp").c_str()), 0);
 }
 
+TEST_F(CasDirTest, ACallerHashedWriteCommitsOnlyUnderTheDigestItsCallerComputed) {
+  const Digest d = Sha256Of("hello");
+  {
+    auto w = cas_->BeginWrite(d, 5, true);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Write("hellO", 5).ok());
+    // The caller's hash of what it wrote says the bytes are not `d`.
+    Status s = (*w)->CommitHashed(Sha256Of("hellO"));
+    EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+    EXPECT_EQ((*w)->Commit().code(), StatusCode::kInternal) << "no unhashed commit";
+  }
+  EXPECT_FALSE(cas_->Contains(d));
+  EXPECT_EQ(rmdir((root_ + "/cas/tmp").c_str()), 0) << "the temporary is gone";
+  ASSERT_TRUE(MakeDirs(root_ + "/cas/tmp", 0700).ok());
+  ASSERT_TRUE(cas_->PutHashed(d, "hello").ok());
+  auto fd = cas_->OpenVerified(d);
+  ASSERT_TRUE(fd.ok());
+  char buf[8];
+  EXPECT_EQ(*PreadFull(fd->get(), buf, sizeof(buf), 0), 5u);
+  EXPECT_EQ(std::string(buf, 5), "hello");
+}
+
 TEST_F(CasDirTest, CorruptObjectIsDroppedOnOpen) {
   const Digest d = Sha256Of("payload");
   ASSERT_TRUE(cas_->Put(d, "payload").ok());
