@@ -27,31 +27,47 @@ start_work() {
   mkdir -p "$work/mnt" "$work/loop"
 }
 
-# make_layout LAYOUT TAG TAR_ARGS...: an OCI layout holding one image whose single gzip layer
-# is `tar TAR_ARGS` (numeric owners, sorted, fixed mtime), gzipped at $GZIP_LEVEL (default 6).
-# Sets layer_size, layer_digest (hex; also as $layer) and layer_entries (also as $entries).
+# make_layout LAYOUT TAG TAR_ARGS... [--- TAR_ARGS...]...: an OCI layout holding one image with
+# one gzip layer per group of TAR_ARGS (groups split by "---"), each `tar TAR_ARGS` (numeric
+# owners, sorted, fixed mtime), gzipped at $GZIP_LEVEL (default 6). Sets layer_digests (hex, in
+# order), layer_size (compressed bytes of all layers) and layer_entries (entries of all layers);
+# for one layer also layer_digest (also as $layer) and $entries.
 make_layout() {
   local layout=$1 tag=$2
   shift 2
   mkdir -p "$layout/blobs/sha256"
-  tar --numeric-owner --sort=name --mtime=@1700000000 -cf "$layout/layer.tar" "$@" 2>/dev/null || true
-  layer_entries=$(tar -tf "$layout/layer.tar" | wc -l)
-  local diff_id config config_size manifest manifest_size
-  diff_id=$(sha256sum "$layout/layer.tar" | cut -d' ' -f1)
-  gzip "-${GZIP_LEVEL:-6}" -n -c "$layout/layer.tar" > "$layout/layer.gz"
-  rm "$layout/layer.tar"
-  layer_digest=$(sha256sum "$layout/layer.gz" | cut -d' ' -f1)
-  layer_size=$(stat -c %s "$layout/layer.gz")
+  layer_digests=() layer_size=0 layer_entries=0
+  local diff_ids="" descs="" group=()
+  local d diff_id size
+  add_layer() {
+    tar --numeric-owner --sort=name --mtime=@1700000000 -cf "$layout/layer.tar" "$@" 2>/dev/null || true
+    layer_entries=$((layer_entries + $(tar -tf "$layout/layer.tar" | wc -l)))
+    diff_id=$(sha256sum "$layout/layer.tar" | cut -d' ' -f1)
+    gzip "-${GZIP_LEVEL:-6}" -n -c "$layout/layer.tar" > "$layout/layer.gz"
+    rm "$layout/layer.tar"
+    d=$(sha256sum "$layout/layer.gz" | cut -d' ' -f1)
+    size=$(stat -c %s "$layout/layer.gz")
+    mv "$layout/layer.gz" "$layout/blobs/sha256/$d"
+    layer_digests+=("$d")
+    layer_size=$((layer_size + size))
+    diff_ids+="${diff_ids:+,}\"sha256:$diff_id\""
+    descs+="${descs:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$d\",\"size\":$size}"
+  }
+  for arg in "$@"; do
+    if [ "$arg" = --- ]; then add_layer "${group[@]}"; group=(); else group+=("$arg"); fi
+  done
+  add_layer "${group[@]}"
+  layer_digest=${layer_digests[0]}
   layer=$layer_digest
   entries=$layer_entries
-  mv "$layout/layer.gz" "$layout/blobs/sha256/$layer_digest"
-  printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"config":{}}' \
-    "$(dpkg --print-architecture)" "$diff_id" > "$layout/c"
+  local config config_size manifest manifest_size
+  printf '{"architecture":"%s","os":"linux","rootfs":{"type":"layers","diff_ids":[%s]},"config":{}}' \
+    "$(dpkg --print-architecture)" "$diff_ids" > "$layout/c"
   config=$(sha256sum "$layout/c" | cut -d' ' -f1)
   config_size=$(stat -c %s "$layout/c")
   mv "$layout/c" "$layout/blobs/sha256/$config"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' \
-    "$config" "$config_size" "$layer_digest" "$layer_size" > "$layout/m"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[%s]}' \
+    "$config" "$config_size" "$descs" > "$layout/m"
   manifest=$(sha256sum "$layout/m" | cut -d' ' -f1)
   manifest_size=$(stat -c %s "$layout/m")
   mv "$layout/m" "$layout/blobs/sha256/$manifest"
