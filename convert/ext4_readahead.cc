@@ -35,7 +35,7 @@ struct ContentReader::FileState {
 ContentReader::ContentReader(const index::Tree& tree, std::vector<FileToRead> files,
                              unsigned threads, uint64_t window_bytes)
     : tree_(tree), files_(std::move(files)), window_(window_bytes) {
-  if (threads <= 1) return;
+  if (threads <= 1 || files_.empty()) return;
   threads_.reserve(threads);
   for (unsigned t = 0; t < threads; ++t) {
     try {
