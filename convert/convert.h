@@ -37,6 +37,14 @@ struct Ext4Options {
   // Seed of the filesystem UUID and directory hash seed. Empty: derived from a sha256 of the
   // whole tree (names, inode facts, content digests), so the same tree gives the same image.
   std::string seed;
+  // Threads reading and hashing file content ahead of the one thread that writes the image
+  // (fetches of uncached content then run in parallel). 0: the hardware threads, at least 2 and
+  // at most 8; 1: no readers, the writer reads each file itself. The image is the same for any
+  // value.
+  unsigned read_threads = 0;
+  // Content read ahead and not yet written, at most (plus one 4 MiB piece of the file being
+  // written, so a file larger than this streams through).
+  uint64_t read_window_bytes = uint64_t{64} << 20;
 };
 
 struct Ext4Report {

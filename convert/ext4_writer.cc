@@ -15,9 +15,11 @@
 //   packed into leaves, and a root (plus interior nodes past 507 leaves) pointing at them.
 //   libext2fs has no bulk htree builder (only e2fsck's rehash, which is not a library call), so
 //   the index blocks are laid out by hand; ext2fs_write_dir_block4 sets their checksums.
-// - file data is read in 4 MiB chunks, hashed, and written with one pwrite per contiguous run into
-//   ranges from ext2fs_new_range, allocated in order from a cursor so files are laid out in the
-//   order they are written. Whole zero blocks become holes. Extents are written into the inode
+// - file data is read in 4 MiB chunks and hashed ahead of the writer by a pool of reader threads
+//   (ext4_readahead.h), in the order the writer takes files, which the survey records; the writer
+//   alone writes them, with one pwrite per contiguous run into ranges from ext2fs_new_range,
+//   allocated in order from a cursor so files are laid out in the order they are written and the
+//   bytes do not depend on the number of readers. Whole zero blocks become holes. Extents are written into the inode
 //   directly (<= 4) or through an extent handle (deeper trees).
 // - inodes are written with ext2fs_write_inode_full from a fully built ext2_inode_large, so
 //   libext2fs never substitutes "now" for a zero time or a crtime; every time comes from the tree
@@ -33,6 +35,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/digest.h"
@@ -40,6 +43,7 @@
 #include "convert/convert.h"
 #include "convert/ext2fs_handle.h"
 #include "convert/ext4_layout.h"
+#include "convert/ext4_readahead.h"
 
 namespace lazyfs::convert {
 namespace {
@@ -48,7 +52,6 @@ using index::Attr;
 using index::DirEntry;
 using index::Tree;
 
-constexpr size_t kChunkBlocks = 1024;  // 4 MiB per Tree::Read batch
 constexpr uint32_t kMaxLinks = 65000;  // EXT4_LINK_MAX
 constexpr uint32_t kMaxSymlink = kBlockSize - 1;
 constexpr uint32_t kFastSymlinkMax = sizeof(ext2_inode::i_block) - 1;  // 59
@@ -121,6 +124,8 @@ struct Survey {
   uint64_t content_bytes = 0;
   int64_t newest_mtime = 0;     // the default for the filesystem's own times
   Digest fingerprint;
+  // Regular files at their first name, in the order the writer writes them (the same walk).
+  std::vector<FileToRead> files;
 };
 
 Result<Survey> SurveyTree(const Tree& tree) {
@@ -159,6 +164,7 @@ Result<Survey> SurveyTree(const Tree& tree) {
       const uint64_t blocks = DivCeil(a.size, kBlockSize);
       s.needs.content_blocks += blocks;
       s.content_bytes += a.size;
+      s.files.push_back({ino, a.size});
       // Extent tree blocks: none up to 4 extents in the inode, else at most one leaf per 340
       // extents, and a fragmented file has at most one extent per two blocks.
       if (blocks > 4) s.needs.other_blocks += 1 + blocks / 680;
@@ -267,10 +273,10 @@ struct Extent {
 
 class Writer {
  public:
-  Writer(const Tree& tree, ext2_filsys fs, const Survey& survey, const ProgressFn& progress,
-         int64_t fs_time)
-      : tree_(tree), fs_(fs), survey_(survey), progress_(progress), fs_time_(fs_time),
-        written_(survey.ftype.size(), false), buf_(kChunkBlocks * kBlockSize) {}
+  Writer(const Tree& tree, ext2_filsys fs, const Survey& survey, ContentReader& content,
+         const ProgressFn& progress, int64_t fs_time)
+      : tree_(tree), fs_(fs), survey_(survey), content_(content), progress_(progress),
+        fs_time_(fs_time), written_(survey.ftype.size(), false) {}
 
   static ext2_ino_t ExtIno(uint64_t tree_ino) {
     return tree_ino == index::kRootIno ? EXT2_ROOT_INO
@@ -765,51 +771,43 @@ class Writer {
 
   Status WriteRegular(uint64_t tree_ino, ext2_ino_t ino, const Attr& a, ext2_inode_large& in,
                       const std::string& path) {
-    LAZYFS_ASSIGN_OR_RETURN(Digest want, tree_.ContentDigest(tree_ino));
-    Sha256 hash;
+    // The readers follow the survey's order; a tree that answers differently now has changed.
+    if (next_file_ >= content_.file_count() || content_.file(next_file_).ino != tree_ino ||
+        content_.file(next_file_).size != a.size) {
+      return InternalError(path + ": the tree changed while it was being written");
+    }
+    const size_t file = next_file_++;
     std::vector<Extent> extents;
     uint64_t data_blocks = 0;
-    uint64_t off = 0;
-    while (off < a.size) {
-      const size_t want_bytes = static_cast<size_t>(std::min<uint64_t>(buf_.size(), a.size - off));
-      size_t got = 0;
-      while (got < want_bytes) {
-        LAZYFS_ASSIGN_OR_RETURN(
-            size_t n, tree_.Read(tree_ino, off + got,
-                                 std::span<std::byte>(buf_.data() + got, want_bytes - got)));
-        if (n == 0) break;
-        got += n;
-      }
-      if (got < want_bytes) {
-        return DataLossError(path + ": content ends at byte " + std::to_string(off + got) +
-                             ", its size is " + std::to_string(a.size));
-      }
-      hash.Update(buf_.data(), got);
-      const size_t blocks = DivCeil(got, kBlockSize);
-      std::memset(buf_.data() + got, 0, blocks * kBlockSize - got);
-      const uint64_t lblk0 = off / kBlockSize;
+    for (bool last = false; !last;) {
+      ContentPiece piece = content_.Next(file);
+      last = piece.last;
+      const size_t blocks = DivCeil(piece.bytes, kBlockSize);
+      const std::byte* data = piece.data.get();
+      const uint64_t lblk0 = piece.offset / kBlockSize;
       for (size_t i = 0; i < blocks;) {
-        if (IsZero(buf_.data() + i * kBlockSize, kBlockSize)) {
+        if (IsZero(data + i * kBlockSize, kBlockSize)) {
           ++i;  // a hole
           continue;
         }
         size_t j = i + 1;
-        while (j < blocks && !IsZero(buf_.data() + j * kBlockSize, kBlockSize)) ++j;
-        LAZYFS_RETURN_IF_ERROR(
-            WriteRun(lblk0 + i, buf_.data() + i * kBlockSize, j - i, extents, path));
+        while (j < blocks && !IsZero(data + j * kBlockSize, kBlockSize)) ++j;
+        LAZYFS_RETURN_IF_ERROR(WriteRun(lblk0 + i, data + i * kBlockSize, j - i, extents, path));
         data_blocks += j - i;
         i = j;
       }
-      off += got;
-      bytes_done_ += got;
-      if (progress_) {
-        progress_(Progress{"write", path, bytes_done_, survey_.content_bytes});
+      if (piece.bytes > 0) {
+        bytes_done_ += piece.bytes;
+        if (progress_) {
+          progress_(Progress{"write", path, bytes_done_, survey_.content_bytes});
+        }
       }
-    }
-    const Digest got = hash.Finish();
-    if (got != want) {
-      return DataLossError(path + ": content does not match its digest (expected " +
-                           want.ToString() + ", read " + got.ToString() + ")");
+      if (!piece.status.ok()) {
+        // A read error, content ending early, or (after the last piece) a digest mismatch.
+        if (!piece.needs_path) return piece.status;
+        return Status(piece.status.code(), path + ": " + piece.status.message());
+      }
+      content_.Release(std::move(piece));
     }
     LAZYFS_EXT2_CHECK(ext2fs_inode_size_set(fs_, reinterpret_cast<ext2_inode*>(&in), a.size),
                       "while sizing " + path);
@@ -819,10 +817,11 @@ class Writer {
   const Tree& tree_;
   ext2_filsys fs_;
   const Survey& survey_;
+  ContentReader& content_;
   const ProgressFn& progress_;
   const int64_t fs_time_;
   std::vector<bool> written_;
-  std::vector<std::byte> buf_;
+  size_t next_file_ = 0;  // index into the readers' file order
   blk64_t goal_ = 0;  // allocation cursor
   uint64_t bytes_done_ = 0;
   uint64_t inodes_written_ = 0;
@@ -917,6 +916,11 @@ Result<Ext4Report> WriteExt4(const Tree& tree, const std::string& out_path,
 
   TempImage temp;
   LAZYFS_RETURN_IF_ERROR(temp.Create(out_path, blocks * kBlockSize));
+  // Readers start now, so fetching overlaps with laying out the filesystem; they are stopped
+  // and joined when `content` goes out of scope, on every return path.
+  unsigned threads = options.read_threads;
+  if (threads == 0) threads = std::clamp(std::thread::hardware_concurrency(), 2u, 8u);
+  ContentReader content(tree, std::move(survey.files), threads, options.read_window_bytes);
   const std::string ctx = "while writing " + temp.path();
 
   ext2_super_block param;
@@ -981,7 +985,7 @@ Result<Ext4Report> WriteExt4(const Tree& tree, const std::string& out_path,
   }
   ext2fs_mark_super_dirty(fs.get());
 
-  Writer writer(tree, fs.get(), survey, progress, fs_time);
+  Writer writer(tree, fs.get(), survey, content, progress, fs_time);
   LAZYFS_RETURN_IF_ERROR(writer.WriteReserved().WithContext(ctx));
   if (!ro) {
     ext2fs_journal_params jp;

@@ -14,13 +14,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -989,6 +992,242 @@ TEST(convert_compare, NamesEveryDifferenceBetweenImageAndTree) {
   ASSERT_TRUE(flipped.ok()) << flipped.status().ToString();
   ASSERT_EQ(flipped->size(), 1u) << Join(*flipped);
   EXPECT_TRUE((*flipped)[0].starts_with("/data/six_mib: content sha256:")) << (*flipped)[0];
+}
+
+// ----- Read-ahead: content read and hashed by reader threads, written by one writer --------------
+
+// Many small files in several directories, empty files, hardlinks (one inode written at its first
+// name), a sparse file, and a file bigger than the window the read-ahead tests use.
+std::vector<MemNode> ReadAheadNodes() {
+  std::vector<MemNode> v;
+  for (int i = 0; i < 600; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "/many/d%02d/f%03d", i % 7, i);
+    v.push_back(File(name, i % 50 == 0 ? "" : PseudoRandom(static_cast<size_t>(i * 37 % 9000), i)));
+  }
+  for (int i = 0; i < 5; ++i) {
+    MemNode link = File("/more-links/l" + std::to_string(i), "");
+    link.hardlink_to = "/many/d0" + std::to_string(i) + "/f00" + std::to_string(i);
+    v.push_back(link);
+  }
+  // Holes at the start, in the middle (across a 4 MiB piece boundary) and at the end.
+  v.push_back(File("/sparse", std::string(3 << 20, '\0') + PseudoRandom(5000, 91) +
+                                  std::string(2 << 20, '\0') + PseudoRandom(4096, 92) +
+                                  std::string(1 << 20, '\0')));
+  v.push_back(File("/big", PseudoRandom((20 << 20) + 123, 93)));
+  v.push_back(File("/zz/after-big", "the last file"));
+  return v;
+}
+
+constexpr uint64_t kSmallWindow = 8 << 20;
+
+// The same image for any number of readers and any window: only reading moved off the writer.
+TEST(convert_readahead, ImageIsByteIdenticalForAnyReaderCount) {
+  auto tree = BuildTree(ReadAheadNodes());
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  o.read_threads = 1;
+  Result<Ext4Report> one = WriteExt4(*tree, scratch / "1.img", o, nullptr);
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  EXPECT_EQ(Fsck(scratch / "1.img"), "");
+  Result<std::vector<std::string>> diffs = CompareExt4(*tree, scratch / "1.img", 100);
+  ASSERT_TRUE(diffs.ok()) << diffs.status().ToString();
+  EXPECT_EQ(Join(*diffs), "");
+
+  struct Case {
+    unsigned threads;
+    uint64_t window;
+  };
+  for (Case c : {Case{4, kSmallWindow}, Case{8, 4096}, Case{2, uint64_t{1} << 30}, Case{0, 0}}) {
+    SCOPED_TRACE("read_threads " + std::to_string(c.threads) + ", window " +
+                 std::to_string(c.window));
+    o.read_threads = c.threads;
+    o.read_window_bytes = c.window == 0 ? Ext4Options{}.read_window_bytes : c.window;
+    Result<Ext4Report> r = WriteExt4(*tree, scratch / "n.img", o, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->data_bytes, one->data_bytes);
+    CommandResult cmp = RunCommand({"cmp", scratch / "1.img", scratch / "n.img"});
+    EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
+  }
+}
+
+// Counts the Read calls in flight at once (each lasts a few ms, so readers that run side by side
+// are seen side by side) and the bytes read, per inode and in all.
+class ReadProbeTree : public testing::ForwardingTree {
+ public:
+  explicit ReadProbeTree(const index::Tree& base) : ForwardingTree(base) {}
+  Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override {
+    const int now = ++in_flight_;
+    int seen = max_in_flight_.load();
+    while (now > seen && !max_in_flight_.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    Result<size_t> n = base_.Read(ino, offset, out);
+    --in_flight_;
+    if (n.ok()) bytes_read_ += *n;
+    return n;
+  }
+  int max_in_flight() const { return max_in_flight_.load(); }
+  uint64_t bytes_read() const { return bytes_read_.load(); }
+
+ private:
+  mutable std::atomic<int> in_flight_{0};
+  mutable std::atomic<int> max_in_flight_{0};
+  mutable std::atomic<uint64_t> bytes_read_{0};
+};
+
+TEST(convert_readahead, ReadersOverlapTheirReads) {
+  std::vector<MemNode> nodes;
+  for (int i = 0; i < 200; ++i) nodes.push_back(File("/f" + std::to_string(1000 + i), "x" + std::to_string(i)));
+  auto tree = BuildTree(std::move(nodes));
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  Ext4Options o;
+  o.fs_time = kFsTime;
+
+  o.read_threads = 1;
+  ReadProbeTree serial(*tree);
+  ASSERT_TRUE(WriteExt4(serial, scratch / "1.img", o, nullptr).ok());
+  EXPECT_EQ(serial.max_in_flight(), 1) << "one thread reads one file at a time";
+
+  o.read_threads = 4;
+  ReadProbeTree parallel(*tree);
+  Result<Ext4Report> r = WriteExt4(parallel, scratch / "4.img", o, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT(parallel.max_in_flight(), 1) << "reads did not overlap";
+  EXPECT_LE(parallel.max_in_flight(), 4);
+  CommandResult cmp = RunCommand({"cmp", scratch / "1.img", scratch / "4.img"});
+  EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
+}
+
+// Fails, shortens or corrupts the reads of chosen inodes; reads of `slow_ino` take 20 ms, so a
+// later file's failure can happen first in time.
+class FaultyReadTree : public testing::ForwardingTree {
+ public:
+  enum class Fault { kError, kShort, kCorrupt };
+  explicit FaultyReadTree(const index::Tree& base) : ForwardingTree(base) {}
+  void Set(uint64_t ino, Fault fault) { faults_[ino] = fault; }
+  void SetSlow(uint64_t ino) { slow_ino_ = ino; }
+  Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override {
+    if (ino == slow_ino_) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    auto it = faults_.find(ino);
+    if (it == faults_.end()) return base_.Read(ino, offset, out);
+    switch (it->second) {
+      case Fault::kError:
+        return UnavailableError("while fetching blob sha256:abcd for inode " +
+                                std::to_string(ino) + ": connection reset");
+      case Fault::kShort:
+        if (offset >= 1000) return size_t{0};
+        return base_.Read(ino, offset, out.first(std::min<size_t>(out.size(), 1000 - offset)));
+      case Fault::kCorrupt: {
+        Result<size_t> n = base_.Read(ino, offset, out);
+        if (n.ok() && *n > 0) out[0] ^= std::byte{0x55};
+        return n;
+      }
+    }
+    return InternalError("unreachable");
+  }
+
+ private:
+  std::map<uint64_t, Fault> faults_;  // set before the writer starts, then only read
+  uint64_t slow_ino_ = 0;
+};
+
+uint64_t InoOf(const index::Tree& tree, const std::string& path) {
+  uint64_t ino = index::kRootIno;
+  size_t at = 1;
+  while (at < path.size()) {
+    const size_t slash = std::min(path.find('/', at), path.size());
+    Result<index::Attr> a = tree.Lookup(ino, path.substr(at, slash - at));
+    EXPECT_TRUE(a.ok()) << path << ": " << a.status().ToString();
+    if (!a.ok()) return 0;
+    ino = a->ino;
+    at = slash + 1;
+  }
+  return ino;
+}
+
+// The error a reader meets is the writer's error, as it would be with no readers, and the first
+// failing file in write order is the one named, whichever failed first in time.
+TEST(convert_readahead, ReaderErrorsAreTheWritersErrorsInWriteOrder) {
+  auto tree = BuildTree(ReadAheadNodes());
+  ASSERT_TRUE(tree);
+  const uint64_t nth = InoOf(*tree, "/many/d02/f177");
+  const uint64_t later = InoOf(*tree, "/many/d05/f012");
+  ASSERT_NE(nth, 0u);
+  ASSERT_NE(later, 0u);
+  struct Case {
+    FaultyReadTree::Fault fault;
+    StatusCode code;
+    std::string message;
+  };
+  const std::string blob_error =
+      "while fetching blob sha256:abcd for inode " + std::to_string(nth) + ": connection reset";
+  for (const Case& c : {
+           Case{FaultyReadTree::Fault::kError, StatusCode::kUnavailable, blob_error},
+           Case{FaultyReadTree::Fault::kShort, StatusCode::kDataLoss,
+                "/many/d02/f177: content ends at byte 1000, its size is 6549"},
+           Case{FaultyReadTree::Fault::kCorrupt, StatusCode::kDataLoss,
+                "/many/d02/f177: content does not match its digest (expected sha256:"},
+       }) {
+    SCOPED_TRACE(c.message);
+    std::string first_message;
+    for (unsigned threads : {1u, 4u}) {
+      SCOPED_TRACE("read_threads " + std::to_string(threads));
+      FaultyReadTree faulty(*tree);
+      faulty.Set(nth, c.fault);
+      faulty.Set(later, FaultyReadTree::Fault::kCorrupt);
+      faulty.SetSlow(nth);
+      ScratchDir scratch;
+      Ext4Options o;
+      o.fs_time = kFsTime;
+      o.read_threads = threads;
+      o.read_window_bytes = kSmallWindow;
+      Result<Ext4Report> r = WriteExt4(faulty, scratch / "bad.img", o, nullptr);
+      ASSERT_FALSE(r.ok());
+      EXPECT_EQ(r.status().code(), c.code) << r.status().ToString();
+      EXPECT_TRUE(r.status().message().starts_with(c.message)) << r.status().message();
+      if (threads == 1) first_message = r.status().message();
+      EXPECT_EQ(r.status().message(), first_message);
+      EXPECT_TRUE(scratch.Names().empty()) << Join(scratch.Names());
+    }
+  }
+}
+
+// The writer fails on its own (an inode's xattrs do not fit) while readers wait on a full
+// window: WriteExt4 returns that error, every reader is joined, and what was read stayed within
+// the window (plus one piece and what the writer consumed), not the whole tree.
+TEST(convert_readahead, WriterFailureStopsReadersBlockedOnAFullWindow) {
+  std::vector<MemNode> nodes;
+  for (int i = 0; i < 200; ++i) {
+    nodes.push_back(File("/f" + std::to_string(1000 + i), std::string(1 << 20, static_cast<char>('a' + i % 26))));
+  }
+  nodes[2].xattrs["user.huge"] = std::string(6000, 'h');
+  auto tree = BuildTree(std::move(nodes));
+  ASSERT_TRUE(tree);
+  ReadProbeTree probe(*tree);
+  ScratchDir scratch;
+  Ext4Options o;
+  o.fs_time = kFsTime;
+  o.read_threads = 4;
+  o.read_window_bytes = 4 << 20;
+  Result<Ext4Report> r = WriteExt4(probe, scratch / "x.img", o, nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("/f1002: xattrs do not fit"), std::string::npos)
+      << r.status().message();
+  EXPECT_TRUE(scratch.Names().empty()) << Join(scratch.Names());
+  EXPECT_LE(probe.bytes_read(), uint64_t{16} << 20) << "of 200 MiB";
+
+  // An explicit size that is too small fails before any content is read.
+  o.size_bytes = 32 << 20;
+  ReadProbeTree unread(*tree);
+  r = WriteExt4(unread, scratch / "small.img", o, nullptr);
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
+  EXPECT_EQ(unread.bytes_read(), 0u);
+  EXPECT_TRUE(scratch.Names().empty()) << Join(scratch.Names());
 }
 
 }  // namespace
