@@ -1,4 +1,6 @@
 // lazyfs images / rmi / fsck: what the store holds, forgetting images, and checking it all.
+#include <unistd.h>
+
 #include <cinttypes>
 #include <cstdio>
 #include <filesystem>
@@ -182,9 +184,15 @@ Result<int> Fsck(const FsckArgs& args) {
     std::printf("%s\n", line.c_str());
     ++problems;
   };
-  {
-    LAZYFS_ASSIGN_OR_RETURN(auto idx, OpenIndex(args.store, false));
-    LAZYFS_ASSIGN_OR_RETURN(index::IndexCheckReport r, idx->Check());
+  if (::access(store.c_str(), F_OK) != 0) return ErrnoError(errno, "store " + store);
+  auto idx = OpenIndex(args.store, false);
+  if (!idx.ok() && idx.status().code() == StatusCode::kNotFound) {
+    // A store whose first indexing never got as far as creating the index (killed, or failed
+    // early): nothing is indexed, which is consistent.
+    std::printf("index: none yet, nothing indexed\n");
+  } else {
+    if (!idx.ok()) return idx.status();
+    LAZYFS_ASSIGN_OR_RETURN(index::IndexCheckReport r, (*idx)->Check());
     for (const auto& p : r.problems) say("index: " + p);
     std::printf("index: %" PRIu64 " images, %" PRIu64 " layers, %" PRIu64 " references, %" PRIu64
                 " inodes\n",

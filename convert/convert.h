@@ -38,8 +38,8 @@ struct Ext4Options {
   // whole tree (names, inode facts, content digests), so the same tree gives the same image.
   std::string seed;
   // Threads reading and hashing file content ahead of the one thread that writes the image
-  // (fetches of uncached content then run in parallel). 0: the hardware threads, at least 2 and
-  // at most 8; 1: no readers, the writer reads each file itself. The image is the same for any
+  // (fetches of uncached content then run in parallel). 0: the hardware threads, at least 4 (a
+  // reader waiting on the network needs no core) and at most 8; 1: no readers, the writer reads each file itself. The image is the same for any
   // value.
   unsigned read_threads = 0;
   // Content read ahead and not yet written, at most (plus one 4 MiB piece of the file being

@@ -919,7 +919,7 @@ Result<Ext4Report> WriteExt4(const Tree& tree, const std::string& out_path,
   // Readers start now, so fetching overlaps with laying out the filesystem; they are stopped
   // and joined when `content` goes out of scope, on every return path.
   unsigned threads = options.read_threads;
-  if (threads == 0) threads = std::clamp(std::thread::hardware_concurrency(), 2u, 8u);
+  if (threads == 0) threads = std::clamp(std::thread::hardware_concurrency(), 4u, 8u);
   ContentReader content(tree, std::move(survey.files), threads, options.read_window_bytes);
   const std::string ctx = "while writing " + temp.path();
 

@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <functional>
 #include <future>
 #include <map>
 #include <set>
@@ -1086,12 +1087,13 @@ class StoredIndex final : public Index {
     if (has) return Status::Ok();
     // Layers are independent until they are merged: each is indexed on its own thread into a
     // batch of its own. New layer records are written together with the tree, so a failed image
-    // (a hostile entry in its third layer, say) leaves the index exactly as it was; the error
-    // reported is the first in layer order, and a failure stops the other layers early.
+    // (a hostile entry in its third layer, say) leaves the index exactly as it was. The error
+    // reported is that of the first failing layer in layer order: a failure stops the layers
+    // after it early, never those before it (one of them may fail too, and its error wins).
     const size_t n = image.layers.size();
     std::vector<rocksdb::WriteBatch> batches(n);
     std::vector<std::optional<Result<std::vector<LayerEntry>>>> results(n);
-    std::atomic<bool> stop{false};
+    std::atomic<size_t> first_failed{n};
     std::mutex progress_mu;
     const ProgressFn serial_progress =
         progress ? ProgressFn([&](const Progress& p) {
@@ -1100,9 +1102,13 @@ class StoredIndex final : public Index {
         })
                  : ProgressFn();
     ParallelFor(n, options_.index_threads, [&](size_t i) {
-      if (stop.load()) return;
-      results[i] = LayerEntries(image.layers[i], blobs, serial_progress, batches[i], &stop);
-      if (!results[i]->ok()) stop.store(true);
+      auto stopped = [&] { return first_failed.load() < i; };
+      if (stopped()) return;
+      results[i] = LayerEntries(image.layers[i], blobs, serial_progress, batches[i], stopped);
+      if (!results[i]->ok() && results[i]->status().message() != kStopped) {
+        for (size_t f = first_failed.load(); i < f && !first_failed.compare_exchange_weak(f, i);) {
+        }
+      }
     });
     std::vector<std::vector<LayerEntry>> layers;
     for (size_t i = 0; i < n; ++i) {
@@ -1431,7 +1437,7 @@ class StoredIndex final : public Index {
   Result<std::vector<LayerEntry>> LayerEntries(const LayerDescriptor& layer, BlobSource& blobs,
                                                const ProgressFn& progress,
                                                rocksdb::WriteBatch& batch,
-                                               const std::atomic<bool>* stop) {
+                                               const std::function<bool()>& stopped) {
     LAZYFS_ASSIGN_OR_RETURN(auto rec, GetLayerRecord(*db_, layer.digest));
     if (rec) return LoadLayerEntries(*db_, layer.digest, *rec);
     LAZYFS_ASSIGN_OR_RETURN(auto toc_digest, TocDigestOf(layer));
@@ -1460,7 +1466,7 @@ class StoredIndex final : public Index {
     uint64_t last_report = 0;
     ContentCapture capture(*cache_, name);
     for (;;) {
-      if (stop && stop->load()) return UnavailableError(std::string(kStopped));
+      if (stopped()) return UnavailableError(std::string(kStopped));
       LayerEntry e;
       LAZYFS_ASSIGN_OR_RETURN(bool more, reader->Next(&e));
       if (!more) break;

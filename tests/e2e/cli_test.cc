@@ -246,6 +246,18 @@ TEST_F(CliTest, ImagesRmiAndFsckManageTheStore) {
   EXPECT_NE(again.err.find("no such image"), std::string::npos) << again.err;
 }
 
+TEST_F(CliTest, FsckOfAStoreWithNothingIndexedYetIsClean) {
+  // What a first indexing killed before it created the index leaves: the store's directories.
+  ASSERT_TRUE(MakeDirs(store_ + "/blobs/sha256", 0700).ok());
+  CommandResult fsck = RunLazyfs({"fsck", "--store", store_});
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
+  EXPECT_NE(fsck.out.find("index: none yet"), std::string::npos) << fsck.out;
+  // No store at all is an error that names it.
+  fsck = RunLazyfs({"fsck", "--store", dir_ + "/nowhere"});
+  EXPECT_EQ(fsck.exit_code, 1);
+  EXPECT_NE(fsck.err.find(dir_ + "/nowhere"), std::string::npos) << fsck.err;
+}
+
 TEST_F(CliTest, LsAndCatReadOciAndDockerArchives) {
   const ImageSpec spec = FoundationSpec();
   auto expected = ExpectedListing(spec);
