@@ -36,6 +36,8 @@ class ContentCache {
   // An open, verified content object, or NotFound (absent, or corrupt and dropped).
   Result<std::shared_ptr<Fd>> Open(const Digest& d);
   bool Contains(const Digest& d) const { return cas_->Contains(d); }
+  // STORE/content.
+  const std::string& root() const { return cas_->root(); }
   // Stores verified bytes (DataLoss if they do not hash to `d`), then evicts if over the limit.
   Status Put(const Digest& d, std::string_view bytes);
   // Put for bytes the caller has just hashed to `d` itself (CasDir::PutHashed).

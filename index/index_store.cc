@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -956,7 +957,9 @@ class StoredTree final : public Tree {
 // chunk, each under the digest the reader computed from the same bytes. The stores run on a
 // thread of their own, so writing the cache overlaps decompressing the layer; what waits for
 // that thread is bounded (kMaxQueued bytes). Best effort: the first failure to store (a full
-// disk, say) ends capturing for the layer, and what was not stored is read lazily later.
+// disk, say) ends capturing for the layer, and what was not stored is read lazily later. So does
+// the store's filesystem running low: capturing stops while kReserve (or an eighth of the
+// filesystem, if less) is still free, so the index's own write never finds the disk full.
 class ContentCapture {
  public:
   ContentCapture(ContentCache& cache, std::string layer) : cache_(cache), layer_(std::move(layer)) {}
@@ -998,6 +1001,8 @@ class ContentCapture {
 
  private:
   static constexpr size_t kMaxQueued = 64 << 20;
+  static constexpr uint64_t kReserve = uint64_t{256} << 20;
+  static constexpr uint64_t kCheckEvery = 8 << 20;
 
   void Take(const char* p, size_t n) {
     if (size_ <= kContentChunkSize) {
@@ -1039,12 +1044,31 @@ class ContentCapture {
       auto [d, bytes] = std::move(queue_.front());
       queue_.pop_front();
       lock.unlock();
-      Status s = failed_.load() ? Status::Ok() : cache_.PutHashed(d, bytes);
+      Status s = failed_.load() ? Status::Ok() : RoomFor(bytes.size());
+      if (s.ok() && !failed_.load()) s = cache_.PutHashed(d, bytes);
       if (!s.ok()) Fail(s);
       lock.lock();
       queued_bytes_ -= bytes.size();
       cv_.notify_all();
     }
+  }
+  // Checks the free space every kCheckEvery bytes stored.
+  Status RoomFor(size_t bytes) {
+    since_check_ += bytes;
+    if (since_check_ < kCheckEvery && checked_) return Status::Ok();
+    since_check_ = 0;
+    checked_ = true;
+    struct statvfs fs;
+    if (::statvfs(cache_.root().c_str(), &fs) != 0) return ErrnoError(errno, "statvfs " + cache_.root());
+    const uint64_t size = static_cast<uint64_t>(fs.f_blocks) * fs.f_frsize;
+    const uint64_t avail = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    const uint64_t reserve = std::min<uint64_t>(kReserve, std::max<uint64_t>(size / 8, 8 << 20));
+    if (avail < reserve + kCheckEvery) {
+      return ResourceExhaustedError("the store's filesystem has " + std::to_string(avail >> 20) +
+                                    " MiB free, keeping " + std::to_string(reserve >> 20) +
+                                    " MiB for the index");
+    }
+    return Status::Ok();
   }
   void Fail(const Status& s) {
     if (failed_.exchange(true)) return;
@@ -1060,6 +1084,8 @@ class ContentCapture {
   size_t next_ = 0;
   std::string buf_;
   std::atomic<bool> failed_{false};
+  uint64_t since_check_ = 0;  // the worker's
+  bool checked_ = false;      // the worker's
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<Digest, std::string>> queue_;  // GUARDED_BY(mu_)
@@ -1661,6 +1687,10 @@ Result<std::unique_ptr<Index>> Index::Open(const IndexOptions& options) {
   ro.create_if_missing = options.writable;
   ro.info_log_level = rocksdb::InfoLogLevel::ERROR_LEVEL;
   ro.keep_log_file_num = 2;
+  // No preallocation: RocksDB reserves about 1.1x the write buffer (70 MiB) for each WAL with
+  // fallocate, which on a small store filesystem took the room a layer blob needed, and an
+  // index whose records are written in a few large batches gains nothing from it.
+  ro.allow_fallocate = false;
   rocksdb::DB* raw = nullptr;
   if (options.writable) {
     LAZYFS_ASSIGN_OR_RETURN(db->lock, OpenFile(options.store_dir + "/index.lock",
