@@ -650,10 +650,10 @@ class StoredTree final : public Tree {
     if (fd.status().code() != StatusCode::kNotFound) return fd.status();
     LAZYFS_ASSIGN_OR_RETURN(auto from_toc, toc_->Read(layer, r.digest, offset, out, fetched));
     if (from_toc) return *from_toc;
-    LAZYFS_ASSIGN_OR_RETURN(auto lazy, GetLazyLayer(layer.digest));
+    LAZYFS_ASSIGN_OR_RETURN(auto lazy, GetLazyLayerRecord(*db_, layer.digest));
     std::optional<FileLocation> loc;
     if (lazy) {
-      LAZYFS_ASSIGN_OR_RETURN(loc, GetLocation(layer.digest, r.digest));
+      LAZYFS_ASSIGN_OR_RETURN(loc, GetFileLocation(*db_, layer.digest, r.digest));
     }
     if (!loc) {
       // Indexed before kCompatLazyContent, or a sparse file: the whole layer, once.
@@ -671,14 +671,6 @@ class StoredTree final : public Tree {
     LAZYFS_ASSIGN_OR_RETURN(size_t n, PreadFull(fd.get(), out.data(), out.size(), offset));
     if (n != out.size()) return DataLossError("cached content " + d.Short() + " is short");
     return n;
-  }
-
-  Result<std::optional<LazyLayerRecord>> GetLazyLayer(const Digest& layer) const {
-    return GetLazyLayerRecord(*db_, layer);
-  }
-
-  Result<std::optional<FileLocation>> GetLocation(const Digest& layer, const Digest& file) const {
-    return GetFileLocation(*db_, layer, file);
   }
 
   // The checkpoint at or before (`before`) or at or after an uncompressed offset of a layer.
@@ -895,7 +887,7 @@ class StoredTree final : public Tree {
       Digest file;
       Decoder d(std::string_view(it->value().data(), 32));
       if (!d.DigestBytes(&file)) break;
-      auto loc = GetLocation(layer, file);
+      auto loc = GetFileLocation(*db_, layer, file);
       if (!loc.ok() || !*loc) continue;
       for (uint64_t c = 0; c < (*loc)->chunk_count(); ++c) {
         const uint64_t c_start = offset + c * kContentChunkSize;
@@ -1055,9 +1047,8 @@ class ContentCapture {
   // Checks the free space every kCheckEvery bytes stored.
   Status RoomFor(size_t bytes) {
     since_check_ += bytes;
-    if (since_check_ < kCheckEvery && checked_) return Status::Ok();
+    if (since_check_ < kCheckEvery) return Status::Ok();
     since_check_ = 0;
-    checked_ = true;
     struct statvfs fs;
     if (::statvfs(cache_.root().c_str(), &fs) != 0) return ErrnoError(errno, "statvfs " + cache_.root());
     const uint64_t size = static_cast<uint64_t>(fs.f_blocks) * fs.f_frsize;
@@ -1084,8 +1075,7 @@ class ContentCapture {
   size_t next_ = 0;
   std::string buf_;
   std::atomic<bool> failed_{false};
-  uint64_t since_check_ = 0;  // the worker's
-  bool checked_ = false;      // the worker's
+  uint64_t since_check_ = kCheckEvery;  // the worker's: the first store checks
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<Digest, std::string>> queue_;  // GUARDED_BY(mu_)
@@ -1131,21 +1121,15 @@ class StoredIndex final : public Index {
       auto stopped = [&] { return first_failed.load() < i; };
       if (stopped()) return;
       results[i] = LayerEntries(image.layers[i], blobs, serial_progress, batches[i], stopped);
-      if (!results[i]->ok() && results[i]->status().message() != kStopped) {
+      // Lower first_failed to i. A layer that stopped is after first_failed: no change.
+      if (!results[i]->ok()) {
         for (size_t f = first_failed.load(); i < f && !first_failed.compare_exchange_weak(f, i);) {
         }
       }
     });
+    if (first_failed.load() < n) return results[first_failed.load()]->status();
     std::vector<std::vector<LayerEntry>> layers;
-    for (size_t i = 0; i < n; ++i) {
-      // Layers after a failure may not have run, or stopped because of it.
-      if (!results[i] || (!results[i]->ok() && results[i]->status().message() == kStopped)) {
-        continue;
-      }
-      if (!results[i]->ok()) return results[i]->status();
-      layers.push_back(std::move(**results[i]));
-    }
-    if (layers.size() != n) return InternalError("a layer was not indexed and gave no error");
+    for (auto& r : results) layers.push_back(std::move(**r));
     auto merged = MergeLayers(layers);
     if (!merged.ok()) return merged.status();
     // One atomic write of every layer's records (WriteBatch has no public append: copy them).
@@ -1200,14 +1184,18 @@ class StoredIndex final : public Index {
     // checkpoint_every_uncompressed bytes away. Layers indexed from a TOC (eStargz,
     // zstd:chunked) fetch exactly their chunks and are left to reads; layers indexed before
     // lazy reads existed are extracted whole on their first miss anyway.
-    std::vector<size_t> pick;
+    struct Pick {
+      size_t layer;
+      LayerRecord record;
+    };
+    std::vector<Pick> pick;
     for (size_t i = 0; i < n; ++i) {
       if (missing[i].files == 0) continue;
       const Digest& layer = img.layers[i].digest;
+      LAZYFS_ASSIGN_OR_RETURN(auto rec, GetLayerRecord(*db_, layer));
+      if (!rec) return Corrupt("of layer " + layer.Short() + " (missing)");
       LAZYFS_ASSIGN_OR_RETURN(auto lazy, GetLazyLayerRecord(*db_, layer));
       if (lazy) {
-        LAZYFS_ASSIGN_OR_RETURN(auto rec, GetLayerRecord(*db_, layer));
-        if (!rec) return Corrupt("of layer " + layer.Short() + " (missing)");
         const uint64_t whole = rec->uncompressed;
         if (missing[i].files * options_.checkpoint_every_uncompressed < whole &&
             missing[i].bytes * 2 < whole) {
@@ -1222,18 +1210,16 @@ class StoredIndex final : public Index {
       }
       // One layer blob twice in an image is read once.
       bool again = false;
-      for (size_t j : pick) again = again || img.layers[j].digest == layer;
-      if (!again) pick.push_back(i);
+      for (const Pick& p : pick) again = again || img.layers[p.layer].digest == layer;
+      if (!again) pick.push_back({i, *rec});
     }
     std::vector<Status> results(pick.size());
     std::mutex progress_mu;
     uint64_t done = 0;
     ParallelFor(pick.size(), threads, [&](size_t k) {
-      const LayerDescriptor& layer = img.layers[pick[k]];
+      const LayerDescriptor& layer = img.layers[pick[k].layer];
       results[k] = [&]() -> Status {
-        LAZYFS_ASSIGN_OR_RETURN(auto rec, GetLayerRecord(*db_, layer.digest));
-        if (!rec) return Corrupt("of layer " + layer.digest.Short() + " (missing)");
-        LAZYFS_ASSIGN_OR_RETURN(auto entries, LoadLayerEntries(*db_, layer.digest, *rec));
+        LAZYFS_ASSIGN_OR_RETURN(auto entries, LoadLayerEntries(*db_, layer.digest, pick[k].record));
         return cache_->ExtractLayer(layer, blobs, entries);
       }();
       std::lock_guard lock(progress_mu);
@@ -1242,7 +1228,7 @@ class StoredIndex final : public Index {
     });
     for (size_t k = 0; k < pick.size(); ++k) {
       LAZYFS_RETURN_IF_ERROR(results[k].WithContext("while reading layer " +
-                                                    img.layers[pick[k]].digest.Short()));
+                                                    img.layers[pick[k].layer].digest.Short()));
     }
     return Status::Ok();
   }
