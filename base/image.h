@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/deadline.h"
 #include "base/digest.h"
 #include "base/fd.h"
 #include "base/status.h"
@@ -55,9 +56,10 @@ class BlobSource {
   virtual Result<Fd> OpenBlob(const Digest& digest, uint64_t size) = 0;
   // Reads up to out.size() bytes at `offset` of the blob (a range request for remote blobs).
   // The bytes are NOT verified: callers verify what they derive from them. Returns fewer bytes
-  // only at the end of the blob.
+  // only at the end of the blob. Retries of network failures happen behind this call and stop
+  // at `deadline` (Unavailable naming what failed last); so does the transfer itself.
   virtual Result<size_t> ReadBlobRange(const Digest& digest, uint64_t offset,
-                                       std::span<std::byte> out) = 0;
+                                       std::span<std::byte> out, const Deadline& deadline) = 0;
 };
 
 // Progress of a long operation, for the CLI to render. `done`/`total` are in `unit`s; total is 0

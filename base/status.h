@@ -84,6 +84,21 @@ inline Status UnimplementedError(std::string m) {
 }
 inline Status InternalError(std::string m) { return Status(StatusCode::kInternal, std::move(m)); }
 
+// The type checks every Tree makes, one code and errno each, so a caller (the FUSE adapter, a
+// CLI message) never guesses which check failed. `what` names the object ("/etc/passwd").
+inline Status NotADirectoryError(std::string what) {
+  return Status(StatusCode::kFailedPrecondition, std::move(what) + ": not a directory", ENOTDIR);
+}
+inline Status IsADirectoryError(std::string what) {
+  return Status(StatusCode::kFailedPrecondition, std::move(what) + ": is a directory", EISDIR);
+}
+inline Status NotASymlinkError(std::string what) {
+  return Status(StatusCode::kFailedPrecondition, std::move(what) + ": not a symlink", EINVAL);
+}
+inline Status NotARegularFileError(std::string what) {
+  return Status(StatusCode::kFailedPrecondition, std::move(what) + ": not a regular file", EINVAL);
+}
+
 // A Status for a failed system call: "what: strerror(err)", code chosen from err, errno kept.
 Status ErrnoError(int err, std::string_view what);
 

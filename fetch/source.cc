@@ -22,40 +22,6 @@ constexpr int kMaxIndexDepth = 4;
 constexpr std::string_view kRefNameAnnotation = "org.opencontainers.image.ref.name";
 }  // namespace
 
-Status SingleFlight::Do(const Digest& key, const std::function<Status()>& work) {
-  std::shared_ptr<Flight> flight;
-  bool leader = false;
-  {
-    std::lock_guard lock(mu_);
-    auto& slot = flights_[key];
-    if (!slot) {
-      slot = std::make_shared<Flight>();
-      leader = true;
-    }
-    flight = slot;
-  }
-  if (!leader) {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return flight->done; });
-    return flight->status;
-  }
-  Status status;
-  try {
-    status = work();
-  } catch (const std::exception& e) {
-    // Waiters must not hang on a leader that threw.
-    status = InternalError(std::string("while fetching ") + key.Short() + ": " + e.what());
-  }
-  {
-    std::lock_guard lock(mu_);
-    flight->status = status;
-    flight->done = true;
-    flights_.erase(key);
-  }
-  cv_.notify_all();
-  return status;
-}
-
 Status VerifyBytes(std::string_view bytes, const Digest& digest, std::optional<uint64_t> size,
                    const std::string& where) {
   if (size && bytes.size() != *size) {

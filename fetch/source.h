@@ -1,40 +1,22 @@
 // Internals shared by the ImageSource transports (source_registry.cc, source_oci_layout.cc,
-// source_archive.cc):
-// single-flight work per digest, and resolving a manifest (through indexes) into an
-// ImageDescriptor given a way to fetch verified child manifests and configs.
+// source_archive.cc): verifying and storing small blobs, picking a layout's manifest, and
+// resolving a manifest (through indexes) into an ImageDescriptor given a way to fetch verified
+// child manifests and configs.
 #pragma once
 
-#include <condition_variable>
 #include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "base/cas_dir.h"
 #include "base/digest.h"
 #include "base/image.h"
+#include "base/single_flight.h"
 #include "base/status.h"
 #include "fetch/fetch.h"
 #include "fetch/manifest.h"
 
 namespace lazyfs::fetch {
-
-// Runs at most one piece of work per key at a time: a caller arriving while the work for its key
-// is in flight waits and shares the outcome. Thread-safe.
-class SingleFlight {
- public:
-  Status Do(const Digest& key, const std::function<Status()>& work);
-
- private:
-  struct Flight {
-    bool done = false;
-    Status status;
-  };
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<Digest, std::shared_ptr<Flight>> flights_;  // GUARDED_BY(mu_)
-};
 
 // Checks that `bytes` are the blob `d` describes (size and digest); DataLoss naming `where`.
 Status VerifyBytes(std::string_view bytes, const Digest& digest, std::optional<uint64_t> size,

@@ -207,8 +207,8 @@ class ArchiveSource final : public ImageSource {
     return bytes;
   }
   Result<Fd> OpenBlob(const Digest& digest, uint64_t size) override;
-  Result<size_t> ReadBlobRange(const Digest& digest, uint64_t offset,
-                               std::span<std::byte> out) override {
+  Result<size_t> ReadBlobRange(const Digest& digest, uint64_t offset, std::span<std::byte> out,
+                               const Deadline&) override {
     LAZYFS_ASSIGN_OR_RETURN(Fd fd, OpenBlob(digest, UINT64_MAX));
     return PreadFull(fd.get(), out.data(), out.size(), offset);
   }

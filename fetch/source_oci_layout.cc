@@ -37,8 +37,8 @@ class OciLayoutSource final : public ImageSource {
   Result<ImageDescriptor> Resolve() override;
   Result<std::string> ReadSmallBlob(const Digest& digest, uint64_t max_size) override;
   Result<Fd> OpenBlob(const Digest& digest, uint64_t size) override;
-  Result<size_t> ReadBlobRange(const Digest& digest, uint64_t offset,
-                               std::span<std::byte> out) override;
+  Result<size_t> ReadBlobRange(const Digest& digest, uint64_t offset, std::span<std::byte> out,
+                               const Deadline& deadline) override;
 
  private:
   std::string BlobPath(const Digest& d) const { return ref_.path + "/blobs/sha256/" + d.Hex(); }
@@ -52,7 +52,7 @@ class OciLayoutSource final : public ImageSource {
   const SourceOptions options_;
   const std::unique_ptr<CasDir> store_;
   const std::string where_;  // "oci:DIR", for messages
-  SingleFlight hashing_;
+  SingleFlight<Digest> hashing_;
   std::mutex mu_;
   std::unordered_map<Digest, FileId> verified_;  // GUARDED_BY(mu_)
 };
@@ -155,7 +155,7 @@ Result<Fd> OciLayoutSource::OpenBlob(const Digest& digest, uint64_t size) {
 }
 
 Result<size_t> OciLayoutSource::ReadBlobRange(const Digest& digest, uint64_t offset,
-                                              std::span<std::byte> out) {
+                                              std::span<std::byte> out, const Deadline&) {
   LAZYFS_ASSIGN_OR_RETURN(Fd fd, OpenVerifiedBlob(digest, std::nullopt));
   return PreadFull(fd.get(), out.data(), out.size(), offset);
 }

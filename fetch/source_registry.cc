@@ -27,8 +27,8 @@ class RegistrySource final : public ImageSource {
   Result<ImageDescriptor> Resolve() override;
   Result<std::string> ReadSmallBlob(const Digest& digest, uint64_t max_size) override;
   Result<Fd> OpenBlob(const Digest& digest, uint64_t size) override;
-  Result<size_t> ReadBlobRange(const Digest& digest, uint64_t offset,
-                               std::span<std::byte> out) override;
+  Result<size_t> ReadBlobRange(const Digest& digest, uint64_t offset, std::span<std::byte> out,
+                               const Deadline& deadline) override;
 
  private:
   // Streams a blob from the registry into the store; verified as it arrives.
@@ -46,7 +46,7 @@ class RegistrySource final : public ImageSource {
   const SourceOptions options_;
   const std::vector<std::unique_ptr<RegistryClient>> clients_;  // mirrors first, origin last
   const std::unique_ptr<CasDir> store_;
-  SingleFlight downloads_;
+  SingleFlight<Digest> downloads_;
   std::mutex mu_;
   std::unordered_map<Digest, uint64_t> sizes_;  // GUARDED_BY(mu_): from resolved manifests
   size_t active_ = 0;                           // GUARDED_BY(mu_): served the manifest
@@ -217,7 +217,7 @@ Result<Fd> RegistrySource::OpenBlob(const Digest& digest, uint64_t size) {
 }
 
 Result<size_t> RegistrySource::ReadBlobRange(const Digest& digest, uint64_t offset,
-                                             std::span<std::byte> out) {
+                                             std::span<std::byte> out, const Deadline&) {
   // A stored blob is read locally; otherwise only the range travels (the caller verifies what
   // it derives from these bytes, as BlobSource says).
   if (store_->Contains(digest)) {

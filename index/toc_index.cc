@@ -102,7 +102,8 @@ Result<TocIndexed> IndexFromToc(const LayerDescriptor& layer, const Digest& toc_
   auto read = [&](uint64_t offset, uint64_t length) -> Result<std::string> {
     std::string buf(length, '\0');
     LAZYFS_ASSIGN_OR_RETURN(size_t n, blobs.ReadBlobRange(layer.digest, offset,
-                                                          std::as_writable_bytes(std::span(buf))));
+                                                          std::as_writable_bytes(std::span(buf)),
+                                                          Deadline::Never()));
     if (n != length) {
       return DataLossError(name + ": the blob ends before byte " + std::to_string(offset + length) +
                            " (its descriptor says " + std::to_string(layer.size) + " bytes)");
@@ -383,7 +384,8 @@ Result<std::string> FetchBlobRange(BlobSource& blobs, const Digest& blob, uint64
   std::string buf(length, '\0');
   auto delay = std::chrono::milliseconds(50);
   for (;;) {
-    auto n = blobs.ReadBlobRange(blob, offset, std::as_writable_bytes(std::span(buf)));
+    auto n = blobs.ReadBlobRange(blob, offset, std::as_writable_bytes(std::span(buf)),
+                                 Deadline::At(deadline));
     if (n.ok()) {
       buf.resize(*n);
       return buf;

@@ -84,7 +84,7 @@ TEST_F(OciLayoutTest, ResolvesTaggedImageAndServesVerifiedBlobs) {
   EXPECT_FALSE((*store)->Contains(image->layers[1].digest));
 
   std::array<std::byte, 4> buf;
-  auto n = source->ReadBlobRange(image->layers[0].digest, 6, buf);
+  auto n = source->ReadBlobRange(image->layers[0].digest, 6, buf, Deadline::Never());
   ASSERT_TRUE(n.ok()) << n.status().message();
   ASSERT_EQ(*n, 3u);
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), 3), "one");
@@ -200,7 +200,8 @@ TEST_F(OciLayoutTest, CorruptedLayerIsDataLoss) {
   EXPECT_THAT(fd.status().message(), HasSubstr("blob " + layer.ToString() + ": digest mismatch"));
   EXPECT_THAT(fd.status().message(), HasSubstr("got " + Sha256Of("evil bytes").ToString()));
   std::array<std::byte, 4> buf;
-  EXPECT_EQ(source->ReadBlobRange(layer, 0, buf).status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(source->ReadBlobRange(layer, 0, buf, Deadline::Never()).status().code(),
+            StatusCode::kDataLoss);
 
   // A different size is caught before hashing.
   ASSERT_TRUE(WriteFileAtomic(w.BlobPath(layer), "longer evil bytes").ok());

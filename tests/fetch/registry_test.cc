@@ -120,7 +120,7 @@ TEST_F(RegistryTest, ResolveByTagAndDigestThenOpenBlob) {
   EXPECT_EQ(ReadAll(*fd), "first layer");
   EXPECT_TRUE((*store)->Contains(l.digest));
   std::array<std::byte, 5> buf;
-  auto n = (*source)->ReadBlobRange(image->layers[1].digest, 7, buf);
+  auto n = (*source)->ReadBlobRange(image->layers[1].digest, 7, buf, Deadline::Never());
   ASSERT_TRUE(n.ok()) << n.status().message();
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), *n), "layer");
   auto raw_config = (*source)->ReadSmallBlob(config.digest, 1 << 20);

@@ -224,7 +224,7 @@ TEST_F(ResilienceTest, StalledServerTimesOutNamingTheRegistry) {
   EXPECT_EQ(proxy_->RequestsFor(digest.ToString()).size(), 2u);
 
   std::array<std::byte, 16> buf;
-  auto n = source->ReadBlobRange(digest, 0, buf);
+  auto n = source->ReadBlobRange(digest, 0, buf, Deadline::Never());
   ASSERT_FALSE(n.ok());
   EXPECT_THAT(n.status().message(), HasSubstr("timed out"));
 }
@@ -238,7 +238,7 @@ TEST_F(ResilienceTest, ReadBlobRangeIsARangeRequestAndResumes) {
   ASSERT_TRUE(source->Resolve().ok());
   proxy_->AddRule(Cut("/blobs/" + digest.ToString(), FaultRule::Action::kClose, 30'000));
   std::vector<std::byte> buf(100'000);
-  auto n = source->ReadBlobRange(digest, 123'456, buf);
+  auto n = source->ReadBlobRange(digest, 123'456, buf, Deadline::Never());
   ASSERT_TRUE(n.ok()) << n.status().message();
   ASSERT_EQ(*n, buf.size());
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), buf.size()),
@@ -250,10 +250,10 @@ TEST_F(ResilienceTest, ReadBlobRangeIsARangeRequestAndResumes) {
   EXPECT_EQ(requests[0].body_bytes + requests[1].body_bytes, buf.size());
 
   // At the end of the blob: fewer bytes, then none.
-  n = source->ReadBlobRange(digest, layer.size() - 10, buf);
+  n = source->ReadBlobRange(digest, layer.size() - 10, buf, Deadline::Never());
   ASSERT_TRUE(n.ok()) << n.status().message();
   EXPECT_EQ(*n, 10u);
-  n = source->ReadBlobRange(digest, layer.size(), buf);
+  n = source->ReadBlobRange(digest, layer.size(), buf, Deadline::Never());
   ASSERT_TRUE(n.ok()) << n.status().message();
   EXPECT_EQ(*n, 0u);
 }

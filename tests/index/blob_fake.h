@@ -50,8 +50,8 @@ class MemoryBlobs : public BlobSource {
     LAZYFS_RETURN_IF_ERROR(WriteAll(fd.get(), bytes.data(), bytes.size()));
     return fd;
   }
-  Result<size_t> ReadBlobRange(const Digest& digest, uint64_t offset,
-                               std::span<std::byte> out) override {
+  Result<size_t> ReadBlobRange(const Digest& digest, uint64_t offset, std::span<std::byte> out,
+                               const Deadline&) override {
     std::lock_guard lock(mu_);
     auto it = blobs_.find(digest);
     if (it == blobs_.end()) return UnavailableError("blob unavailable");
