@@ -26,7 +26,7 @@ void RegisterGc(CLI::App& app, int& exit_code) {
       ->transform(CLI::AsSizeValue(false));
   cmd->callback([options, &exit_code] {
     index::IndexOptions io;
-    io.store_dir = options->store.empty() ? DefaultStoreDir() : options->store;
+    io.store = StoreLayout{options->store.empty() ? DefaultStoreDir() : options->store};
     io.cache_size_bytes = options->cache_size;
     auto index = index::Index::Open(io);
     if (!index.ok()) {

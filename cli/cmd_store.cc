@@ -28,7 +28,7 @@ void AddStoreOption(CLI::App& cmd, std::string& store) {
 
 Result<std::unique_ptr<index::Index>> OpenIndex(const std::string& store, bool writable) {
   index::IndexOptions io;
-  io.store_dir = StoreDirOf(store);
+  io.store = StoreLayout{StoreDirOf(store)};
   io.writable = writable;
   return index::Index::Open(io);
 }

@@ -70,7 +70,7 @@ Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptio
   LAZYFS_ASSIGN_OR_RETURN(out.source, fetch::OpenImageSource(out.ref, so));
 
   index::IndexOptions io;
-  io.store_dir = store;
+  io.store = StoreLayout{store};
   io.writable = true;
   io.cache_content_while_indexing = options.cache_content;
   io.cache_size_bytes = options.cache_size;
@@ -121,7 +121,7 @@ Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptio
 
 Result<OpenedTree> OpenTree(const PreparedImage& image, const ImageOptions& options) {
   index::IndexOptions io;
-  io.store_dir = StoreOf(options);
+  io.store = StoreLayout{StoreOf(options)};
   io.writable = false;
   io.cache_size_bytes = options.cache_size;
   io.read_timeout = std::chrono::milliseconds(static_cast<int64_t>(options.read_timeout_s * 1000));

@@ -38,6 +38,7 @@ class ContentCache {
   bool Contains(const Digest& d) const { return cas_->Contains(d); }
   // STORE/content.
   const std::string& root() const { return cas_->root(); }
+  CasDir& cas() { return *cas_; }
   // Stores verified bytes (DataLoss if they do not hash to `d`), then evicts if over the limit.
   Status Put(const Digest& d, std::string_view bytes);
   // Put for bytes the caller has just hashed to `d` itself (CasDir::PutHashed).

@@ -462,7 +462,7 @@ class LazyReads {
   };
 
   std::string MarkerPath(const Digest& layer) const {
-    return content_dir_ + "/verified/" + layer.Hex();
+    return content_dir_ + "/verified/" + layer.Hex();  // StoreLayout::verified_layers()
   }
 
   Status CheckWhole(const LayerDescriptor& layer, LayerCompression compression,
@@ -1355,6 +1355,10 @@ class StoredIndex final : public Index {
     return FromRocks(db_->db->Write(WriteOptions(), &batch), "index write");
   }
 
+  Result<CasDir::CheckReport> CheckContent(bool repair) override {
+    return cache_->cas().Check(repair);
+  }
+
   Result<IndexCheckReport> Check() override {
     IndexCheckReport report;
     std::set<Digest> manifests;
@@ -1664,9 +1668,9 @@ std::string schema::EncodeFormatRecord(uint64_t version, uint64_t compat, uint64
 }
 
 Result<std::unique_ptr<Index>> Index::Open(const IndexOptions& options) {
-  if (options.store_dir.empty()) return InvalidArgumentError("no store directory given");
-  const std::string path = options.store_dir + "/index";
-  LAZYFS_RETURN_IF_ERROR(MakeDirs(options.store_dir, 0700));
+  if (options.store.root.empty()) return InvalidArgumentError("no store directory given");
+  const std::string path = options.store.index();
+  LAZYFS_RETURN_IF_ERROR(MakeDirs(options.store.root, 0700));
   auto db = std::make_shared<Db>();
   rocksdb::Options ro;
   ro.max_open_files = -1;  // required by secondary instances; files stay readable once open
@@ -1679,10 +1683,10 @@ Result<std::unique_ptr<Index>> Index::Open(const IndexOptions& options) {
   ro.allow_fallocate = false;
   rocksdb::DB* raw = nullptr;
   if (options.writable) {
-    LAZYFS_ASSIGN_OR_RETURN(db->lock, OpenFile(options.store_dir + "/index.lock",
+    LAZYFS_ASSIGN_OR_RETURN(db->lock, OpenFile(options.store.index_lock(),
                                                O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     while (::flock(db->lock.get(), LOCK_EX) != 0) {
-      if (errno != EINTR) return ErrnoError(errno, "lock " + options.store_dir + "/index.lock");
+      if (errno != EINTR) return ErrnoError(errno, "lock " + options.store.index_lock());
     }
     LAZYFS_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(ro, path, &raw), "open index " + path));
     db->db.reset(raw);
@@ -1701,9 +1705,9 @@ Result<std::unique_ptr<Index>> Index::Open(const IndexOptions& options) {
     }
   } else {
     if (::access((path + "/CURRENT").c_str(), F_OK) != 0) {
-      return NotFoundError("store " + options.store_dir + " has no index yet");
+      return NotFoundError("store " + options.store.root + " has no index yet");
     }
-    const std::string readers = options.store_dir + "/index.readers";
+    const std::string readers = options.store.index_readers();
     LAZYFS_RETURN_IF_ERROR(MakeDirs(readers, 0700));
     CleanStaleReaders(readers);
     static std::atomic<unsigned> counter{0};
@@ -1726,9 +1730,9 @@ Result<std::unique_ptr<Index>> Index::Open(const IndexOptions& options) {
       if (it->Valid()) return DataLossError("store index " + path + " has no format record");
     }
   }
-  const std::string content = options.store_dir + "/content";
+  const std::string content = options.store.content();
   LAZYFS_ASSIGN_OR_RETURN(auto cas, CasDir::Open(content));
-  LAZYFS_RETURN_IF_ERROR(MakeDirs(content + "/verified", 0700));
+  LAZYFS_RETURN_IF_ERROR(MakeDirs(options.store.verified_layers(), 0700));
   auto cache =
       std::make_shared<ContentCache>(std::move(cas), ReadOptionsOf(options), options.cache_size_bytes);
   auto lazy = std::make_shared<LazyReads>(content);

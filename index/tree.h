@@ -21,9 +21,11 @@
 #include <string_view>
 #include <vector>
 
+#include "base/cas_dir.h"
 #include "base/digest.h"
 #include "base/image.h"
 #include "base/status.h"
+#include "base/store_layout.h"
 
 namespace lazyfs::index {
 
@@ -94,8 +96,8 @@ enum class PrefetchMode { kNone, kLandmark, kAll };
 
 // Options for the RocksDB-backed index.
 struct IndexOptions {
-  // Store root; the index lives in STORE/index, the content cache in STORE/content.
-  std::string store_dir;
+  // The store: the index lives in its index(), the content cache in its content().
+  StoreLayout store;
   // Open for writing (indexing). Only one writer at a time per store: Open waits for the store's
   // writer lock. Readers (mounts) open read-only and never block writers.
   bool writable = false;
@@ -193,6 +195,9 @@ class Index {
   // fsck of the index: every image's tree is complete (root, inode count, every layer indexed),
   // every reference points at a stored image, every layer record's entries decode.
   virtual Result<IndexCheckReport> Check() = 0;
+  // fsck of the content cache: every object against its digest (CasDir::Check); `repair`
+  // removes corrupt objects and the temporaries of processes that are gone.
+  virtual Result<CasDir::CheckReport> CheckContent(bool repair) = 0;
 };
 
 }  // namespace lazyfs::index

@@ -34,7 +34,7 @@ class IndexTest : public ::testing::Test {
 
   std::unique_ptr<Index> OpenIndex(bool writable) {
     IndexOptions o;
-    o.store_dir = store_;
+    o.store = StoreLayout{store_};
     o.writable = writable;
     auto idx = Index::Open(o);
     EXPECT_TRUE(idx.ok()) << idx.status().ToString();
@@ -311,7 +311,7 @@ TEST_F(IndexTest, StoreFromANewerVersionIsRefused) {
                     .ok());
   };
   IndexOptions o;
-  o.store_dir = store_;
+  o.store = StoreLayout{store_};
   set_format(0x4, 0);
   o.writable = false;
   EXPECT_TRUE(Index::Open(o).ok()) << "read-only-compatible features allow reading";
@@ -337,7 +337,7 @@ TEST_F(IndexTest, AnIndexCreatedButNeverWrittenReadsAsEmpty) {
     delete raw;
   }
   IndexOptions o;
-  o.store_dir = store_;
+  o.store = StoreLayout{store_};
   auto r = Index::Open(o);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   auto images = (*r)->ListImages();

@@ -24,7 +24,7 @@ class LayerOverlayTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     IndexOptions o;
-    o.store_dir = dir_ + "/store";
+    o.store = StoreLayout{dir_ + "/store"};
     o.writable = true;
     auto idx = Index::Open(o);
     ASSERT_TRUE(idx.ok()) << idx.status().ToString();

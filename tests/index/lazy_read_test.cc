@@ -64,7 +64,7 @@ class LazyReadTest : public ::testing::Test {
 
   IndexOptions Options(bool writable) {
     IndexOptions o;
-    o.store_dir = store_;
+    o.store = StoreLayout{store_};
     o.writable = writable;
     o.checkpoint_every_uncompressed = checkpoint_every_;
     o.checkpoint_every_compressed = checkpoint_every_;

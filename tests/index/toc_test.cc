@@ -90,7 +90,7 @@ class TocTest : public ::testing::Test {
 
   IndexOptions Options(bool writable) {
     IndexOptions o;
-    o.store_dir = store_;
+    o.store = StoreLayout{store_};
     o.writable = writable;
     o.read_timeout = std::chrono::milliseconds(2000);
     o.prefetch = prefetch_;
