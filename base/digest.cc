@@ -1,8 +1,9 @@
 #include "base/digest.h"
 
-#include "base/fd.h"
-
 #include <openssl/evp.h>
+
+#include "base/fd.h"
+#include "base/text.h"
 
 namespace lazyfs {
 namespace {
@@ -53,13 +54,7 @@ Digest Digest::FromBytes(const std::array<uint8_t, 32>& bytes) {
 }
 
 std::string Digest::Hex() const {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(64, '0');
-  for (size_t i = 0; i < 32; ++i) {
-    out[2 * i] = kHex[bytes_[i] >> 4];
-    out[2 * i + 1] = kHex[bytes_[i] & 15];
-  }
-  return out;
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(bytes_.data()), bytes_.size()));
 }
 
 std::string Digest::ToString() const { return "sha256:" + Hex(); }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/fd.h"
+#include "base/text.h"
 
 namespace lazyfs::index {
 namespace {
@@ -19,27 +20,12 @@ constexpr size_t kBufSize = 1 << 20;
 constexpr size_t kMaxName = 255;
 constexpr size_t kMaxPath = 4096;
 
-std::string Quote(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s.substr(0, 300)) {
-    if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (s.size() > 300) out += "...";
-  return out + "\"";
-}
 
 }  // namespace
 
 Result<std::string> NormaliseEntryPath(std::string_view raw) {
   if (raw.empty()) return InvalidArgumentError("empty entry name");
-  if (raw.front() == '/') return InvalidArgumentError("absolute path " + Quote(raw));
+  if (raw.front() == '/') return InvalidArgumentError("absolute path " + QuoteName(raw));
   if (raw.size() > kMaxPath) {
     return InvalidArgumentError("path of " + std::to_string(raw.size()) +
                                 " bytes is longer than " + std::to_string(kMaxPath));
@@ -52,13 +38,13 @@ Result<std::string> NormaliseEntryPath(std::string_view raw) {
     std::string_view comp = raw.substr(pos, slash - pos);
     pos = slash + 1;
     if (comp.empty() || comp == ".") continue;
-    if (comp == "..") return InvalidArgumentError("path " + Quote(raw) + " escapes the root");
+    if (comp == "..") return InvalidArgumentError("path " + QuoteName(raw) + " escapes the root");
     if (comp.size() > kMaxName) {
       return InvalidArgumentError("name of " + std::to_string(comp.size()) + " bytes in " +
-                                  Quote(raw) + " is longer than 255");
+                                  QuoteName(raw) + " is longer than 255");
     }
     if (comp.find('\0') != std::string_view::npos) {
-      return InvalidArgumentError("NUL byte in path " + Quote(raw));
+      return InvalidArgumentError("NUL byte in path " + QuoteName(raw));
     }
     if (!out.empty()) out += '/';
     out.append(comp);
