@@ -19,6 +19,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/deadline.h"
@@ -62,11 +63,11 @@ class SingleFlight {
 
   // For every key not `done` (asked under the lock): waits for the work already under way for
   // it, and gives the keys nobody works on to one new `work(claimed)` queued on `pool`. Returns
-  // the first failure among the work waited for; Unavailable "no answer within N s" when the
-  // deadline passes first (or "cancelled"), the work going on in the pool.
+  // the first failure among the work waited for; Unavailable "WHAT: no answer within N s" when
+  // the deadline passes first (or "WHAT: cancelled"), the work going on in the pool.
   Status DoAll(const std::vector<Key>& keys, const std::function<bool(const Key&)>& done,
                std::function<Status(const std::vector<Key>&)> work, WorkPool& pool,
-               const Deadline& deadline) LAZYFS_EXCLUDES(mu_) {
+               const Deadline& deadline, std::string_view what) LAZYFS_EXCLUDES(mu_) {
     const auto started = Deadline::Clock::now();
     std::vector<std::shared_ptr<Flight>> waits;
     std::vector<Key> claimed;
@@ -101,7 +102,7 @@ class SingleFlight {
     for (const std::shared_ptr<Flight>& f : waits) {
       // In slices, so a raised cancellation flag is seen without a notification.
       while (!f->finished) {
-        if (deadline.expired()) return Expired(deadline, started);
+        if (deadline.expired()) return Expired(deadline, started).WithContext(what);
         const auto slice = Deadline::Clock::now() + std::chrono::milliseconds(100);
         cv_.WaitUntil(mu_, std::min(slice, deadline.at()), [&] { return f->finished; });
       }

@@ -10,14 +10,13 @@
 
 namespace lazyfs::index {
 
-ContentCache::ContentCache(std::unique_ptr<CasDir> cas, LayerReadOptions read_options,
-                           uint64_t size_limit)
-    : cas_(std::move(cas)), read_options_(read_options), size_limit_(size_limit) {}
+ContentCache::ContentCache(std::unique_ptr<CasDir> cas, uint64_t size_limit)
+    : cas_(std::move(cas)), size_limit_(size_limit) {}
 
 Result<std::shared_ptr<Fd>> ContentCache::Open(const Digest& d) {
   const auto now = std::chrono::steady_clock::now();
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (auto it = fds_.find(d); it != fds_.end()) {
       // Mark the use for LRU eviction, at most once a minute per object.
       if (now - it->second.touched > std::chrono::minutes(1)) {
@@ -40,10 +39,17 @@ Result<std::shared_ptr<Fd>> ContentCache::Open(const Digest& d) {
   const timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
   ::futimens(fd->get(), times);
   auto shared = std::make_shared<Fd>(std::move(*fd));
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (fds_.size() >= kMaxOpen) fds_.erase(fds_.begin());
   fds_[d] = OpenObject{shared, now};
   return shared;
+}
+
+Result<size_t> ContentCache::Read(const Digest& d, uint64_t offset, std::span<std::byte> out) {
+  LAZYFS_ASSIGN_OR_RETURN(std::shared_ptr<Fd> fd, Open(d));
+  LAZYFS_ASSIGN_OR_RETURN(size_t n, PreadFull(fd->get(), out.data(), out.size(), offset));
+  if (n != out.size()) return DataLossError("cached content " + d.Short() + " is short");
+  return n;
 }
 
 Status ContentCache::Put(const Digest& d, std::string_view bytes) { return Store(d, bytes, false); }
@@ -62,7 +68,7 @@ Status ContentCache::Store(const Digest& d, std::string_view bytes, bool hashed)
 
 Status ContentCache::Remove(const Digest& d) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     fds_.erase(d);
   }
   return cas_->Remove(d);
@@ -71,7 +77,7 @@ Status ContentCache::Remove(const Digest& d) {
 void ContentCache::MaybeEvict(uint64_t added) {
   if (size_limit_ == 0) return;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     added_since_evict_ += added;
     // Scanning the cache costs a stat per object: do it after each eighth of the limit.
     if (added_since_evict_ < std::max<uint64_t>(size_limit_ / 8, 1)) return;
@@ -82,8 +88,14 @@ void ContentCache::MaybeEvict(uint64_t added) {
 
 Result<ContentCache::EvictReport> ContentCache::Evict(
     uint64_t limit, const std::function<bool(const Digest&)>& drop) {
-  std::unique_lock evicting(evict_mu_, std::try_to_lock);
-  if (!evicting.owns_lock()) return EvictReport{};  // another thread is at it
+  if (!evict_mu_.try_lock()) return EvictReport{};  // another thread is at it
+  Result<EvictReport> r = EvictLocked(limit, drop);
+  evict_mu_.unlock();
+  return r;
+}
+
+Result<ContentCache::EvictReport> ContentCache::EvictLocked(
+    uint64_t limit, const std::function<bool(const Digest&)>& drop) {
   struct Object {
     Digest digest;
     uint64_t bytes;
@@ -134,32 +146,18 @@ Result<ContentCache::EvictReport> ContentCache::Evict(
 }
 
 Status ContentCache::ExtractLayer(const LayerDescriptor& layer, BlobSource& blobs,
-                                  const std::vector<LayerEntry>& indexed) {
-  std::shared_future<Status> wait;
-  std::promise<Status> mine;
-  {
-    std::lock_guard lock(mu_);
-    auto it = inflight_.find(layer.digest);
-    if (it != inflight_.end()) {
-      wait = it->second;
-    } else {
-      inflight_.emplace(layer.digest, mine.get_future().share());
-    }
-  }
-  if (wait.valid()) return wait.get();
-  Status s = DoExtract(layer, blobs, indexed);
-  mine.set_value(s);
-  std::lock_guard lock(mu_);
-  inflight_.erase(layer.digest);
-  return s;
+                                  const std::vector<LayerEntry>& indexed,
+                                  const LayerReadOptions& options) {
+  return extractions_.Do(layer.digest, [&] { return DoExtract(layer, blobs, indexed, options); });
 }
 
 Status ContentCache::DoExtract(const LayerDescriptor& layer, BlobSource& blobs,
-                               const std::vector<LayerEntry>& indexed) {
+                               const std::vector<LayerEntry>& indexed,
+                               const LayerReadOptions& options) {
   LAZYFS_ASSIGN_OR_RETURN(LayerCompression comp, CompressionOfMediaType(layer.media_type));
   LAZYFS_ASSIGN_OR_RETURN(Fd blob, blobs.OpenBlob(layer.digest, layer.size));
-  LAZYFS_ASSIGN_OR_RETURN(auto reader, LayerReader::Open(blob.get(), layer.size, comp,
-                                                         read_options_, layer.digest.Short()));
+  LAZYFS_ASSIGN_OR_RETURN(auto reader, LayerReader::Open(blob.get(), layer.size, comp, options,
+                                                         layer.digest.Short()));
   LayerEntry e;
   for (size_t i = 0;; ++i) {
     LAZYFS_ASSIGN_OR_RETURN(bool more, reader->Next(&e));

@@ -13,15 +13,15 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <future>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <set>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "base/cas_dir.h"
+#include "base/single_flight.h"
+#include "base/thread_annotations.h"
 #include "base/image.h"
 #include "index/layer_entry.h"
 #include "index/layer_reader.h"
@@ -31,10 +31,13 @@ namespace lazyfs::index {
 class ContentCache {
  public:
   // size_limit 0: unlimited.
-  ContentCache(std::unique_ptr<CasDir> cas, LayerReadOptions read_options, uint64_t size_limit);
+  ContentCache(std::unique_ptr<CasDir> cas, uint64_t size_limit);
 
   // An open, verified content object, or NotFound (absent, or corrupt and dropped).
   Result<std::shared_ptr<Fd>> Open(const Digest& d);
+  // Reads out.size() bytes at `offset` of object `d`: NotFound as Open, DataLoss "cached content
+  // ... is short" when the object ends first.
+  Result<size_t> Read(const Digest& d, uint64_t offset, std::span<std::byte> out);
   bool Contains(const Digest& d) const { return cas_->Contains(d); }
   // STORE/content.
   const std::string& root() const { return cas_->root(); }
@@ -49,9 +52,9 @@ class ContentCache {
   // is the layer's entry list from the index, in archive order: each file's bytes must match the
   // digest recorded there, so what lands in the cache chains up to the manifest. Concurrent
   // calls for one layer share one extraction. The fallback for layers indexed without
-  // checkpoints and for sparse files.
+  // checkpoints and for sparse files; `options` caps the pass as indexing did.
   Status ExtractLayer(const LayerDescriptor& layer, BlobSource& blobs,
-                      const std::vector<LayerEntry>& indexed);
+                      const std::vector<LayerEntry>& indexed, const LayerReadOptions& options);
 
   struct EvictReport {
     uint64_t objects_removed = 0, bytes_removed = 0, objects_kept = 0, bytes_kept = 0;
@@ -67,19 +70,20 @@ class ContentCache {
     std::chrono::steady_clock::time_point touched;
   };
   Status DoExtract(const LayerDescriptor& layer, BlobSource& blobs,
-                   const std::vector<LayerEntry>& indexed);
-  void MaybeEvict(uint64_t added);
+                   const std::vector<LayerEntry>& indexed, const LayerReadOptions& options);
+  void MaybeEvict(uint64_t added) LAZYFS_EXCLUDES(mu_);
+  Result<EvictReport> EvictLocked(uint64_t limit, const std::function<bool(const Digest&)>& drop)
+      LAZYFS_REQUIRES(evict_mu_);
   Status Store(const Digest& d, std::string_view bytes, bool hashed);
 
   std::unique_ptr<CasDir> cas_;
-  const LayerReadOptions read_options_;
   const uint64_t size_limit_;
+  SingleFlight<Digest> extractions_;  // by layer digest
   // Lock order: evict_mu_ before mu_.
-  std::mutex evict_mu_;
-  std::mutex mu_;
-  std::map<Digest, OpenObject> fds_;                        // GUARDED_BY(mu_)
-  std::map<Digest, std::shared_future<Status>> inflight_;  // GUARDED_BY(mu_)
-  uint64_t added_since_evict_ = 0;                         // GUARDED_BY(mu_)
+  Mutex evict_mu_ LAZYFS_ACQUIRED_BEFORE(mu_);
+  Mutex mu_;
+  std::map<Digest, OpenObject> fds_ LAZYFS_GUARDED_BY(mu_);
+  uint64_t added_since_evict_ LAZYFS_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace lazyfs::index

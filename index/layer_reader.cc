@@ -3,8 +3,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <sys/stat.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -12,6 +10,7 @@
 
 #include "base/fd.h"
 #include "base/text.h"
+#include "index/inflate.h"
 
 namespace lazyfs::index {
 namespace {
@@ -55,7 +54,6 @@ Result<std::string> NormaliseEntryPath(std::string_view raw) {
 struct LayerReader::Impl {
   int fd = -1;
   uint64_t blob_size = 0;
-  LayerCompression compression = LayerCompression::kNone;
   LayerReadOptions options;
   std::string name;
 
@@ -65,20 +63,12 @@ struct LayerReader::Impl {
   uint64_t blob_pos = 0;  // next blob offset to read
   bool in_eof = false;
   // Decompressed output handed to libarchive.
+  std::unique_ptr<Inflater> inflater;
   std::vector<char> out = std::vector<char>(kBufSize);
   uint64_t total_out = 0;
   bool out_eof = false;
   Sha256 diff_hash;
-  // Checkpoints (options.record_checkpoints) and the last 32 KiB of output before `out`.
-  std::vector<Checkpoint> checkpoints;
-  uint64_t last_cp_in = 0, last_cp_out = 0;
-  std::string history;
-
-  z_stream zs{};
-  bool zs_init = false;
-  bool gz_member_done = false;
-  ZSTD_DCtx* zd = nullptr;
-  size_t zstd_last = 1;  // last ZSTD_decompressStream result: 0 at a frame boundary
+  std::optional<CheckpointRecorder> checkpoints;  // options.record_checkpoints
 
   archive* ar = nullptr;
   archive_entry* current = nullptr;
@@ -90,8 +80,6 @@ struct LayerReader::Impl {
 
   ~Impl() {
     if (ar) archive_read_free(ar);
-    if (zs_init) inflateEnd(&zs);
-    if (zd) ZSTD_freeDCtx(zd);
   }
 
   Status Fail(std::string what) { return DataLossError("layer " + name + ": " + what); }
@@ -116,105 +104,23 @@ struct LayerReader::Impl {
   // The blob offset of the next compressed byte not yet consumed.
   uint64_t InputOffset() const { return blob_pos - in_len + in_pos; }
 
-  // Called at a block or frame boundary, `produced` bytes into `out`.
-  void MaybeCheckpoint(size_t produced, uint8_t bits, bool with_window) {
-    const uint64_t in_off = InputOffset(), out_off = total_out + produced;
-    if (out_off - last_cp_out < options.checkpoint_every_uncompressed &&
-        in_off - last_cp_in < options.checkpoint_every_compressed) {
-      return;
-    }
-    Checkpoint cp;
-    cp.uncompressed = out_off;
-    cp.compressed = in_off;
-    cp.bits = bits;
-    if (with_window) {
-      if (produced >= kDeflateWindow) {
-        cp.window.assign(out.data() + produced - kDeflateWindow, kDeflateWindow);
-      } else {
-        const size_t from_history = std::min(history.size(), kDeflateWindow - produced);
-        cp.window = history.substr(history.size() - from_history);
-        cp.window.append(out.data(), produced);
-      }
-    }
-    checkpoints.push_back(std::move(cp));
-    last_cp_in = in_off;
-    last_cp_out = out_off;
-  }
-
-  void RememberHistory(size_t produced) {
-    if (!options.record_checkpoints || compression != LayerCompression::kGzip) return;
-    if (produced >= kDeflateWindow) {
-      history.assign(out.data() + produced - kDeflateWindow, kDeflateWindow);
-      return;
-    }
-    history.append(out.data(), produced);
-    if (history.size() > kDeflateWindow) history.erase(0, history.size() - kDeflateWindow);
-  }
-
   // Produces the next piece of the uncompressed stream into `out`; 0 at its end.
   Result<size_t> Produce() {
     if (out_eof) return size_t{0};
     size_t produced = 0;
-    switch (compression) {
-      case LayerCompression::kNone: {
-        LAZYFS_RETURN_IF_ERROR(FillInput());
-        produced = in_len - in_pos;
-        std::memcpy(out.data(), in.data() + in_pos, produced);
-        in_pos = in_len;
-        break;
+    while (produced < out.size()) {
+      LAZYFS_RETURN_IF_ERROR(FillInput());
+      const std::string_view input(in.data() + in_pos, in_len - in_pos);
+      auto step = inflater->Inflate(input, std::span(out).subspan(produced));
+      if (!step.ok()) return Fail(step.status().message());
+      in_pos += step->consumed;
+      if (step->boundary && checkpoints) {
+        checkpoints->AtBoundary(std::string_view(out.data(), out.size()),
+                                produced + step->produced, total_out, InputOffset(), step->bits);
       }
-      case LayerCompression::kGzip: {
-        // Z_BLOCK stops at each deflate block boundary, where a checkpoint may be taken.
-        const int flush = options.record_checkpoints ? Z_BLOCK : Z_NO_FLUSH;
-        while (produced < out.size()) {
-          LAZYFS_RETURN_IF_ERROR(FillInput());
-          if (in_pos == in_len) {
-            if (!gz_member_done) return Fail("truncated gzip stream");
-            break;
-          }
-          if (gz_member_done) {
-            // Another member follows (concatenated gzip streams are one stream).
-            inflateReset(&zs);
-            gz_member_done = false;
-          }
-          zs.next_in = reinterpret_cast<Bytef*>(in.data() + in_pos);
-          zs.avail_in = static_cast<uInt>(in_len - in_pos);
-          zs.next_out = reinterpret_cast<Bytef*>(out.data() + produced);
-          zs.avail_out = static_cast<uInt>(out.size() - produced);
-          const int rc = inflate(&zs, flush);
-          in_pos = in_len - zs.avail_in;
-          produced = out.size() - zs.avail_out;
-          if (rc == Z_STREAM_END) {
-            gz_member_done = true;
-          } else if (rc != Z_OK && !(rc == Z_BUF_ERROR && zs.avail_in == 0)) {
-            return Fail(std::string("corrupt gzip stream (") + (zs.msg ? zs.msg : "zlib error") +
-                        ")");
-          } else if (options.record_checkpoints && (zs.data_type & 128) &&
-                     !(zs.data_type & 64)) {
-            // End of a block that is not the member's last: the next block starts here.
-            MaybeCheckpoint(produced, static_cast<uint8_t>(zs.data_type & 7), true);
-          }
-        }
-        break;
-      }
-      case LayerCompression::kZstd: {
-        while (produced == 0) {
-          LAZYFS_RETURN_IF_ERROR(FillInput());
-          if (in_pos == in_len) {
-            if (zstd_last != 0) return Fail("truncated zstd stream");
-            break;
-          }
-          ZSTD_inBuffer ib{in.data(), in_len, in_pos};
-          ZSTD_outBuffer ob{out.data(), out.size(), 0};
-          zstd_last = ZSTD_decompressStream(zd, &ob, &ib);
-          if (ZSTD_isError(zstd_last)) {
-            return Fail(std::string("corrupt zstd stream (") + ZSTD_getErrorName(zstd_last) + ")");
-          }
-          in_pos = ib.pos;
-          produced = ob.pos;
-          // A frame ends here: the next one decodes without any history.
-          if (zstd_last == 0 && options.record_checkpoints) MaybeCheckpoint(produced, 0, false);
-        }
+      produced += step->produced;
+      if (input.empty() && step->produced == 0) {
+        if (!inflater->complete()) return Fail("truncated " + std::string(inflater->format()) + " stream");
         break;
       }
     }
@@ -228,7 +134,7 @@ struct LayerReader::Impl {
                         std::to_string(options.max_uncompressed_bytes) + " bytes");
     }
     diff_hash.Update(out.data(), produced);
-    RememberHistory(produced);
+    if (checkpoints) checkpoints->Saw(std::string_view(out.data(), produced));
     total_out += produced;
     return produced;
   }
@@ -263,16 +169,14 @@ Result<std::unique_ptr<LayerReader>> LayerReader::Open(int fd, uint64_t blob_siz
   auto impl = std::make_unique<Impl>();
   impl->fd = fd;
   impl->blob_size = blob_size;
-  impl->compression = compression;
   impl->options = options;
   impl->name = std::move(name);
-  if (compression == LayerCompression::kGzip) {
-    // 15 window bits + 16: gzip framing only (a layer of media type tar+gzip must be gzip).
-    if (inflateInit2(&impl->zs, 15 + 16) != Z_OK) return InternalError("inflateInit2 failed");
-    impl->zs_init = true;
-  } else if (compression == LayerCompression::kZstd) {
-    impl->zd = ZSTD_createDCtx();
-    if (!impl->zd) return InternalError("ZSTD_createDCtx failed");
+  LAZYFS_ASSIGN_OR_RETURN(impl->inflater,
+                          Inflater::Open(compression, nullptr, options.record_checkpoints));
+  if (options.record_checkpoints) {
+    impl->checkpoints.emplace(options.checkpoint_every_uncompressed,
+                              options.checkpoint_every_compressed,
+                              compression == LayerCompression::kGzip);
   }
   impl->ar = archive_read_new();
   if (!impl->ar) return InternalError("archive_read_new failed");
@@ -286,6 +190,126 @@ Result<std::unique_ptr<LayerReader>> LayerReader::Open(int fd, uint64_t blob_siz
   }
   return std::unique_ptr<LayerReader>(new LayerReader(std::move(impl)));
 }
+
+namespace {
+
+// What a normalised name says before the header's type does: a whiteout, an opaque marker, AUFS
+// bookkeeping to skip, or a plain entry (e->path set in every case but the last).
+enum class NameKind { kEntry, kMarker, kSkip };
+
+Result<NameKind> ClassifyName(const std::string& path, LayerEntry* e) {
+  const size_t slash = path.rfind('/');
+  const std::string_view base = slash == std::string::npos
+                                    ? std::string_view(path)
+                                    : std::string_view(path).substr(slash + 1);
+  const std::string parent = slash == std::string::npos ? "" : path.substr(0, slash);
+  if (!base.starts_with(".wh.")) return NameKind::kEntry;
+  if (base == ".wh..wh..opq") {
+    e->kind = EntryKind::kOpaque;
+    e->path = parent;
+    return NameKind::kMarker;
+  }
+  // Other ".wh..wh." names are AUFS bookkeeping (hardlink directories), never content.
+  if (base.starts_with(".wh..wh.")) return NameKind::kSkip;
+  if (base == ".wh.") return InvalidArgumentError("whiteout without a name");
+  const std::string_view target = base.substr(4);
+  if (target == "." || target == "..") {
+    return InvalidArgumentError("whiteout of \"" + std::string(target) + "\"");
+  }
+  e->kind = EntryKind::kWhiteout;
+  e->path = parent.empty() ? std::string(target) : parent + "/" + std::string(target);
+  return NameKind::kMarker;
+}
+
+// Owner, mode, mtime and xattrs (sorted; a repeated name: the last record wins).
+Status ReadFacts(archive_entry* ae, const LayerReadOptions& options, LayerEntry* e) {
+  const la_int64_t uid = archive_entry_uid(ae), gid = archive_entry_gid(ae);
+  if (uid < 0 || uid > 0xffffffffLL || gid < 0 || gid > 0xffffffffLL) {
+    return InvalidArgumentError("uid/gid out of range");
+  }
+  e->uid = static_cast<uint32_t>(uid);
+  e->gid = static_cast<uint32_t>(gid);
+  e->mode = archive_entry_perm(ae) & 07777;
+  e->mtime_sec = archive_entry_mtime(ae);
+  e->mtime_nsec =
+      static_cast<uint32_t>(std::clamp<long>(archive_entry_mtime_nsec(ae), 0, 999999999));
+  uint64_t xattr_bytes = 0;
+  archive_entry_xattr_reset(ae);
+  const char* xname;
+  const void* xvalue;
+  size_t xsize;
+  while (archive_entry_xattr_next(ae, &xname, &xvalue, &xsize) == ARCHIVE_OK) {
+    xattr_bytes += std::strlen(xname) + xsize;
+    if (xattr_bytes > options.max_xattr_bytes_per_entry) {
+      return Status(StatusCode::kResourceExhausted,
+                    "xattrs larger than " + std::to_string(options.max_xattr_bytes_per_entry) +
+                        " bytes");
+    }
+    if (!*xname || std::strlen(xname) > 255) return InvalidArgumentError("invalid xattr name");
+    e->xattrs.push_back({xname, std::string(static_cast<const char*>(xvalue), xsize)});
+  }
+  std::stable_sort(e->xattrs.begin(), e->xattrs.end(),
+                   [](const Xattr& a, const Xattr& b) { return a.name < b.name; });
+  for (size_t i = 1; i < e->xattrs.size();) {
+    if (e->xattrs[i].name == e->xattrs[i - 1].name) {
+      e->xattrs.erase(e->xattrs.begin() + static_cast<long>(i) - 1);
+    } else {
+      ++i;
+    }
+  }
+  return Status::Ok();
+}
+
+// The entry's type and what goes with it: a hardlink's target, a symlink's, a device's numbers.
+Status ReadType(archive_entry* ae, LayerEntry* e) {
+  const char* hl = archive_entry_hardlink(ae);
+  if (!hl) hl = archive_entry_hardlink_utf8(ae);
+  if (hl) {
+    auto target = NormaliseEntryPath(hl);
+    if (!target.ok()) return target.status().WithContext("hardlink target");
+    if (target->empty()) return InvalidArgumentError("hardlink to the root");
+    e->kind = EntryKind::kHardlink;
+    e->link = std::move(*target);
+    return Status::Ok();
+  }
+  switch (archive_entry_filetype(ae)) {
+    case AE_IFREG: {
+      e->kind = EntryKind::kFile;
+      const la_int64_t size = archive_entry_size(ae);
+      if (size < 0) return InvalidArgumentError("negative size");
+      e->size = static_cast<uint64_t>(size);
+      break;
+    }
+    case AE_IFDIR: e->kind = EntryKind::kDir; break;
+    case AE_IFLNK: {
+      e->kind = EntryKind::kSymlink;
+      const char* target = archive_entry_symlink(ae);
+      if (!target) target = archive_entry_symlink_utf8(ae);
+      if (!target || !*target) return InvalidArgumentError("symlink without a target");
+      e->link = target;
+      if (e->link.size() > kMaxPath) {
+        return InvalidArgumentError("symlink target longer than 4096 bytes");
+      }
+      break;
+    }
+    case AE_IFCHR:
+    case AE_IFBLK:
+      e->kind =
+          archive_entry_filetype(ae) == AE_IFCHR ? EntryKind::kCharDev : EntryKind::kBlockDev;
+      e->rdev_major = static_cast<uint32_t>(archive_entry_rdevmajor(ae));
+      e->rdev_minor = static_cast<uint32_t>(archive_entry_rdevminor(ae));
+      break;
+    case AE_IFIFO: e->kind = EntryKind::kFifo; break;
+    default:
+      return UnimplementedError("unsupported entry type");
+  }
+  if (e->path.empty() && e->kind != EntryKind::kDir) {
+    return InvalidArgumentError("the root must be a directory");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 Result<bool> LayerReader::Next(LayerEntry* e) {
   Impl& m = *impl_;
@@ -313,119 +337,23 @@ Result<bool> LayerReader::Next(LayerEntry* e) {
     };
     auto path = NormaliseEntryPath(raw_name);
     if (!path.ok()) return in_entry(path.status());
-
     *e = LayerEntry{};
-    const size_t slash = path->rfind('/');
-    const std::string_view base =
-        slash == std::string::npos ? std::string_view(*path) : std::string_view(*path).substr(slash + 1);
-    const std::string parent = slash == std::string::npos ? "" : path->substr(0, slash);
-    if (base.starts_with(".wh.")) {
-      if (base == ".wh..wh..opq") {
-        e->kind = EntryKind::kOpaque;
-        e->path = parent;
-        return true;
-      }
-      // Other ".wh..wh." names are AUFS bookkeeping (hardlink directories), never content.
-      if (base.starts_with(".wh..wh.")) continue;
-      if (base == ".wh.") return in_entry(InvalidArgumentError("whiteout without a name"));
-      const std::string_view target = base.substr(4);
-      if (target == "." || target == "..") {
-        return in_entry(InvalidArgumentError("whiteout of \"" + std::string(target) + "\""));
-      }
-      e->kind = EntryKind::kWhiteout;
-      e->path = parent.empty() ? std::string(target) : parent + "/" + std::string(target);
-      return true;
-    }
+    auto kind = ClassifyName(*path, e);
+    if (!kind.ok()) return in_entry(kind.status());
+    if (*kind == NameKind::kSkip) continue;
+    if (*kind == NameKind::kMarker) return true;
     e->path = std::move(*path);
-
-    const la_int64_t uid = archive_entry_uid(ae), gid = archive_entry_gid(ae);
-    if (uid < 0 || uid > 0xffffffffLL || gid < 0 || gid > 0xffffffffLL) {
-      return in_entry(InvalidArgumentError("uid/gid out of range"));
-    }
-    e->uid = static_cast<uint32_t>(uid);
-    e->gid = static_cast<uint32_t>(gid);
-    e->mode = archive_entry_perm(ae) & 07777;
-    e->mtime_sec = archive_entry_mtime(ae);
-    e->mtime_nsec = static_cast<uint32_t>(std::clamp<long>(archive_entry_mtime_nsec(ae), 0, 999999999));
-
-    uint64_t xattr_bytes = 0;
-    archive_entry_xattr_reset(ae);
-    const char* xname;
-    const void* xvalue;
-    size_t xsize;
-    while (archive_entry_xattr_next(ae, &xname, &xvalue, &xsize) == ARCHIVE_OK) {
-      xattr_bytes += std::strlen(xname) + xsize;
-      if (xattr_bytes > m.options.max_xattr_bytes_per_entry) {
-        return in_entry(Status(StatusCode::kResourceExhausted,
-                               "xattrs larger than " +
-                                   std::to_string(m.options.max_xattr_bytes_per_entry) + " bytes"));
+    if (Status s = ReadFacts(ae, m.options, e); !s.ok()) return in_entry(s);
+    if (Status s = ReadType(ae, e); !s.ok()) return in_entry(s);
+    if (e->kind == EntryKind::kFile) {
+      m.current_is_file = true;
+      m.current_size = e->size;
+      // The tar reader has consumed the header blocks and none of the data: the bytes it
+      // consumed so far are where the content starts. Sparse files keep only their data
+      // pieces there, so they have no such offset.
+      if (archive_entry_sparse_count(ae) == 0) {
+        m.current_offset = static_cast<uint64_t>(archive_filter_bytes(m.ar, 0));
       }
-      if (!*xname || std::strlen(xname) > 255) {
-        return in_entry(InvalidArgumentError("invalid xattr name"));
-      }
-      e->xattrs.push_back({xname, std::string(static_cast<const char*>(xvalue), xsize)});
-    }
-    std::sort(e->xattrs.begin(), e->xattrs.end(),
-              [](const Xattr& a, const Xattr& b) { return a.name < b.name; });
-    // A repeated xattr name: the last record wins.
-    for (size_t i = 1; i < e->xattrs.size();) {
-      if (e->xattrs[i].name == e->xattrs[i - 1].name) {
-        e->xattrs.erase(e->xattrs.begin() + static_cast<long>(i) - 1);
-      } else {
-        ++i;
-      }
-    }
-
-    const char* hl = archive_entry_hardlink(ae);
-    if (!hl) hl = archive_entry_hardlink_utf8(ae);
-    if (hl) {
-      auto target = NormaliseEntryPath(hl);
-      if (!target.ok()) return in_entry(target.status().WithContext("hardlink target"));
-      if (target->empty()) return in_entry(InvalidArgumentError("hardlink to the root"));
-      e->kind = EntryKind::kHardlink;
-      e->link = std::move(*target);
-      return true;
-    }
-    switch (archive_entry_filetype(ae)) {
-      case AE_IFREG: {
-        e->kind = EntryKind::kFile;
-        const la_int64_t size = archive_entry_size(ae);
-        if (size < 0) return in_entry(InvalidArgumentError("negative size"));
-        e->size = static_cast<uint64_t>(size);
-        m.current_is_file = true;
-        m.current_size = e->size;
-        // The tar reader has consumed the header blocks and none of the data: the bytes it
-        // consumed so far are where the content starts. Sparse files keep only their data
-        // pieces there, so they have no such offset.
-        if (archive_entry_sparse_count(ae) == 0) {
-          m.current_offset = static_cast<uint64_t>(archive_filter_bytes(m.ar, 0));
-        }
-        break;
-      }
-      case AE_IFDIR: e->kind = EntryKind::kDir; break;
-      case AE_IFLNK: {
-        e->kind = EntryKind::kSymlink;
-        const char* target = archive_entry_symlink(ae);
-        if (!target) target = archive_entry_symlink_utf8(ae);
-        if (!target || !*target) return in_entry(InvalidArgumentError("symlink without a target"));
-        e->link = target;
-        if (e->link.size() > kMaxPath) {
-          return in_entry(InvalidArgumentError("symlink target longer than 4096 bytes"));
-        }
-        break;
-      }
-      case AE_IFCHR:
-      case AE_IFBLK:
-        e->kind = archive_entry_filetype(ae) == AE_IFCHR ? EntryKind::kCharDev : EntryKind::kBlockDev;
-        e->rdev_major = static_cast<uint32_t>(archive_entry_rdevmajor(ae));
-        e->rdev_minor = static_cast<uint32_t>(archive_entry_rdevminor(ae));
-        break;
-      case AE_IFIFO: e->kind = EntryKind::kFifo; break;
-      default:
-        return in_entry(UnimplementedError("unsupported entry type"));
-    }
-    if (e->path.empty() && e->kind != EntryKind::kDir) {
-      return in_entry(InvalidArgumentError("the root must be a directory"));
     }
     return true;
   }
@@ -434,12 +362,9 @@ Result<bool> LayerReader::Next(LayerEntry* e) {
 std::optional<uint64_t> LayerReader::DataOffset() const { return impl_->current_offset; }
 
 std::vector<Checkpoint> LayerReader::TakeCheckpoints() {
-  std::vector<Checkpoint> out = std::move(impl_->checkpoints);
-  impl_->checkpoints.clear();
-  if (impl_->out_eof) {
-    std::erase_if(out, [&](const Checkpoint& c) { return c.uncompressed >= impl_->total_out; });
-  }
-  return out;
+  if (!impl_->checkpoints) return {};
+  // After the end of the stream, a checkpoint there resumes nothing.
+  return impl_->checkpoints->Take(impl_->out_eof ? impl_->total_out : UINT64_MAX);
 }
 
 Result<Digest> LayerReader::ReadData(const Sink& sink, std::vector<Digest>* out_chunks) {

@@ -1,6 +1,6 @@
 // Streaming reader of one layer blob: decompression, the tar headers, and the layer's digests.
 //
-// The reader decompresses the blob itself (zlib, zstd) and hands libarchive plain tar bytes, so
+// The reader decompresses the blob itself (inflate.h) and hands libarchive plain tar bytes, so
 // that it sees every uncompressed byte: it hashes them for the layer's diff_id and caps the
 // decompressed size. libarchive parses the tar dialects (ustar, GNU long names and sparse files,
 // PAX with global headers, SCHILY.xattr and sparse 1.0). Names are normalised and checked here,
@@ -16,7 +16,7 @@
 #include "base/image.h"
 #include "base/status.h"
 #include "index/layer_entry.h"
-#include "index/layer_seek.h"
+#include "index/checkpoint.h"
 
 namespace lazyfs::index {
 
@@ -25,7 +25,7 @@ struct LayerReadOptions {
   uint64_t max_xattr_bytes_per_entry = 64 * 1024;
   // Decompressed bytes accepted from one layer (a gzip bomb stops here).
   uint64_t max_uncompressed_bytes = uint64_t{1} << 40;
-  // Record decompression checkpoints (layer_seek.h) for later random access: one at the first
+  // Record decompression checkpoints (checkpoint.h) for later random access: one at the first
   // block (gzip) or frame (zstd) boundary after either this much output or this much input
   // since the previous one. The input distance bounds what a read fetches; the output distance
   // bounds what it decompresses. Each gzip checkpoint costs its window (<= 32 KiB, compressed).

@@ -7,7 +7,7 @@
 
 #include "base/log.h"
 #include "base/stats.h"
-#include "index/layer_seek.h"
+#include "index/layer_entry.h"
 
 namespace lazyfs::index {
 namespace {
@@ -31,8 +31,9 @@ void Failed(const std::string& what, const Status& s) {
 }  // namespace
 
 Prefetcher::Prefetcher(PrefetchMode mode, const Tree& tree, const ImageDescriptor& image,
-                       TocReader& toc)
-    : mode_(mode), tree_(tree), image_(image), toc_(toc) {
+                       SourceOf source_of, std::chrono::milliseconds read_timeout)
+    : mode_(mode), tree_(tree), image_(image), source_of_(std::move(source_of)),
+      read_timeout_(read_timeout) {
   if (mode_ != PrefetchMode::kNone) thread_ = std::thread([this] { Run(); });
 }
 
@@ -63,16 +64,16 @@ void Prefetcher::Run() {
 }
 
 void Prefetcher::Landmarks() {
-  for (const LayerDescriptor& layer : image_.layers) {
-    auto rec = toc_.Layer(layer.digest);
-    if (!rec.ok()) {
-      Failed("layer " + layer.digest.Short(), rec.status());
+  for (size_t i = 0; i < image_.layers.size(); ++i) {
+    const LayerDescriptor& layer = image_.layers[i];
+    auto source = source_of_(i);
+    if (!source.ok()) {
+      Failed("layer " + layer.digest.Short(), source.status());
       continue;
     }
-    if (!*rec) continue;
-    for (const Digest& file : (*rec)->prefetch) {
+    for (const Digest& file : (*source)->LandmarkFiles()) {
       if (!Yield()) return;
-      auto n = toc_.FetchFile(layer, file);
+      auto n = (*source)->FetchFile(file, Deadline::In(read_timeout_));
       if (!n.ok()) {
         Failed("layer " + layer.digest.Short() + ": file " + file.Short(), n.status());
         continue;
@@ -108,9 +109,12 @@ void Prefetcher::Everything() {
   }
   // What the merged tree hides (files whited out or replaced by upper layers) is still part
   // of a TOC layer: fetched too, so every layer can be checked whole.
-  for (const LayerDescriptor& layer : image_.layers) {
+  for (size_t i = 0; i < image_.layers.size(); ++i) {
+    const LayerDescriptor& layer = image_.layers[i];
     if (!Yield()) return;
-    auto n = toc_.FetchLayer(layer);
+    auto source = source_of_(i);
+    Result<uint64_t> n = source.ok() ? (*source)->FetchRest(Deadline::In(read_timeout_))
+                                     : Result<uint64_t>(source.status());
     if (!n.ok()) {
       Failed("layer " + layer.digest.Short(), n.status());
     } else {

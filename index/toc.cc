@@ -13,7 +13,7 @@
 #include <set>
 
 #include "index/layer_reader.h"
-#include "index/layer_seek.h"
+#include "index/inflate.h"
 
 namespace lazyfs::index {
 namespace {
@@ -420,9 +420,9 @@ Result<std::string> DecompressToc(const TocFooter& footer, std::string_view comp
   }
   std::string out;
   if (footer.format == TocFormat::kZstdChunked) {
-    LAZYFS_ASSIGN_OR_RETURN(auto z, SpanInflater::Start(LayerCompression::kZstd, nullptr));
+    LAZYFS_ASSIGN_OR_RETURN(auto z, Inflater::Open(LayerCompression::kZstd, nullptr, false));
     bool over = false;
-    LAZYFS_RETURN_IF_ERROR(z->Feed(compressed, [&](const char* p, size_t n) {
+    LAZYFS_RETURN_IF_ERROR(InflateAll(*z, compressed, [&](const char* p, size_t n) {
                               if (out.size() + n > limits.max_toc_bytes) over = true;
                               if (!over) out.append(p, n);
                             }).WithContext("TOC"));

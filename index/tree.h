@@ -116,7 +116,7 @@ struct IndexOptions {
   // has passed since the read started, then fails with Unavailable (EIO through FUSE). Nothing
   // is remembered of the failure: the next read tries again.
   std::chrono::milliseconds read_timeout{30'000};
-  // Decompression checkpoints taken while indexing gzip/zstd layers (see index/layer_seek.h):
+  // Decompression checkpoints taken while indexing gzip/zstd layers (see index/checkpoint.h):
   // after this much output or this much input since the last one. The input distance bounds
   // what one read fetches beyond the bytes it needs.
   uint64_t checkpoint_every_uncompressed = 4 << 20;

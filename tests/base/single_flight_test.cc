@@ -111,7 +111,7 @@ TEST(SingleFlightTest, DoAllClaimsOnlyKeysNobodyWorksOnAndSkipsDoneOnes) {
                              while (!release.load()) std::this_thread::sleep_for(1ms);
                              return Status::Ok();
                            },
-                           pool, Deadline::In(10s))
+                           pool, Deadline::In(10s), "keys")
                     .ok());
   });
   std::this_thread::sleep_for(50ms);
@@ -122,7 +122,7 @@ TEST(SingleFlightTest, DoAllClaimsOnlyKeysNobodyWorksOnAndSkipsDoneOnes) {
                              second_claim = keys;
                              return Status::Ok();
                            },
-                           pool, Deadline::In(10s))
+                           pool, Deadline::In(10s), "keys")
                     .ok());
   });
   std::this_thread::sleep_for(50ms);
@@ -145,10 +145,10 @@ TEST(SingleFlightTest, ACallerGivesUpAtItsDeadlineWhileTheWorkGoesOn) {
                               finished = true;
                               return Status::Ok();
                             },
-                            pool, Deadline::In(100ms));
+                            pool, Deadline::In(100ms), "key 1");
     EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
     EXPECT_EQ(s.code(), StatusCode::kUnavailable);
-    EXPECT_NE(s.message().find("no answer within"), std::string::npos) << s.message();
+    EXPECT_TRUE(s.message().starts_with("key 1: no answer within")) << s.message();
     EXPECT_FALSE(finished.load());
     release = true;
   }
@@ -170,10 +170,10 @@ TEST(SingleFlightTest, ACancelledCallerStopsWaitingWithoutANotification) {
                             while (!release.load()) std::this_thread::sleep_for(1ms);
                             return Status::Ok();
                           },
-                          pool, cancel.Never());
+                          pool, cancel.Never(), "key 1");
   later.join();
   EXPECT_EQ(s.code(), StatusCode::kUnavailable);
-  EXPECT_EQ(s.message(), "cancelled");
+  EXPECT_EQ(s.message(), "key 1: cancelled");
   release = true;
 }
 

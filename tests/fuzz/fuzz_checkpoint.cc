@@ -5,7 +5,8 @@
 #include <cstdint>
 #include <string_view>
 
-#include "index/layer_seek.h"
+#include "index/checkpoint.h"
+#include "index/inflate.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 5) return 0;

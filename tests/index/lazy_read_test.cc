@@ -248,11 +248,9 @@ TEST_F(LazyReadTest, AFailingFetchEndsAtTheDeadlineAndIsNotRemembered) {
   const Digest layer = desc.layers[0].digest;
   const std::string blob = blobs.Get(layer);
   blobs.Remove(layer);
-  const uint64_t eio = Counter(kStatEioUnavailable).Get();
   auto got = ReadAll(*o.tree, "small3", 1 << 20);
   ASSERT_FALSE(got.ok());
   EXPECT_EQ(got.status().code(), StatusCode::kUnavailable) << got.status().ToString();
-  EXPECT_EQ(Counter(kStatEioUnavailable).Get(), eio + 1);
   blobs.Add(layer, blob);
   got = ReadAll(*o.tree, "small3", 1 << 20);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
@@ -330,11 +328,9 @@ TEST_F(LazyReadTest, AWholeLayerFetchedThroughRangesIsCheckedOnce) {
   tampered[4] ^= 0x5a;
   blobs.Add(layer, tampered);
   auto o = Open(desc, blobs);
-  const uint64_t data_loss = Counter(kStatEioDataLoss).Get();
   auto first = ReadAll(*o.tree, "f1", 4096);
   ASSERT_FALSE(first.ok());
   EXPECT_EQ(first.status().code(), StatusCode::kDataLoss) << first.status().ToString();
-  EXPECT_EQ(Counter(kStatEioDataLoss).Get(), data_loss + 1);
   EXPECT_NE(::access(marker.c_str(), F_OK), 0);
   auto next = ReadAll(*o.tree, "f2", 4096);
   ASSERT_FALSE(next.ok());

@@ -1,0 +1,112 @@
+#include "index/layer_check.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "index/layer_reader.h"
+
+namespace lazyfs::index {
+
+LayerCheck::LayerCheck(std::string verified_dir, std::string tmp_dir)
+    : verified_dir_(std::move(verified_dir)), tmp_dir_(std::move(tmp_dir)) {}
+
+std::string LayerCheck::MarkerPath(const Digest& layer) const {
+  return verified_dir_ + "/" + layer.Hex();
+}
+
+bool LayerCheck::IsBad(const Digest& layer) {
+  MutexLock lock(mu_);
+  return bad_.count(layer) != 0;
+}
+
+std::shared_ptr<LayerCheck::Coverage> LayerCheck::CoverageOf(const Digest& layer) {
+  MutexLock lock(mu_);
+  if (bad_.count(layer)) return nullptr;
+  std::shared_ptr<Coverage>& slot = coverage_[layer];
+  if (!slot) {
+    slot = std::make_shared<Coverage>();
+    const bool passed = ::access(MarkerPath(layer).c_str(), F_OK) == 0;
+    MutexLock c(slot->mu);
+    slot->done = passed;
+  }
+  return slot;
+}
+
+bool LayerCheck::Add(Coverage& c, const LayerDescriptor& layer, uint64_t offset,
+                     std::string_view bytes, const std::string& tmp_dir) {
+  if (!c.file.valid()) {
+    auto fd = OpenFile(tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (!fd.ok()) {
+      c.done = true;  // no check possible here; reads still verify every chunk
+      return false;
+    }
+    c.file = std::move(*fd);
+  }
+  if (::pwrite(c.file.get(), bytes.data(), bytes.size(), static_cast<off_t>(offset)) !=
+      static_cast<ssize_t>(bytes.size())) {
+    return false;
+  }
+  // Merge [offset, end) into the disjoint intervals.
+  uint64_t start = offset, end = offset + bytes.size();
+  auto it = c.intervals.upper_bound(start);
+  if (it != c.intervals.begin() && std::prev(it)->second >= start) --it;
+  while (it != c.intervals.end() && it->first <= end) {
+    start = std::min(start, it->first);
+    end = std::max(end, it->second);
+    c.covered -= it->second - it->first;
+    it = c.intervals.erase(it);
+  }
+  c.intervals.emplace(start, end);
+  c.covered += end - start;
+  return c.covered >= layer.size;
+}
+
+void LayerCheck::Saw(const LayerDescriptor& layer, const Digest& diff_id, uint64_t offset,
+                     std::string_view bytes, const std::function<void()>& drop_chunks) {
+  std::shared_ptr<Coverage> c = CoverageOf(layer.digest);
+  if (!c || bytes.empty()) return;
+  Status s;
+  {
+    MutexLock lock(c->mu);
+    if (c->done || !Add(*c, layer, offset, bytes, tmp_dir_)) return;
+    c->done = true;
+    s = CheckWhole(layer, diff_id, c->file.get());
+    c->file.Reset();
+    c->intervals.clear();
+  }
+  if (s.ok()) {
+    auto marker =
+        OpenFile(MarkerPath(layer.digest), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (marker.ok()) WriteAll(marker->get(), "ok\n", 3).IgnoreError();
+    LAZYFS_LOG(kInfo, "index", "layer %s: every byte fetched; digest and diff_id verified",
+               layer.digest.Short().c_str());
+    return;
+  }
+  {
+    MutexLock lock(mu_);
+    bad_.insert(layer.digest);
+  }
+  LAZYFS_LOG(kError, "index",
+             "LAYER %s FAILED ITS WHOLE-LAYER CHECK: %s. Its cached content is dropped and "
+             "reads from it fail until lazyfs restarts; the registry serves bytes that differ "
+             "from what was indexed.",
+             layer.digest.ToString().c_str(), s.message().c_str());
+  drop_chunks();
+}
+
+Status LayerCheck::CheckWhole(const LayerDescriptor& layer, const Digest& diff_id, int fd) {
+  LAZYFS_ASSIGN_OR_RETURN(Digest got, Sha256OfFd(fd));
+  if (got != layer.digest) return DataLossError("its bytes hash to " + got.ToString());
+  LAZYFS_ASSIGN_OR_RETURN(LayerCompression compression, CompressionOfMediaType(layer.media_type));
+  LAZYFS_ASSIGN_OR_RETURN(auto reader, LayerReader::Open(fd, layer.size, compression,
+                                                         LayerReadOptions{}, layer.digest.Short()));
+  LAZYFS_ASSIGN_OR_RETURN(Digest uncompressed, reader->Finish());
+  if (uncompressed != diff_id) {
+    return DataLossError("it decompresses to " + uncompressed.ToString() + ", not diff_id " +
+                         diff_id.ToString());
+  }
+  return Status::Ok();
+}
+
+}  // namespace lazyfs::index

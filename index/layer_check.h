@@ -1,0 +1,62 @@
+// The whole-layer check of lazily read layers: once reads have fetched every byte of a layer's
+// blob, the bytes are checked as a whole against the layer digest and, decompressed, against
+// the diff_id.
+//
+// Every chunk a read serves is verified on its own, against a digest recorded while indexing
+// (or, for TOC layers, a TOC the manifest vouches for); this check closes the rest of the chain:
+// a layer that passes gets a marker (StoreLayout::verified_layers()/<hex>) and is never checked
+// again; one that fails is marked bad for the process (its reads fail with DataLoss), its cached
+// chunks are dropped, and the failure is logged as an error. Thread-safe; shared by every tree
+// an Index opens.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "base/digest.h"
+#include "base/fd.h"
+#include "base/image.h"
+#include "base/thread_annotations.h"
+
+namespace lazyfs::index {
+
+class LayerCheck {
+ public:
+  // `verified_dir`: where pass markers live.
+  explicit LayerCheck(std::string verified_dir, std::string tmp_dir);
+
+  // Records that blob bytes [offset, offset + bytes.size()) of `layer` were fetched (and
+  // produced chunks that matched their digests). When the layer's every byte has been seen, it
+  // is checked; a failure calls `drop_chunks` to remove what the layer put in the cache.
+  void Saw(const LayerDescriptor& layer, const Digest& diff_id, uint64_t offset,
+           std::string_view bytes, const std::function<void()>& drop_chunks)
+      LAZYFS_EXCLUDES(mu_);
+  bool IsBad(const Digest& layer) LAZYFS_EXCLUDES(mu_);
+
+ private:
+  struct Coverage {
+    Mutex mu;
+    bool done LAZYFS_GUARDED_BY(mu) = false;  // checked (or recorded as passed)
+    Fd file LAZYFS_GUARDED_BY(mu);             // the fetched bytes, at their offsets
+    std::map<uint64_t, uint64_t> intervals LAZYFS_GUARDED_BY(mu);  // start -> end, disjoint
+    uint64_t covered LAZYFS_GUARDED_BY(mu) = 0;
+  };
+
+  std::shared_ptr<Coverage> CoverageOf(const Digest& layer) LAZYFS_EXCLUDES(mu_);
+  // Adds the bytes; true when the layer is now whole.
+  static bool Add(Coverage& c, const LayerDescriptor& layer, uint64_t offset,
+                  std::string_view bytes, const std::string& tmp_dir) LAZYFS_REQUIRES(c.mu);
+  Status CheckWhole(const LayerDescriptor& layer, const Digest& diff_id, int fd);
+  std::string MarkerPath(const Digest& layer) const;
+
+  const std::string verified_dir_, tmp_dir_;
+  Mutex mu_;
+  std::map<Digest, std::shared_ptr<Coverage>> coverage_ LAZYFS_GUARDED_BY(mu_);
+  std::set<Digest> bad_ LAZYFS_GUARDED_BY(mu_);
+};
+
+}  // namespace lazyfs::index

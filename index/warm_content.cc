@@ -1,0 +1,92 @@
+// Index::WarmContent: an image's missing content brought into the cache a layer at a time,
+// ahead of a reader that reads every file (materialize).
+#include <mutex>
+
+#include "base/parallel.h"
+#include "base/thread_annotations.h"
+#include "index/stored_index.h"
+
+namespace lazyfs::index {
+
+Result<std::vector<size_t>> StoredIndex::LayersToWarm(const ImageDescriptor& img) {
+  const size_t n = img.layers.size();
+  // What each layer's files in the merged tree miss in the cache.
+  struct Missing {
+    uint64_t files = 0, bytes = 0;
+  };
+  std::vector<Missing> missing(n);
+  LAZYFS_RETURN_IF_ERROR(records_.ForEachInode(
+      img.manifest_digest, [&](const InodeRecord& r) -> Result<bool> {
+        if (r.attr.is_reg() && r.layer >= n) return Corrupt("of inode " + std::to_string(r.attr.ino));
+        if (!r.attr.is_reg() || r.attr.size == 0 || cache_->Contains(r.digest)) return true;
+        if (r.attr.size > kContentChunkSize) {
+          // Read lazily before: it may be cached as chunks.
+          LAZYFS_ASSIGN_OR_RETURN(auto loc, records_.Location(img.layers[r.layer].digest, r.digest));
+          bool all = loc.has_value() && loc->chunk_count() > 0;
+          for (uint64_t c = 0; all && c < loc->chunk_count(); ++c) {
+            all = cache_->Contains(loc->chunk(c));
+          }
+          if (all) return true;
+        }
+        missing[r.layer].files++;
+        missing[r.layer].bytes += r.attr.size;
+        return true;
+      }));
+  // A layer is worth one pass when reading its missing files one by one would decompress about
+  // as much: each lazy read decompresses from the checkpoint before the file, up to
+  // checkpoint_every_uncompressed bytes away. Layers indexed from a TOC (eStargz, zstd:chunked)
+  // fetch exactly their chunks and are left to reads; layers indexed before lazy reads existed
+  // are extracted whole on their first miss anyway.
+  std::vector<size_t> pick;
+  for (size_t i = 0; i < n; ++i) {
+    if (missing[i].files == 0) continue;
+    const Digest& layer = img.layers[i].digest;
+    LAZYFS_ASSIGN_OR_RETURN(auto rec, records_.Layer(layer));
+    if (!rec) return Corrupt("of layer " + layer.Short() + " (missing)");
+    LAZYFS_ASSIGN_OR_RETURN(auto lazy, records_.LazyLayer(layer));
+    if (lazy) {
+      const uint64_t whole = rec->uncompressed;
+      if (missing[i].files * options_.checkpoint_every_uncompressed < whole &&
+          missing[i].bytes * 2 < whole) {
+        continue;
+      }
+    } else {
+      LAZYFS_ASSIGN_OR_RETURN(bool toc, records_.HasTocFiles(layer));
+      if (toc) continue;
+    }
+    // One layer blob twice in an image is read once.
+    bool again = false;
+    for (size_t p : pick) again = again || img.layers[p].digest == layer;
+    if (!again) pick.push_back(i);
+  }
+  return pick;
+}
+
+Status StoredIndex::WarmContent(const Digest& manifest, BlobSource& blobs, unsigned threads,
+                                const ProgressFn& progress) {
+  TreeStats st;
+  LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor img, records_.Image(manifest, &st));
+  LAZYFS_ASSIGN_OR_RETURN(std::vector<size_t> pick, LayersToWarm(img));
+  std::vector<Status> results(pick.size());
+  Mutex progress_mu;
+  uint64_t done = 0;
+  ParallelFor(pick.size(), threads, [&](size_t k) {
+    const LayerDescriptor& layer = img.layers[pick[k]];
+    results[k] = [&]() -> Status {
+      LAZYFS_ASSIGN_OR_RETURN(auto rec, records_.Layer(layer.digest));
+      if (!rec) return Corrupt("of layer " + layer.digest.Short() + " (missing)");
+      LAZYFS_ASSIGN_OR_RETURN(auto entries, records_.Entries(layer.digest, *rec));
+      return cache_->ExtractLayer(layer, blobs, entries, StreamReadOptions(options_, layer.size));
+    }();
+    MutexLock lock(progress_mu);
+    ++done;
+    if (progress) progress({"fetch", layer.digest.Short(), done, pick.size()});
+  });
+  for (size_t k = 0; k < pick.size(); ++k) {
+    LAZYFS_RETURN_IF_ERROR(
+        results[k].WithContext("while reading layer " + img.layers[pick[k]].digest.Short()));
+  }
+  return Status::Ok();
+}
+
+}  // namespace lazyfs::index
