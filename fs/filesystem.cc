@@ -48,7 +48,9 @@ int ErrnoFromStatus(const Status& status) {
     case StatusCode::kPermissionDenied: return EACCES;
     case StatusCode::kAlreadyExists: return EEXIST;
     case StatusCode::kResourceExhausted: return ENOSPC;
-    case StatusCode::kFailedPrecondition: return ENOTDIR;
+    // The type checks carry their own errno (base/status.h); anything else that does not apply
+    // to the object is an invalid request, not a missing directory.
+    case StatusCode::kFailedPrecondition: return EINVAL;
     case StatusCode::kUnimplemented: return EOPNOTSUPP;
   }
   return EIO;
@@ -105,12 +107,9 @@ Result<Entry> FileSystem::Lookup(uint64_t parent, std::string_view name) const {
   if (!attr.ok()) {
     if (attr.status().code() != StatusCode::kNotFound) return attr.status();
     // NotFound may mean the parent is gone (a stale inode) rather than the name: only a miss
-    // in an existing directory is a cacheable negative entry.
-    LAZYFS_ASSIGN_OR_RETURN(index::Attr dir, tree_.GetAttr(parent));
-    if (!dir.is_dir()) {
-      return Status(StatusCode::kFailedPrecondition, InoName(parent) + ": not a directory",
-                    ENOTDIR);
-    }
+    // in an existing directory is a cacheable negative entry. (A parent that is not a
+    // directory was refused by the tree's own type check.)
+    LAZYFS_RETURN_IF_ERROR(tree_.GetAttr(parent).status());
     Entry negative;
     negative.ino = 0;
     return negative;
@@ -143,27 +142,21 @@ Status FileSystem::Open(uint64_t ino, int flags) const {
   if ((flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_APPEND)) != 0) {
     return ReadOnlyError("open of " + InoName(ino) + " for writing");
   }
-  if (attr.is_dir()) {
-    return Status(StatusCode::kFailedPrecondition, InoName(ino) + ": is a directory", EISDIR);
-  }
+  if (attr.is_dir()) return IsADirectoryError(InoName(ino));
   return Status::Ok();
 }
 
 Result<size_t> FileSystem::ReadInto(uint64_t ino, uint64_t offset,
                                     std::span<std::byte> out) const {
   LAZYFS_ASSIGN_OR_RETURN(index::Attr attr, tree_.GetAttr(ino));
-  if (attr.is_dir()) {
-    return Status(StatusCode::kFailedPrecondition, InoName(ino) + ": is a directory", EISDIR);
-  }
-  if (!attr.is_reg()) {
-    return Status(StatusCode::kInvalidArgument, InoName(ino) + ": not a regular file", EINVAL);
-  }
-  if (offset >= attr.size || out.empty()) return size_t{0};
-  const size_t want = static_cast<size_t>(std::min<uint64_t>(out.size(), attr.size - offset));
+  const size_t want =
+      offset < attr.size ? static_cast<size_t>(std::min<uint64_t>(out.size(), attr.size - offset))
+                         : 0;
   size_t done = 0;
   // Tree::Read returns fewer bytes only at end of file, but a short read must not become a hole
-  // of stale buffer bytes, so loop until the size the attributes promise.
-  while (done < want) {
+  // of stale buffer bytes, so loop until the size the attributes promise. The first call is
+  // made even for an empty read: it is where the tree refuses what is not a regular file.
+  do {
     Result<size_t> n = tree_.Read(ino, offset + done, out.subspan(done, want - done));
     if (!n.ok()) {
       return n.status().WithContext("while reading " + InoName(ino) + " at offset " +
@@ -171,7 +164,7 @@ Result<size_t> FileSystem::ReadInto(uint64_t ino, uint64_t offset,
     }
     if (*n == 0) break;
     done += *n;
-  }
+  } while (done < want);
   return done;
 }
 
@@ -186,10 +179,6 @@ Result<std::string> FileSystem::Read(uint64_t ino, uint64_t offset, size_t size)
 }
 
 Result<std::shared_ptr<const DirListing>> FileSystem::OpenDir(uint64_t ino) const {
-  LAZYFS_ASSIGN_OR_RETURN(index::Attr attr, tree_.GetAttr(ino));
-  if (!attr.is_dir()) {
-    return Status(StatusCode::kFailedPrecondition, InoName(ino) + ": not a directory", ENOTDIR);
-  }
   LAZYFS_ASSIGN_OR_RETURN(std::vector<index::DirEntry> children, tree_.ReadDir(ino));
   std::vector<DirItem> items;
   items.reserve(children.size() + 2);
@@ -209,13 +198,7 @@ Result<std::vector<DirItem>> FileSystem::ReadDir(uint64_t ino, uint64_t offset) 
   return std::vector<DirItem>(rest.begin(), rest.end());
 }
 
-Result<std::string> FileSystem::ReadLink(uint64_t ino) const {
-  LAZYFS_ASSIGN_OR_RETURN(index::Attr attr, tree_.GetAttr(ino));
-  if (!attr.is_symlink()) {
-    return Status(StatusCode::kInvalidArgument, InoName(ino) + ": not a symlink", EINVAL);
-  }
-  return tree_.ReadLink(ino);
-}
+Result<std::string> FileSystem::ReadLink(uint64_t ino) const { return tree_.ReadLink(ino); }
 
 Result<XattrReply> FileSystem::GetXattr(uint64_t ino, std::string_view name, size_t size) const {
   LAZYFS_ASSIGN_OR_RETURN(std::vector<index::Xattr> xattrs, tree_.ListXattrs(ino));

@@ -351,7 +351,13 @@ TEST(ErrnoFromStatusTest, MapsEveryCode) {
       {PermissionDeniedError("x"), EACCES},
       {Status(StatusCode::kAlreadyExists, "x"), EEXIST},
       {ResourceExhaustedError("x"), ENOSPC},
-      {FailedPreconditionError("x"), ENOTDIR},
+      // A precondition that is not a type check is an invalid request, never "not a directory".
+      {FailedPreconditionError("x"), EINVAL},
+      // The type checks, each with its own errno.
+      {NotADirectoryError("x"), ENOTDIR},
+      {IsADirectoryError("x"), EISDIR},
+      {NotASymlinkError("x"), EINVAL},
+      {NotARegularFileError("x"), EINVAL},
       {UnimplementedError("x"), EOPNOTSUPP},
       // An exact errno wins over the code.
       {Status(StatusCode::kFailedPrecondition, "x", EISDIR), EISDIR},
