@@ -39,6 +39,8 @@
 #include "fs/cached_tree.h"
 #include "fs/filesystem.h"
 #include "fs/fs.h"
+#include "fs/mount_options.h"
+#include "fs/request_stats.h"
 #include "fs/mount_table.h"
 #include "fs/stats_channel.h"
 
@@ -48,57 +50,6 @@ namespace {
 constexpr const char* kTag = "fs";
 
 FileSystem& Fs(fuse_req_t req) { return *static_cast<FileSystem*>(fuse_req_userdata(req)); }
-
-// Requests that reached the daemon, per operation: what the kernel's caches did not absorb.
-// Tests read them to prove a cache works; `lazyfs stats` shows them.
-struct RequestCounters {
-  StatCounter& lookup = Counter(kStatFuseLookups);
-  StatCounter& getattr = Counter(kStatFuseGetattrs);
-  StatCounter& readlink = Counter(kStatFuseReadlinks);
-  StatCounter& opendir = Counter(kStatFuseOpendirs);
-  StatCounter& readdir = Counter(kStatFuseReaddirs);
-  StatCounter& readdirplus = Counter(kStatFuseReaddirplus);
-  StatCounter& large_reads = Counter(kStatFuseLargeReads);
-  StatCounter& reads = Counter(kStatReads);
-  StatCounter& bytes_served = Counter(kStatBytesServed);
-  StatCounter& eio_unavailable = Counter(kStatEioUnavailable);
-  StatCounter& eio_data_loss = Counter(kStatEioDataLoss);
-  StatCounter& eio_other = Counter(kStatEioOther);
-};
-
-RequestCounters& Requests() {
-  static RequestCounters* c = new RequestCounters();  // workers may count during exit
-  return *c;
-}
-
-// Every EIO a reader sees is counted by what caused it, so `lazyfs stats` can tell a registry
-// outage from corrupt data.
-void CountEio(const Status& status) {
-  switch (status.code()) {
-    case StatusCode::kUnavailable: Requests().eio_unavailable.Add(); break;
-    case StatusCode::kDataLoss: Requests().eio_data_loss.Add(); break;
-    default: Requests().eio_other.Add(); break;
-  }
-}
-
-// errnos that are ordinary answers (a shell probing names, a tool trying to write) rather than
-// trouble worth a warning.
-bool IsExpectedErrno(int err) {
-  switch (err) {
-    case ENOENT:
-    case ENODATA:
-    case ERANGE:
-    case EROFS:
-    case EISDIR:
-    case ENOTDIR:
-    case EINVAL:
-    case ENAMETOOLONG:
-    case EACCES:
-      return true;
-    default:
-      return false;
-  }
-}
 
 int ReplyStatus(fuse_req_t req, const char* op, uint64_t ino, const Status& status) {
   const int err = ErrnoFromStatus(status);
@@ -221,9 +172,6 @@ Result<std::string> FillDir(fuse_req_t req, const DirListing& listing, off_t off
   buf.resize(used);
   return buf;
 }
-
-// The readahead the daemon asks for at INIT: the kernel's request size limit (max_pages).
-constexpr unsigned kReadaheadCeiling = 1u << 20;
 
 // ---- callbacks ----
 
@@ -516,49 +464,6 @@ class FuseArgs {
  private:
   fuse_args args_ = FUSE_ARGS_INIT(0, nullptr);
 };
-
-// A value inside one -o option: the option parser splits on ',' and unescapes '\'.
-std::string EscapeOptionValue(std::string_view v) {
-  std::string out;
-  for (char c : v) {
-    if (c == ',' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
-}
-
-// The user's extra options first, so ours win: the mount is read-only whatever they say.
-std::string MountOptionString(const MountOptions& options) {
-  std::string o;
-  for (const auto& extra : options.fuse_options) {
-    if (!extra.empty()) o += extra + ",";
-  }
-  o += "ro,subtype=lazyfs,fsname=" +
-       EscapeOptionValue(options.fsname.empty() ? "lazyfs" : options.fsname);
-  if (options.allow_other) o += ",allow_other,default_permissions";
-  return o;
-}
-
-// The kernel sizes buffered reads by the mount's readahead window, 128 KiB by default, which
-// would cut a large sequential read into 128 KiB requests whatever max_pages allows. Root may
-// widen it through the mount's backing device in sysfs (as `blockdev --setra` does for a disk);
-// anyone else keeps the default, which is only slower. `real_mountpoint` must be resolved
-// before mounting: resolving it now would stat the mount, which waits for the session loop.
-void RaiseReadahead(const std::string& real_mountpoint, unsigned kib) {
-  if (kib == 0) return;
-  Result<std::string> table = ReadFileToString("/proc/self/mountinfo");
-  if (!table.ok()) return;
-  std::optional<MountInfo> info = FindMountIn(*table, real_mountpoint);
-  if (!info || info->fstype != kMountType || info->device.empty()) return;
-  const std::string path = "/sys/class/bdi/" + info->device + "/read_ahead_kb";
-  const std::string value = std::to_string(std::min(kib, kReadaheadCeiling >> 10)) + "\n";
-  Result<Fd> fd = OpenFile(path, O_WRONLY);
-  Status s = fd.ok() ? WriteAll(fd->get(), value.data(), value.size()) : fd.status();
-  if (!s.ok()) {
-    LAZYFS_DLOG(kTag, "readahead of %s stays the kernel's default: %s", real_mountpoint.c_str(),
-                s.ToString().c_str());
-  }
-}
 
 class FuseSession final : public Session {
  public:

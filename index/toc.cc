@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <ctime>
 #include <memory>
@@ -32,21 +33,8 @@ uint64_t Le64(const unsigned char* p) {
 // "%016x" as the estargz writer prints the TOC offset.
 bool ParseHex16(std::string_view s, uint64_t* out) {
   if (s.size() != 16) return false;
-  uint64_t v = 0;
-  for (char c : s) {
-    int d;
-    if (c >= '0' && c <= '9')
-      d = c - '0';
-    else if (c >= 'a' && c <= 'f')
-      d = c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F')
-      d = c - 'A' + 10;
-    else
-      return false;
-    v = (v << 4) | static_cast<uint64_t>(d);
-  }
-  *out = v;
-  return true;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out, 16);
+  return ec == std::errc() && end == s.data() + s.size();
 }
 
 // The TOC offset from an eStargz (or legacy stargz) footer: a gzip header (RFC 1952) with FEXTRA.
