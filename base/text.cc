@@ -1,5 +1,7 @@
 #include "base/text.h"
 
+#include <openssl/evp.h>
+
 namespace lazyfs {
 
 namespace {
@@ -20,6 +22,41 @@ std::string JoinPath(std::string_view dir, std::string_view name) {
   std::string out(dir == "/" ? "" : dir);
   out += '/';
   out += name;
+  return out;
+}
+
+std::string Base64Encode(std::string_view data) {
+  std::string out((data.size() + 2) / 3 * 4 + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(data.data()),
+                                static_cast<int>(data.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+Result<std::string> Base64Decode(std::string_view text) {
+  std::string in(text);
+  for (char& c : in) {
+    if (c == '-') c = '+';
+    if (c == '_') c = '/';
+  }
+  size_t pad = 0;
+  while (!in.empty() && in.back() == '=' && pad < 2) {
+    in.pop_back();
+    ++pad;
+  }
+  if (in.size() % 4 == 1 || in.find('=') != std::string::npos) {
+    return InvalidArgumentError("invalid base64");
+  }
+  // EVP_DecodeBlock wants whole quanta, and counts their padding as zero bytes.
+  pad = (4 - in.size() % 4) % 4;
+  in.append(pad, '=');
+  std::string out(in.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(in.data()),
+                                static_cast<int>(in.size()));
+  if (n < 0) return InvalidArgumentError("invalid base64");
+  out.resize(static_cast<size_t>(n) - pad);
   return out;
 }
 

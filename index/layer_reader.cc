@@ -191,26 +191,20 @@ Result<std::unique_ptr<LayerReader>> LayerReader::Open(int fd, uint64_t blob_siz
   return std::unique_ptr<LayerReader>(new LayerReader(std::move(impl)));
 }
 
-namespace {
-
-// What a normalised name says before the header's type does: a whiteout, an opaque marker, AUFS
-// bookkeeping to skip, or a plain entry (e->path set in every case but the last).
-enum class NameKind { kEntry, kMarker, kSkip };
-
-Result<NameKind> ClassifyName(const std::string& path, LayerEntry* e) {
+Result<EntryName> ClassifyEntryName(const std::string& path, LayerEntry* e) {
   const size_t slash = path.rfind('/');
   const std::string_view base = slash == std::string::npos
                                     ? std::string_view(path)
                                     : std::string_view(path).substr(slash + 1);
   const std::string parent = slash == std::string::npos ? "" : path.substr(0, slash);
-  if (!base.starts_with(".wh.")) return NameKind::kEntry;
+  if (!base.starts_with(".wh.")) return EntryName::kPlain;
   if (base == ".wh..wh..opq") {
     e->kind = EntryKind::kOpaque;
     e->path = parent;
-    return NameKind::kMarker;
+    return EntryName::kMarker;
   }
   // Other ".wh..wh." names are AUFS bookkeeping (hardlink directories), never content.
-  if (base.starts_with(".wh..wh.")) return NameKind::kSkip;
+  if (base.starts_with(".wh..wh.")) return EntryName::kSkip;
   if (base == ".wh.") return InvalidArgumentError("whiteout without a name");
   const std::string_view target = base.substr(4);
   if (target == "." || target == "..") {
@@ -218,8 +212,10 @@ Result<NameKind> ClassifyName(const std::string& path, LayerEntry* e) {
   }
   e->kind = EntryKind::kWhiteout;
   e->path = parent.empty() ? std::string(target) : parent + "/" + std::string(target);
-  return NameKind::kMarker;
+  return EntryName::kMarker;
 }
+
+namespace {
 
 // Owner, mode, mtime and xattrs (sorted; a repeated name: the last record wins).
 Status ReadFacts(archive_entry* ae, const LayerReadOptions& options, LayerEntry* e) {
@@ -338,10 +334,10 @@ Result<bool> LayerReader::Next(LayerEntry* e) {
     auto path = NormaliseEntryPath(raw_name);
     if (!path.ok()) return in_entry(path.status());
     *e = LayerEntry{};
-    auto kind = ClassifyName(*path, e);
+    auto kind = ClassifyEntryName(*path, e);
     if (!kind.ok()) return in_entry(kind.status());
-    if (*kind == NameKind::kSkip) continue;
-    if (*kind == NameKind::kMarker) return true;
+    if (*kind == EntryName::kSkip) continue;
+    if (*kind == EntryName::kMarker) return true;
     e->path = std::move(*path);
     if (Status s = ReadFacts(ae, m.options, e); !s.ok()) return in_entry(s);
     if (Status s = ReadType(ae, e); !s.ok()) return in_entry(s);

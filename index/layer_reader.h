@@ -39,6 +39,13 @@ struct LayerReadOptions {
 // 4096 bytes. Returns "" for the root.
 Result<std::string> NormaliseEntryPath(std::string_view raw);
 
+// What a normalised entry name says before the entry's type does: a whiteout (".wh.NAME") or an
+// opaque marker (".wh..wh..opq"), which set e->kind and e->path; AUFS bookkeeping
+// (".wh..wh.*") to skip; or a plain entry. InvalidArgument for a whiteout of nothing, "." or
+// "..". Shared by tar layers and TOC entries.
+enum class EntryName { kPlain, kMarker, kSkip };
+Result<EntryName> ClassifyEntryName(const std::string& path, LayerEntry* e);
+
 // Not thread-safe; one pass over one blob.
 class LayerReader {
  public:

@@ -3,7 +3,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <charconv>
@@ -14,6 +13,7 @@
 #include <set>
 
 #include "index/layer_reader.h"
+#include "base/text.h"
 #include "index/inflate.h"
 
 namespace lazyfs::index {
@@ -80,20 +80,6 @@ bool ParseRfc3339(const std::string& s, int64_t* sec, uint32_t* nsec) {
   if (*rest) return false;
   *sec = static_cast<int64_t>(timegm(&tm)) - offset;
   return true;
-}
-
-Result<std::string> Base64(const std::string& in) {
-  if (in.size() % 4 != 0) return Bad("invalid base64");
-  std::string out(in.size() / 4 * 3, '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  if (n < 0) return Bad("invalid base64");
-  // EVP_DecodeBlock counts the padding as zero bytes.
-  size_t pad = 0;
-  for (size_t i = in.size(); i > 0 && in[i - 1] == '=' && pad < 2; --i) ++pad;
-  out.resize(static_cast<size_t>(n) - pad);
-  return out;
 }
 
 struct ArchiveFree {
@@ -168,26 +154,9 @@ class TocBuilder {
       return Status::Ok();
     }
     LayerEntry e;
-    const size_t slash = path.rfind('/');
-    const std::string_view base = slash == std::string::npos
-                                      ? std::string_view(path)
-                                      : std::string_view(path).substr(slash + 1);
-    const std::string parent = slash == std::string::npos ? "" : path.substr(0, slash);
-    if (base.starts_with(".wh.")) {
-      // As LayerReader does for the same tar entry.
-      if (base == ".wh..wh..opq") {
-        e.kind = EntryKind::kOpaque;
-        e.path = parent;
-        toc_.entries.push_back(std::move(e));
-        return Status::Ok();
-      }
-      if (base.starts_with(".wh..wh.")) return Status::Ok();
-      const std::string_view target = base.substr(4);
-      if (target.empty() || target == "." || target == "..") {
-        return Bad("whiteout of \"" + std::string(target) + "\"");
-      }
-      e.kind = EntryKind::kWhiteout;
-      e.path = parent.empty() ? std::string(target) : parent + "/" + std::string(target);
+    LAZYFS_ASSIGN_OR_RETURN(EntryName what, ClassifyEntryName(path, &e));
+    if (what == EntryName::kSkip) return Status::Ok();
+    if (what == EntryName::kMarker) {
       toc_.entries.push_back(std::move(e));
       return Status::Ok();
     }
@@ -203,37 +172,43 @@ class TocBuilder {
       return Bad("invalid modtime \"" + mtime.substr(0, 64) + "\"");
     }
     LAZYFS_RETURN_IF_ERROR(Xattrs(j, &e));
+    LAZYFS_RETURN_IF_ERROR(TypeOf(j, type, &e));
+    if (e.path.empty() && e.kind != EntryKind::kDir) return Bad("the root must be a directory");
+    toc_.entries.push_back(std::move(e));
+    if (type == "reg") return OpenFile(j, &toc_.entries.back());
+    return Status::Ok();
+  }
+
+  // The entry's type and what goes with it: a link's target, a device's numbers.
+  Status TypeOf(const Json& j, const std::string& type, LayerEntry* e) {
     LAZYFS_ASSIGN_OR_RETURN(std::string link, Str(j, "linkName"));
     if (type == "dir") {
-      e.kind = EntryKind::kDir;
+      e->kind = EntryKind::kDir;
     } else if (type == "reg") {
-      e.kind = EntryKind::kFile;
+      e->kind = EntryKind::kFile;
     } else if (type == "symlink") {
-      e.kind = EntryKind::kSymlink;
+      e->kind = EntryKind::kSymlink;
       if (link.empty()) return Bad("symlink without a target");
       if (link.size() > 4096) return Bad("symlink target longer than 4096 bytes");
-      e.link = std::move(link);
+      e->link = std::move(link);
     } else if (type == "hardlink") {
       auto target = NormaliseEntryPath(link);
       if (!target.ok()) return target.status().WithContext("hardlink target");
       if (target->empty()) return Bad("hardlink to the root");
-      e.kind = EntryKind::kHardlink;
-      e.link = std::move(*target);
+      e->kind = EntryKind::kHardlink;
+      e->link = std::move(*target);
     } else if (type == "char" || type == "block") {
-      e.kind = type == "char" ? EntryKind::kCharDev : EntryKind::kBlockDev;
+      e->kind = type == "char" ? EntryKind::kCharDev : EntryKind::kBlockDev;
       LAZYFS_ASSIGN_OR_RETURN(uint64_t major, Num(j, "devMajor", kMaxU32));
       LAZYFS_ASSIGN_OR_RETURN(uint64_t minor, Num(j, "devMinor", kMaxU32));
-      e.rdev_major = static_cast<uint32_t>(major);
-      e.rdev_minor = static_cast<uint32_t>(minor);
+      e->rdev_major = static_cast<uint32_t>(major);
+      e->rdev_minor = static_cast<uint32_t>(minor);
     } else if (type == "fifo") {
-      e.kind = EntryKind::kFifo;
+      e->kind = EntryKind::kFifo;
     } else {
       return Status(StatusCode::kUnimplemented,
                     "unsupported entry type \"" + type.substr(0, 32) + "\"");
     }
-    if (e.path.empty() && e.kind != EntryKind::kDir) return Bad("the root must be a directory");
-    toc_.entries.push_back(std::move(e));
-    if (type == "reg") return OpenFile(j, &toc_.entries.back());
     return Status::Ok();
   }
 
@@ -244,7 +219,7 @@ class TocBuilder {
     uint64_t bytes = 0;
     for (auto x = it->begin(); x != it->end(); ++x) {
       if (!x.value().is_string()) return Bad("xattr \"" + x.key() + "\" is not base64");
-      LAZYFS_ASSIGN_OR_RETURN(std::string value, Base64(x.value().get<std::string>()));
+      LAZYFS_ASSIGN_OR_RETURN(std::string value, Base64Decode(x.value().get<std::string>()));
       if (x.key().empty() || x.key().size() > 255) return Bad("invalid xattr name");
       bytes += x.key().size() + value.size();
       if (bytes > limits_.max_xattr_bytes_per_entry) {
