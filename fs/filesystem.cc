@@ -109,7 +109,7 @@ Result<Entry> FileSystem::Lookup(uint64_t parent, std::string_view name) const {
     // NotFound may mean the parent is gone (a stale inode) rather than the name: only a miss
     // in an existing directory is a cacheable negative entry. (A parent that is not a
     // directory was refused by the tree's own type check.)
-    LAZYFS_RETURN_IF_ERROR(tree_.GetAttr(parent).status());
+    LAZYFS_RETURN_IF_ERROR(tree_.GetAttr(parent));
     Entry negative;
     negative.ino = 0;
     return negative;
