@@ -46,7 +46,11 @@ Status CasWriter::Finish(const Digest& got) {
     return ErrnoError(errno, "rename " + tmp_ + " to " + final_path);
   }
   committed_ = true;
-  dir_->MarkVerified(expected_);
+  // Stamped after the rename, which changes the file's ctime.
+  struct stat st;
+  if (::stat(final_path.c_str(), &st) == 0) {
+    dir_->MarkVerified(expected_, CasDir::Stamp{st.st_dev, st.st_ino, st.st_size, st.st_ctim});
+  }
   return Status::Ok();
 }
 
@@ -62,24 +66,44 @@ bool CasDir::Contains(const Digest& d) const {
   return ::access(PathFor(d).c_str(), F_OK) == 0;
 }
 
-void CasDir::MarkVerified(const Digest& d) {
+void CasDir::MarkVerified(const Digest& d, const Stamp& stamp) {
   std::lock_guard lock(mu_);
-  verified_.insert(d);
+  verified_[d] = stamp;
+}
+
+Result<CasDir::Stamp> CasDir::StampOf(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoError(errno, "fstat");
+  return Stamp{st.st_dev, st.st_ino, st.st_size, st.st_ctim};
+}
+
+Result<CasDir::Stamp> CasDir::MarkUsed(const Digest& d, int fd) {
+  LAZYFS_ASSIGN_OR_RETURN(Stamp before, StampOf(fd));
+  const timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+  ::futimens(fd, times);
+  LAZYFS_ASSIGN_OR_RETURN(Stamp after, StampOf(fd));
+  std::lock_guard lock(mu_);
+  if (auto it = verified_.find(d); it != verified_.end() && it->second == before) {
+    it->second = after;
+  }
+  return after;
 }
 
 Result<Fd> CasDir::OpenVerified(const Digest& d) {
   const std::string path = PathFor(d);
   LAZYFS_ASSIGN_OR_RETURN(Fd fd, OpenFile(path, O_RDONLY));
+  LAZYFS_ASSIGN_OR_RETURN(Stamp stamp, StampOf(fd.get()));
   {
     std::lock_guard lock(mu_);
-    if (verified_.count(d)) return fd;
+    if (auto it = verified_.find(d); it != verified_.end() && it->second == stamp) return fd;
   }
   LAZYFS_ASSIGN_OR_RETURN(Digest got, Sha256OfFd(fd.get()));
   if (got != d) {
     ::unlink(path.c_str());
     return NotFoundError("cached object " + d.ToString() + " was corrupt and was removed");
   }
-  MarkVerified(d);
+  // Stamped before hashing: a change made while hashing shows on the next open.
+  MarkVerified(d, stamp);
   return fd;
 }
 
@@ -128,6 +152,7 @@ Result<CasDir::CheckReport> CasDir::Check(bool repair) {
       continue;
     }
     LAZYFS_ASSIGN_OR_RETURN(Fd fd, OpenFile(path, O_RDONLY));
+    LAZYFS_ASSIGN_OR_RETURN(Stamp stamp, StampOf(fd.get()));
     LAZYFS_ASSIGN_OR_RETURN(Digest got, Sha256OfFd(fd.get()));
     ++report.objects;
     report.bytes += entry.file_size(ec);
@@ -135,7 +160,7 @@ Result<CasDir::CheckReport> CasDir::Check(bool repair) {
       report.corrupt.push_back(path);
       if (repair) LAZYFS_RETURN_IF_ERROR(Remove(*digest));
     } else {
-      MarkVerified(*digest);
+      MarkVerified(*digest, stamp);
     }
   }
   if (ec) return ErrnoError(ec.value(), "list " + root_ + "/sha256");

@@ -13,7 +13,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_set>
+#include <sys/stat.h>
+
+#include <unordered_map>
 #include <vector>
 
 #include "base/digest.h"
@@ -69,9 +71,28 @@ class CasDir {
   std::string PathFor(const Digest& d) const;
   bool Contains(const Digest& d) const;
 
-  // Opens an object for reading. The first open of an object in this process hashes it; on a
-  // mismatch the file is removed and NotFound is returned ("... was corrupt and was removed").
+  // Opens an object for reading. The first open of an object in this process hashes it, and so
+  // does any open after the file changed (its size, change time or inode differ from when it
+  // was verified: truncated, rewritten or replaced behind the process's back); on a mismatch
+  // the file is removed and NotFound is returned ("... was corrupt and was removed").
   Result<Fd> OpenVerified(const Digest& d);
+
+  // What identifies a file's state: any write, truncation or replacement changes it.
+  struct Stamp {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    timespec ctime{};
+    friend bool operator==(const Stamp& a, const Stamp& b) {
+      return a.dev == b.dev && a.ino == b.ino && a.size == b.size &&
+             a.ctime.tv_sec == b.ctime.tv_sec && a.ctime.tv_nsec == b.ctime.tv_nsec;
+    }
+  };
+  static Result<Stamp> StampOf(int fd);
+  // Marks a use of an open object for least-recently-used eviction (its atime, set explicitly
+  // so relatime mounts do not matter). Setting a time changes the ctime: an object verified
+  // before keeps counting as verified. Returns the object's new stamp.
+  Result<Stamp> MarkUsed(const Digest& d, int fd);
   // Starts writing an object; expected_size < 0 means unknown. With caller_hashes the writer
   // does not hash what it is given (the caller does, and commits with CommitHashed).
   Result<std::unique_ptr<CasWriter>> BeginWrite(const Digest& expected, int64_t expected_size = -1,
@@ -98,11 +119,11 @@ class CasDir {
  private:
   friend class CasWriter;
   explicit CasDir(std::string root) : root_(std::move(root)) {}
-  void MarkVerified(const Digest& d);
+  void MarkVerified(const Digest& d, const Stamp& stamp);
 
   const std::string root_;
   std::mutex mu_;
-  std::unordered_set<Digest> verified_;  // GUARDED_BY(mu_)
+  std::unordered_map<Digest, Stamp> verified_;  // GUARDED_BY(mu_): the state that was hashed
 };
 
 }  // namespace lazyfs

@@ -18,13 +18,18 @@ Result<std::shared_ptr<Fd>> ContentCache::Open(const Digest& d) {
   {
     MutexLock lock(mu_);
     if (auto it = fds_.find(d); it != fds_.end()) {
-      // Mark the use for LRU eviction, at most once a minute per object.
-      if (now - it->second.touched > std::chrono::minutes(1)) {
-        const timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
-        ::futimens(it->second.fd->get(), times);
-        it->second.touched = now;
+      auto stamp = CasDir::StampOf(it->second.fd->get());
+      if (stamp.ok() && *stamp == it->second.stamp) {
+        // Mark the use for LRU eviction, at most once a minute per object.
+        if (now - it->second.touched > std::chrono::minutes(1)) {
+          auto used = cas_->MarkUsed(d, it->second.fd->get());
+          if (used.ok()) it->second.stamp = *used;
+          it->second.touched = now;
+        }
+        return it->second.fd;
       }
-      return it->second.fd;
+      // Changed since it was verified: open and verify again (below).
+      fds_.erase(it);
     }
   }
   const bool existed = cas_->Contains(d);
@@ -36,12 +41,11 @@ Result<std::shared_ptr<Fd>> ContentCache::Open(const Digest& d) {
     }
     return fd.status();
   }
-  const timespec times[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
-  ::futimens(fd->get(), times);
+  LAZYFS_ASSIGN_OR_RETURN(CasDir::Stamp stamp, cas_->MarkUsed(d, fd->get()));
   auto shared = std::make_shared<Fd>(std::move(*fd));
   MutexLock lock(mu_);
   if (fds_.size() >= kMaxOpen) fds_.erase(fds_.begin());
-  fds_[d] = OpenObject{shared, now};
+  fds_[d] = OpenObject{shared, stamp, now};
   return shared;
 }
 

@@ -33,7 +33,9 @@ class ContentCache {
   // size_limit 0: unlimited.
   ContentCache(std::unique_ptr<CasDir> cas, uint64_t size_limit);
 
-  // An open, verified content object, or NotFound (absent, or corrupt and dropped).
+  // An open, verified content object, or NotFound (absent, or corrupt and dropped). An object
+  // changed on disk since it was verified (truncated, rewritten: a disk error, another program)
+  // is verified again, so a live mount drops it and fetches it again.
   Result<std::shared_ptr<Fd>> Open(const Digest& d);
   // Reads out.size() bytes at `offset` of object `d`: NotFound as Open, DataLoss "cached content
   // ... is short" when the object ends first.
@@ -67,6 +69,7 @@ class ContentCache {
   static constexpr size_t kMaxOpen = 512;
   struct OpenObject {
     std::shared_ptr<Fd> fd;
+    CasDir::Stamp stamp;  // the state CasDir verified
     std::chrono::steady_clock::time_point touched;
   };
   Status DoExtract(const LayerDescriptor& layer, BlobSource& blobs,

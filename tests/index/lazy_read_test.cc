@@ -500,3 +500,41 @@ TEST_F(LazyReadTest, LayersIndexedInParallelGiveTheFirstFailureInLayerOrder) {
 
 }  // namespace
 }  // namespace lazyfs::index
+
+namespace lazyfs::index {
+namespace {
+
+// A cached object damaged while a tree is open (a truncated or rewritten file in
+// STORE/content) is noticed by that same tree: dropped, fetched again, and served right.
+TEST_F(LazyReadTest, ACacheObjectDamagedWhileOpenIsFetchedAgainByTheSameTree) {
+  MemoryBlobs blobs;
+  ImageDescriptor desc = Add(BigAndSmall(Compression::kGzip), blobs);
+  auto o = Open(desc, blobs);
+  const std::string want = Words(2000 + 3 * 37, 3);
+  const std::string object = store_ + "/content/sha256/" + Sha256Of(want).Hex();
+  for (const char* damage : {"truncate", "rewrite"}) {
+    SCOPED_TRACE(damage);
+    auto got = ReadAll(*o.tree, "small3", 1 << 20);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ASSERT_EQ(*got, want);
+    ASSERT_EQ(::access(object.c_str(), F_OK), 0) << "not cached as a whole object";
+    if (std::string(damage) == "truncate") {
+      ASSERT_EQ(::truncate(object.c_str(), 100), 0);
+    } else {
+      std::string bad = want;
+      bad[10] ^= 0x20;
+      ASSERT_TRUE(WriteFileAtomic(object, bad, 0600).ok());
+    }
+    const uint64_t corrupt = Counter(kStatCacheCorrupt).Get(), ranges = blobs.ranges();
+    got = ReadAll(*o.tree, "small3", 1 << 20);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(*got, want);
+    EXPECT_GT(blobs.ranges(), ranges) << "served from the damaged object";
+    if (std::string(damage) == "rewrite") {
+      EXPECT_EQ(Counter(kStatCacheCorrupt).Get(), corrupt + 1);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace lazyfs::index
