@@ -79,7 +79,7 @@ TEST_F(LayerOverlayTest, TwoTarsMergeAsTwoMoreLayers) {
   t2.compression = Compression::kGzip;
   t2.entries = {Whiteout("opt/agent/run"), File("opt/agent", "a file over tar one's dir\n"),
                 File("etc/agent.conf", "port=2\n"), Fifo("run/agent")};
-  std::vector<OverlayTar> tars = {{WriteTar(t1, "one.tar"), {}}, {WriteTar(t2, "two.tar.gz"), {}}};
+  std::vector<AddedTar> tars = {{WriteTar(t1, "one.tar"), {}}, {WriteTar(t2, "two.tar.gz"), {}}};
   auto tree = WithLayerTars(*base_, tars, LayerReadOptions{});
   ASSERT_TRUE(tree.ok()) << tree.status().ToString();
 
@@ -108,7 +108,7 @@ TEST_F(LayerOverlayTest, BadTarsFailNamingTheTarAndTheEntry) {
   Layer escape;
   escape.compression = Compression::kNone;
   escape.entries = {File("ok", "x"), Raw("a/../../etc/shadow", EntryType::kFile, "x")};
-  std::vector<OverlayTar> tars = {{WriteTar(escape, "escape.tar"), {}}};
+  std::vector<AddedTar> tars = {{WriteTar(escape, "escape.tar"), {}}};
   auto tree = WithLayerTars(*base_, tars, LayerReadOptions{});
   ASSERT_FALSE(tree.ok());
   EXPECT_EQ(tree.status().code(), StatusCode::kInvalidArgument);
