@@ -196,16 +196,14 @@ struct LsArgs {
   bool long_format = false, recursive = false, json = false;
 };
 
-std::string BaseName(const std::string& path) { return path.substr(path.rfind('/') + 1); }
-
 // One entry of a listing: a JSON object, a long line or a name.
 void ListEntry(const Tree& tree, const TreeEntry& e, const LsArgs& args, nlohmann::json* out) {
   if (args.json) {
     out->push_back(AttrJson(tree, e.attr, e.path));
   } else if (args.long_format) {
-    std::printf("%s\n", LongLine(tree, e.attr, BaseName(e.path)).c_str());
+    std::printf("%s\n", LongLine(tree, e.attr, e.name).c_str());
   } else {
-    std::printf("%s\n", BaseName(e.path).c_str());
+    std::printf("%s\n", e.name.c_str());
   }
 }
 
@@ -242,7 +240,7 @@ Status Ls(const LsArgs& args) {
       std::printf("%s\n", args.long_format ? LongLine(tree, a, name).c_str() : name.c_str());
     }
   } else {
-    LAZYFS_RETURN_IF_ERROR(ListDir(tree, TreeEntry{path, a}, args, &out));
+    LAZYFS_RETURN_IF_ERROR(ListDir(tree, TreeEntry{path, "", a}, args, &out));
   }
   if (args.json) std::printf("%s\n", out.dump(2).c_str());
   return Status::Ok();

@@ -27,8 +27,8 @@ struct MaterializeArgs {
   std::string out;
   std::string size;  // bytes, or with a K/M/G/T suffix; empty or "auto"
   std::string label;
-  double free_percent = 20;  // --free: free space as a percentage of the content (auto size)
-  bool read_only = false;    // --read-only: no journal, no spare space
+  double free_percent = 20;         // --free: free space as a percentage of the content (auto size)
+  bool read_only = false;           // --read-only: no journal, no spare space
   std::string verity = "separate";  // --verity: separate (OUT.verity), append, none
   std::vector<std::string> adds;    // --add HOSTPATH:GUESTPATH[:uid:gid:mode]
   std::vector<std::string> add_tars;  // --add-tar FILE.tar, applied before the --add files
@@ -97,7 +97,8 @@ ProgressFn RateProgress(bool quiet) {
     const double secs = std::chrono::duration<double>(now - st->start).count();
     const double mib = 1024.0 * 1024.0;
     const double rate = secs > 0 ? static_cast<double>(p.done) / secs : 0;
-    const double eta = rate > 0 && p.total > p.done ? static_cast<double>(p.total - p.done) / rate : 0;
+    const double eta =
+        rate > 0 && p.total > p.done ? static_cast<double>(p.total - p.done) / rate : 0;
     std::fprintf(stderr, "\r%-7s %9.1f / %.1f MiB  %7.1f MiB/s  ETA %2d:%02d ", st->stage.c_str(),
                  static_cast<double>(p.done) / mib, static_cast<double>(p.total) / mib, rate / mib,
                  static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
@@ -123,11 +124,16 @@ Result<std::optional<int64_t>> SourceDateEpoch() {
 // --size: auto, or a size CLI11 reads (N, NK, NM, NG, NT, also KiB/MB forms; K = 1024).
 Result<uint64_t> ParseSize(const std::string& text) {
   if (text.empty() || text == "auto") return uint64_t{0};
+  const Status bad =
+      InvalidArgumentError("bad --size \"" + text + "\": expected auto or N[K|M|G|T]");
   std::string value = text;
-  if (!CLI::AsSizeValue(/*kb_is_1000=*/false)(value).empty()) {
-    return InvalidArgumentError("bad --size \"" + text + "\": expected auto or N[K|M|G|T]");
+  try {
+    // The validator reports some bad values in its result and throws for others.
+    if (!CLI::AsSizeValue(/*kb_is_1000=*/false)(value).empty()) return bad;
+    return static_cast<uint64_t>(std::stoull(value));
+  } catch (const std::exception&) {  // CLI::ValidationError, std::stoull
+    return bad;
   }
-  return static_cast<uint64_t>(std::stoull(value));
 }
 
 Result<convert::VerityMode> ParseVerity(const std::string& text) {
@@ -147,8 +153,8 @@ Status Materialize(const MaterializeArgs& args) {
   reads_all.cache_content = true;
   LAZYFS_ASSIGN_OR_RETURN(PreparedImage image, PrepareImage(args.ref, reads_all));
   LAZYFS_ASSIGN_OR_RETURN(OpenedTree opened, OpenTree(image, args.image));
-  LAZYFS_RETURN_IF_ERROR(opened.index->WarmContent(image.manifest, *image.source, 0,
-                                                   MakeProgress(args.image.quiet)));
+  LAZYFS_RETURN_IF_ERROR(
+      opened.index->WarmContent(image.manifest, *image.source, 0, MakeProgress(args.image.quiet)));
   LAZYFS_ASSIGN_OR_RETURN(plan.source_date_epoch, SourceDateEpoch());
   for (const std::string& spec : args.adds) {
     LAZYFS_ASSIGN_OR_RETURN(index::AddedFile g, ParseAdd(spec));
@@ -167,17 +173,17 @@ Status Materialize(const MaterializeArgs& args) {
   if (args.image.quiet) return Status::Ok();
   if (report.verity) {
     const bool append = plan.verity == convert::VerityMode::kAppend;
-    std::printf("%s: dm-verity root hash %s (salt %s, %s%s)\n", args.out.c_str(),
-                report.verity->root_hash.c_str(), report.verity->salt.c_str(),
-                append ? "appended at offset " : "in ",
-                append ? std::to_string(report.verity->hash_offset).c_str()
-                       : report.hash_path.c_str());
+    std::printf(
+        "%s: dm-verity root hash %s (salt %s, %s%s)\n", args.out.c_str(),
+        report.verity->root_hash.c_str(), report.verity->salt.c_str(),
+        append ? "appended at offset " : "in ",
+        append ? std::to_string(report.verity->hash_offset).c_str() : report.hash_path.c_str());
   }
   std::printf("%s: ext4, %llu bytes, %llu inodes, %llu bytes of content, from %s (%s)\n",
               args.out.c_str(), static_cast<unsigned long long>(report.ext4.image_bytes),
               static_cast<unsigned long long>(report.ext4.inodes),
-              static_cast<unsigned long long>(report.ext4.data_bytes),
-              image.ref.ToString().c_str(), image.manifest.ToString().c_str());
+              static_cast<unsigned long long>(report.ext4.data_bytes), image.ref.ToString().c_str(),
+              image.manifest.ToString().c_str());
   return Status::Ok();
 }
 
@@ -194,7 +200,8 @@ void RegisterMaterialize(CLI::App& app, int& exit_code) {
       "Examples:\n"
       "  lazyfs materialize docker://127.0.0.1:5000/app:1.2 app.img\n"
       "  lazyfs materialize --size 2G --label rootfs oci:./layout:demo rootfs.img\n"
-      "  lazyfs materialize --add-tar agent.tar --add key.pub:/root/.ssh/authorized_keys:0:0:600 \\\n"
+      "  lazyfs materialize --add-tar agent.tar --add key.pub:/root/.ssh/authorized_keys:0:0:600 "
+      "\\\n"
       "      docker://127.0.0.1:5000/app:1.2 vm.img");
   AddImageOptions(*cmd, args->image);
   cmd->add_option("REF", args->ref, "Image reference")->required();

@@ -215,6 +215,7 @@ namespace lazyfs::index {
 // One name in a tree, as a walk meets it.
 struct TreeEntry {
   std::string path;  // absolute: "/" for the root, "/etc/passwd"
+  std::string name;  // as the directory lists it ("" for the root): checked, never re-split
   Attr attr;         // of the inode the name refers to
 };
 

@@ -96,7 +96,7 @@ class Differ {
     }
     size_t i = 0, k = 0;
     while ((i < ca.size() || k < cb.size()) && !Full()) {
-      const int cmp = i == ca.size() ? 1 : k == cb.size() ? -1 : ca[i].path.compare(cb[k].path);
+      const int cmp = i == ca.size() ? 1 : k == cb.size() ? -1 : ca[i].name.compare(cb[k].name);
       if (cmp < 0) {
         LAZYFS_RETURN_IF_ERROR(Only(ca[i++], true));
       } else if (cmp > 0) {

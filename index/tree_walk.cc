@@ -13,14 +13,14 @@ Result<std::vector<TreeEntry>> ReadDirEntries(const Tree& tree, const TreeEntry&
   out.reserve(children.size());
   for (const DirEntry& c : children) {
     LAZYFS_ASSIGN_OR_RETURN(Attr a, tree.GetAttr(c.ino));
-    out.push_back({JoinPath(dir.path, c.name), a});
+    out.push_back({JoinPath(dir.path, c.name), c.name, a});
   }
   return out;
 }
 
 Result<TreeEntry> RootEntry(const Tree& tree) {
   LAZYFS_ASSIGN_OR_RETURN(Attr root, tree.GetAttr(kRootIno));
-  return TreeEntry{"/", root};
+  return TreeEntry{"/", "", root};
 }
 
 Status WalkTree(const Tree& tree, const TreeEntry& start, const TreeDirVisitor& visit) {
