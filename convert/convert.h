@@ -1,9 +1,11 @@
-// convert: freezes an index::Tree into an ext4 image with libext2fs.
+// convert: freezes an index::Tree into an ext4 image with libext2fs, and reads one back.
 //
 // No staging directory, no mkfs -d, no root: inodes are written straight into the image file
 // from the tree, with the tar headers' owners, modes, times, devices and xattrs, so nothing from
 // the image ever touches a host path. The image is written to a temporary name and renamed into
-// place only when complete.
+// place only when complete. The pipeline around the writer (additions, seed, dm-verity, the
+// sidecar) and its way back (`lazyfs verify`: the image read as a Tree, compared by index's
+// differ) live here too, so cli/ only parses options and prints.
 #pragma once
 
 #include <cstdint>
@@ -39,8 +41,8 @@ struct Ext4Options {
   std::string seed;
   // Threads reading and hashing file content ahead of the one thread that writes the image
   // (fetches of uncached content then run in parallel). 0: the hardware threads, at least 4 (a
-  // reader waiting on the network needs no core) and at most 8; 1: no readers, the writer reads each file itself. The image is the same for any
-  // value.
+  // reader waiting on the network needs no core) and at most 8; 1: no readers, the writer
+  // reads each file itself. The image is the same for any value.
   unsigned read_threads = 0;
   // Content read ahead and not yet written, at most (plus one 4 MiB piece of the file being
   // written, so a file larger than this streams through).
@@ -136,10 +138,11 @@ struct MaterializePlan {
   const index::Tree* tree = nullptr;  // the image's merged tree (borrowed)
   std::string source;                 // the reference as resolved, for the sidecar
   Digest manifest;                    // seeds the UUID, hash seed and verity salt
-  // --add-tar files, then --add files (whose mtime and files_mtime are filled in here).
+  // --add-tar files, then --add files. Materialize fills in files_mtime and the tars' sha256.
   index::TreeAdditions additions;
   // SOURCE_DATE_EPOCH: the filesystem's own times and the added files' mtime; unset: the
-  // tree's newest mtime for the former, the image root's mtime for the latter.
+  // tree's newest mtime for the former, the root mtime of the tree below the files (the image
+  // with its tars) for the latter.
   std::optional<int64_t> source_date_epoch;
   VerityMode verity = VerityMode::kSeparate;
   Ext4Options ext4;  // size, label, free space, layout; seed and fs_time are set from the above

@@ -333,7 +333,8 @@ struct TreeAdditions {
 // `base` with the additions on top, merged by the merge of image layers (whiteouts, opaque
 // directories, replacement, hardlinks, link counts). The result borrows `base` and is
 // thread-safe. Fills in each tar's sha256. Errors name the tar and its entry ("FILE.tar: entry
-// \"../x\": ...") or the file's guest path; nothing is returned for a bad addition. The files
+// \"../x\": ...") or the file's guest path; nothing is returned for a bad addition, and
+// InvalidArgument when there is nothing to add. The files
 // keep the inode numbers of the tree below them and take new ones after its highest, so an
 // image made with them does not move every inode after the first added name.
 Result<std::unique_ptr<Tree>> WithAdditions(const Tree& base, TreeAdditions& additions);
