@@ -7,18 +7,20 @@
 #include <cstdio>
 #include <ctime>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "base/text.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "index/tree.h"
 
 namespace lazyfs::cli {
 namespace {
 
 using index::Attr;
 using index::Tree;
+using index::TreeEntry;
 
 // Symlink hops allowed while resolving one path (Linux's MAXSYMLINKS).
 constexpr int kMaxSymlinkHops = 40;
@@ -46,7 +48,7 @@ Result<Attr> Resolve(const Tree& tree, const std::string& path, bool follow_last
   while (!todo.empty()) {
     std::string name = std::move(todo.back());
     todo.pop_back();
-    if (!stack.back().is_dir()) return FailedPreconditionError(path + ": not a directory");
+    if (!stack.back().is_dir()) return NotADirectoryError(path);
     if (name == ".") continue;
     if (name == "..") {
       if (stack.size() > 1) stack.pop_back();
@@ -75,13 +77,20 @@ Result<Attr> Resolve(const Tree& tree, const std::string& path, bool follow_last
 
 char TypeChar(uint32_t mode) {
   switch (mode & S_IFMT) {
-    case S_IFDIR: return 'd';
-    case S_IFLNK: return 'l';
-    case S_IFCHR: return 'c';
-    case S_IFBLK: return 'b';
-    case S_IFIFO: return 'p';
-    case S_IFSOCK: return 's';
-    default: return '-';
+    case S_IFDIR:
+      return 'd';
+    case S_IFLNK:
+      return 'l';
+    case S_IFCHR:
+      return 'c';
+    case S_IFBLK:
+      return 'b';
+    case S_IFIFO:
+      return 'p';
+    case S_IFSOCK:
+      return 's';
+    default:
+      return '-';
   }
 }
 
@@ -137,15 +146,7 @@ nlohmann::json AttrJson(const Tree& tree, const Attr& a, const std::string& path
   if (auto xs = tree.ListXattrs(a.ino); xs.ok() && !xs->empty()) {
     nlohmann::json xj = nlohmann::json::object();
     // Values are bytes; JSON strings must be UTF-8, so they are given in hex.
-    for (const auto& x : *xs) {
-      static const char* kHex = "0123456789abcdef";
-      std::string hex;
-      for (unsigned char c : x.value) {
-        hex += kHex[c >> 4];
-        hex += kHex[c & 15];
-      }
-      xj[x.name] = hex;
-    }
+    for (const auto& x : *xs) xj[x.name] = HexEncode(x.value);
     j["xattrs_hex"] = xj;
   }
   return j;
@@ -181,10 +182,6 @@ Result<OpenImage> Open(const std::string& ref, const ImageOptions& options) {
   return o;
 }
 
-std::string Join(const std::string& dir, const std::string& name) {
-  return dir == "/" ? "/" + name : dir + "/" + name;
-}
-
 std::string Normalised(const std::string& path) {
   std::string out;
   for (const auto& part : SplitPath(path)) out += "/" + part;
@@ -199,28 +196,31 @@ struct LsArgs {
   bool long_format = false, recursive = false, json = false;
 };
 
-Status ListOne(const Tree& tree, const Attr& dir, const std::string& path, const LsArgs& args,
-               nlohmann::json* out) {
-  LAZYFS_ASSIGN_OR_RETURN(auto children, tree.ReadDir(dir.ino));
-  if (args.recursive && !args.json) std::printf("%s:\n", path.c_str());
-  std::vector<std::pair<Attr, std::string>> subdirs;
-  for (const auto& c : children) {
-    LAZYFS_ASSIGN_OR_RETURN(Attr a, tree.GetAttr(c.ino));
-    const std::string child_path = Join(path, c.name);
-    if (args.json) {
-      out->push_back(AttrJson(tree, a, child_path));
-    } else if (args.long_format) {
-      std::printf("%s\n", LongLine(tree, a, c.name).c_str());
-    } else {
-      std::printf("%s\n", c.name.c_str());
-    }
-    if (args.recursive && a.is_dir()) subdirs.emplace_back(a, child_path);
+// One entry of a listing: a JSON object, a long line or a name.
+void ListEntry(const Tree& tree, const TreeEntry& e, const LsArgs& args, nlohmann::json* out) {
+  if (args.json) {
+    out->push_back(AttrJson(tree, e.attr, e.path));
+  } else if (args.long_format) {
+    std::printf("%s\n", LongLine(tree, e.attr, e.name).c_str());
+  } else {
+    std::printf("%s\n", e.name.c_str());
   }
-  for (const auto& [a, p] : subdirs) {
-    if (!args.json) std::printf("\n");
-    LAZYFS_RETURN_IF_ERROR(ListOne(tree, a, p, args, out));
+}
+
+// The entries of `dir`, and with -R those of every directory under it, directory by directory.
+Status ListDir(const Tree& tree, const TreeEntry& dir, const LsArgs& args, nlohmann::json* out) {
+  if (!args.recursive) {
+    LAZYFS_ASSIGN_OR_RETURN(std::vector<TreeEntry> entries, index::ReadDirEntries(tree, dir));
+    for (const TreeEntry& e : entries) ListEntry(tree, e, args, out);
+    return Status::Ok();
   }
-  return Status::Ok();
+  bool first = true;
+  return index::WalkTree(tree, dir, [&](const TreeEntry& d, const std::vector<TreeEntry>& entries) {
+    if (!args.json) std::printf("%s%s:\n", first ? "" : "\n", d.path.c_str());
+    first = false;
+    for (const TreeEntry& e : entries) ListEntry(tree, e, args, out);
+    return Status::Ok();
+  });
 }
 
 Status Ls(const LsArgs& args) {
@@ -229,7 +229,7 @@ Status Ls(const LsArgs& args) {
   const std::string path = Normalised(args.path);
   LAZYFS_ASSIGN_OR_RETURN(Attr a, Resolve(tree, path, /*follow_last=*/true));
   if (args.path.size() > 1 && args.path.back() == '/' && !a.is_dir()) {
-    return FailedPreconditionError(args.path + ": not a directory");
+    return NotADirectoryError(args.path);
   }
   nlohmann::json out = nlohmann::json::array();
   if (!a.is_dir()) {
@@ -240,7 +240,7 @@ Status Ls(const LsArgs& args) {
       std::printf("%s\n", args.long_format ? LongLine(tree, a, name).c_str() : name.c_str());
     }
   } else {
-    LAZYFS_RETURN_IF_ERROR(ListOne(tree, a, path, args, &out));
+    LAZYFS_RETURN_IF_ERROR(ListDir(tree, TreeEntry{path, "", a}, args, &out));
   }
   if (args.json) std::printf("%s\n", out.dump(2).c_str());
   return Status::Ok();
@@ -257,7 +257,7 @@ Status Cat(const CatArgs& args) {
   LAZYFS_ASSIGN_OR_RETURN(OpenImage o, Open(args.ref, args.image));
   const Tree& tree = *o.opened.tree;
   LAZYFS_ASSIGN_OR_RETURN(Attr a, Resolve(tree, Normalised(args.path), /*follow_last=*/true));
-  if (!a.is_reg()) return FailedPreconditionError(args.path + ": not a regular file");
+  if (!a.is_reg()) return NotARegularFileError(args.path);
   std::vector<std::byte> buf(1 << 20);
   uint64_t off = 0;
   while (off < a.size) {
@@ -312,23 +312,38 @@ struct DiffArgs {
   bool json = false, times = false;
 };
 
-// What differs between two entries at the same path: names of the fields.
-std::vector<std::string> Changes(const nlohmann::json& a, const nlohmann::json& b, bool times) {
-  std::vector<std::string> fields;
-  for (const char* f : {"type", "mode", "uid", "gid", "size", "digest", "target", "rdev",
-                        "xattrs_hex", "nlink"}) {
-    const bool in_a = a.contains(f), in_b = b.contains(f);
-    if (in_a != in_b || (in_a && a[f] != b[f])) fields.emplace_back(f);
+// The names `lazyfs diff` gives the fields (those of the entries' JSON).
+const char* FieldName(index::TreeField f) {
+  switch (f) {
+    case index::TreeField::kType:
+      return "type";
+    case index::TreeField::kMode:
+      return "mode";
+    case index::TreeField::kUid:
+      return "uid";
+    case index::TreeField::kGid:
+      return "gid";
+    case index::TreeField::kSize:
+      return "size";
+    case index::TreeField::kDigest:
+      return "digest";
+    case index::TreeField::kTarget:
+      return "target";
+    case index::TreeField::kRdev:
+      return "rdev";
+    case index::TreeField::kXattrs:
+      return "xattrs_hex";
+    case index::TreeField::kNlink:
+      return "nlink";
+    case index::TreeField::kMtime:
+      return "mtime";
+    case index::TreeField::kInode:
+      return "inode";
   }
-  if (times && (a["mtime"] != b["mtime"] || a["mtime_nsec"] != b["mtime_nsec"])) {
-    fields.emplace_back("mtime");
-  }
-  return fields;
+  return "?";
 }
 
-struct Differ {
-  const Tree& t1;
-  const Tree& t2;
+struct DiffReport {
   const DiffArgs& args;
   nlohmann::json out = nlohmann::json::array();
   uint64_t added = 0, removed = 0, changed = 0;
@@ -349,8 +364,8 @@ struct Differ {
     std::string line(1, what);
     line += " " + path;
     const nlohmann::json& shown = after ? *after : *before;
-    line += "  (" + shown["mode"].get<std::string>() +
-            " " + std::to_string(shown["uid"].get<uint32_t>()) + ":" +
+    line += "  (" + shown["mode"].get<std::string>() + " " +
+            std::to_string(shown["uid"].get<uint32_t>()) + ":" +
             std::to_string(shown["gid"].get<uint32_t>());
     if (!fields.empty()) {
       line += "; changed:";
@@ -363,87 +378,39 @@ struct Differ {
     }
     std::printf("%s)\n", line.c_str());
   }
-
-  // Reports everything under `attr` (in tree t) as added or removed.
-  Status All(const Tree& t, const Attr& attr, const std::string& path, char what) {
-    const nlohmann::json j = AttrJson(t, attr, path);
-    Report(what, path, {}, what == 'D' ? &j : nullptr, what == 'A' ? &j : nullptr);
-    if (!attr.is_dir()) return Status::Ok();
-    LAZYFS_ASSIGN_OR_RETURN(auto children, t.ReadDir(attr.ino));
-    for (const auto& c : children) {
-      LAZYFS_ASSIGN_OR_RETURN(Attr a, t.GetAttr(c.ino));
-      LAZYFS_RETURN_IF_ERROR(All(t, a, Join(path, c.name), what));
-    }
-    return Status::Ok();
-  }
-
-  Status Walk(const Attr& d1, const Attr& d2, const std::string& path) {
-    LAZYFS_ASSIGN_OR_RETURN(auto c1, t1.ReadDir(d1.ino));
-    LAZYFS_ASSIGN_OR_RETURN(auto c2, t2.ReadDir(d2.ino));
-    size_t i = 0, k = 0;
-    while (i < c1.size() || k < c2.size()) {
-      const int cmp = i == c1.size()   ? 1
-                      : k == c2.size() ? -1
-                                       : c1[i].name.compare(c2[k].name);
-      if (cmp < 0) {
-        LAZYFS_ASSIGN_OR_RETURN(Attr a, t1.GetAttr(c1[i].ino));
-        LAZYFS_RETURN_IF_ERROR(All(t1, a, Join(path, c1[i].name), 'D'));
-        ++i;
-      } else if (cmp > 0) {
-        LAZYFS_ASSIGN_OR_RETURN(Attr b, t2.GetAttr(c2[k].ino));
-        LAZYFS_RETURN_IF_ERROR(All(t2, b, Join(path, c2[k].name), 'A'));
-        ++k;
-      } else {
-        const std::string p = Join(path, c1[i].name);
-        LAZYFS_ASSIGN_OR_RETURN(Attr a, t1.GetAttr(c1[i].ino));
-        LAZYFS_ASSIGN_OR_RETURN(Attr b, t2.GetAttr(c2[k].ino));
-        const nlohmann::json ja = AttrJson(t1, a, p), jb = AttrJson(t2, b, p);
-        auto fields = Changes(ja, jb, args.times);
-        if (!fields.empty()) Report('M', p, fields, &ja, &jb);
-        if (a.is_dir() && b.is_dir()) {
-          LAZYFS_RETURN_IF_ERROR(Walk(a, b, p));
-        } else if (a.is_dir() != b.is_dir()) {
-          // A directory replaced by a file or the reverse: its contents went or came too.
-          if (a.is_dir()) {
-            LAZYFS_ASSIGN_OR_RETURN(auto gone, t1.ReadDir(a.ino));
-            for (const auto& g : gone) {
-              LAZYFS_ASSIGN_OR_RETURN(Attr ga, t1.GetAttr(g.ino));
-              LAZYFS_RETURN_IF_ERROR(All(t1, ga, Join(p, g.name), 'D'));
-            }
-          } else {
-            LAZYFS_ASSIGN_OR_RETURN(auto come, t2.ReadDir(b.ino));
-            for (const auto& g : come) {
-              LAZYFS_ASSIGN_OR_RETURN(Attr gb, t2.GetAttr(g.ino));
-              LAZYFS_RETURN_IF_ERROR(All(t2, gb, Join(p, g.name), 'A'));
-            }
-          }
-        }
-        ++i;
-        ++k;
-      }
-    }
-    return Status::Ok();
-  }
 };
 
 // Exit code of diff: 0 when the trees are the same, 1 when they differ (as diff(1)).
 Result<int> Diff(const DiffArgs& args) {
   LAZYFS_ASSIGN_OR_RETURN(OpenImage a, Open(args.ref1, args.image));
   LAZYFS_ASSIGN_OR_RETURN(OpenImage b, Open(args.ref2, args.image));
-  Differ d{*a.opened.tree, *b.opened.tree, args};
-  LAZYFS_ASSIGN_OR_RETURN(Attr r1, a.opened.tree->GetAttr(index::kRootIno));
-  LAZYFS_ASSIGN_OR_RETURN(Attr r2, b.opened.tree->GetAttr(index::kRootIno));
-  const nlohmann::json j1 = AttrJson(*a.opened.tree, r1, "/"),
-                       j2 = AttrJson(*b.opened.tree, r2, "/");
-  if (auto f = Changes(j1, j2, args.times); !f.empty()) d.Report('M', "/", f, &j1, &j2);
-  LAZYFS_RETURN_IF_ERROR(d.Walk(r1, r2, "/"));
-  if (args.json) {
-    std::printf("%s\n", d.out.dump(2).c_str());
-  } else if (!args.image.quiet) {
-    std::fprintf(stderr, "%" PRIu64 " added, %" PRIu64 " removed, %" PRIu64 " modified\n",
-                 d.added, d.removed, d.changed);
+  const Tree& t1 = *a.opened.tree;
+  const Tree& t2 = *b.opened.tree;
+  index::TreeDiffOptions o;
+  o.compare_mtime = args.times;
+  LAZYFS_ASSIGN_OR_RETURN(index::TreeDiff diff, index::DiffTrees(t1, t2, o));
+  DiffReport r{args};
+  for (const index::TreeDifference& d : diff.differences) {
+    if (d.change == index::TreeChange::kAdded) {
+      const nlohmann::json j = AttrJson(t2, d.b, d.path);
+      r.Report('A', d.path, {}, nullptr, &j);
+    } else if (d.change == index::TreeChange::kRemoved) {
+      const nlohmann::json j = AttrJson(t1, d.a, d.path);
+      r.Report('D', d.path, {}, &j, nullptr);
+    } else {
+      std::vector<std::string> fields;
+      for (index::TreeField f : d.fields) fields.emplace_back(FieldName(f));
+      const nlohmann::json ja = AttrJson(t1, d.a, d.path), jb = AttrJson(t2, d.b, d.path);
+      r.Report('M', d.path, fields, &ja, &jb);
+    }
   }
-  return d.added + d.removed + d.changed == 0 ? 0 : 1;
+  if (args.json) {
+    std::printf("%s\n", r.out.dump(2).c_str());
+  } else if (!args.image.quiet) {
+    std::fprintf(stderr, "%" PRIu64 " added, %" PRIu64 " removed, %" PRIu64 " modified\n", r.added,
+                 r.removed, r.changed);
+  }
+  return r.added + r.removed + r.changed == 0 ? 0 : 1;
 }
 
 template <typename Args, typename Fn>
@@ -459,12 +426,11 @@ void OnRun(CLI::App* cmd, std::shared_ptr<Args> args, int& exit_code, Fn fn) {
 void RegisterBrowse(CLI::App& app, int& exit_code) {
   {
     auto args = std::make_shared<LsArgs>();
-    CLI::App* cmd = app.add_subcommand(
-        "ls",
-        "List a directory of an image without mounting it\n\n"
-        "Examples:\n"
-        "  lazyfs ls -l docker://127.0.0.1:5000/app:1.2 /etc\n"
-        "  lazyfs ls -R --json oci:./layout:demo /");
+    CLI::App* cmd = app.add_subcommand("ls",
+                                       "List a directory of an image without mounting it\n\n"
+                                       "Examples:\n"
+                                       "  lazyfs ls -l docker://127.0.0.1:5000/app:1.2 /etc\n"
+                                       "  lazyfs ls -R --json oci:./layout:demo /");
     AddImageOptions(*cmd, args->image);
     cmd->add_option("REF", args->ref, "Image reference")->required();
     cmd->add_option("PATH", args->path, "Path inside the image (default /)");

@@ -1,23 +1,22 @@
-// lazyfs materialize: the image's merged tree as an ext4 file a VM can boot.
+// lazyfs materialize: the image's merged tree as an ext4 file a VM can boot. Parses the options
+// and hands a plan to convert::Materialize.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <unistd.h>
 #include <memory>
+#include <optional>
 #include <string>
-#include <sys/stat.h>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-#include <optional>
-
+#include "base/fd.h"
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "base/digest.h"
-#include "base/fd.h"
 #include "convert/convert.h"
-#include "index/layer_overlay.h"
+#include "index/tree.h"
 
 namespace lazyfs::cli {
 namespace {
@@ -28,15 +27,15 @@ struct MaterializeArgs {
   std::string out;
   std::string size;  // bytes, or with a K/M/G/T suffix; empty or "auto"
   std::string label;
-  double free_percent = 20;  // --free: free space as a percentage of the content (auto size)
-  bool read_only = false;    // --read-only: no journal, no spare space
+  double free_percent = 20;         // --free: free space as a percentage of the content (auto size)
+  bool read_only = false;           // --read-only: no journal, no spare space
   std::string verity = "separate";  // --verity: separate (OUT.verity), append, none
   std::vector<std::string> adds;    // --add HOSTPATH:GUESTPATH[:uid:gid:mode]
   std::vector<std::string> add_tars;  // --add-tar FILE.tar, applied before the --add files
 };
 
 // Parses one --add and reads the host file.
-Result<convert::GuestFile> ParseAdd(const std::string& spec) {
+Result<index::AddedFile> ParseAdd(const std::string& spec) {
   std::vector<std::string> f;
   size_t at = 0;
   for (;;) {
@@ -50,8 +49,10 @@ Result<convert::GuestFile> ParseAdd(const std::string& spec) {
                                 " (expected HOSTPATH:GUESTPATH[:uid:gid:mode])");
   };
   if (f.size() != 2 && f.size() != 5) return bad("wrong number of fields");
-  if (f[0].empty() || f[1].empty() || f[1][0] != '/') return bad("paths must be given, GUESTPATH absolute");
-  convert::GuestFile g;
+  if (f[0].empty() || f[1].empty() || f[1][0] != '/') {
+    return bad("paths must be given, GUESTPATH absolute");
+  }
+  index::AddedFile g;
   g.guest_path = f[1];
   if (f.size() == 5) {
     try {
@@ -72,16 +73,6 @@ Result<convert::GuestFile> ParseAdd(const std::string& spec) {
   if (f.size() == 2) g.mode = st.st_mode & 07777;
   LAZYFS_ASSIGN_OR_RETURN(g.content, ReadFileToString(f[0], size_t{1} << 30));
   return g;
-}
-
-std::string BaseName(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-// Writes text to path through a temporary sibling renamed into place.
-Status WriteSidecar(const std::string& path, const std::string& text) {
-  return WriteFileAtomic(path, text).WithContext("while writing " + path);
 }
 
 // Progress on a terminal: stage, bytes done of total, rate and ETA, one line rewritten in place.
@@ -106,18 +97,14 @@ ProgressFn RateProgress(bool quiet) {
     const double secs = std::chrono::duration<double>(now - st->start).count();
     const double mib = 1024.0 * 1024.0;
     const double rate = secs > 0 ? static_cast<double>(p.done) / secs : 0;
-    const double eta = rate > 0 && p.total > p.done ? static_cast<double>(p.total - p.done) / rate : 0;
+    const double eta =
+        rate > 0 && p.total > p.done ? static_cast<double>(p.total - p.done) / rate : 0;
     std::fprintf(stderr, "\r%-7s %9.1f / %.1f MiB  %7.1f MiB/s  ETA %2d:%02d ", st->stage.c_str(),
                  static_cast<double>(p.done) / mib, static_cast<double>(p.total) / mib, rate / mib,
                  static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
     if (done) std::fputc('\n', stderr);
     std::fflush(stderr);
   };
-}
-
-// Removes what a failed materialize left (best effort: the error being reported matters more).
-void RemoveOutputs(const std::string& out) {
-  for (const std::string& p : {out, out + ".verity", out + ".json"}) ::unlink(p.c_str());
 }
 
 // SOURCE_DATE_EPOCH as reproducible-builds.org defines it: decimal seconds since the epoch.
@@ -134,159 +121,69 @@ Result<std::optional<int64_t>> SourceDateEpoch() {
   return std::optional<int64_t>{v};
 }
 
+// --size: auto, or a size CLI11 reads (N, NK, NM, NG, NT, also KiB/MB forms; K = 1024).
 Result<uint64_t> ParseSize(const std::string& text) {
   if (text.empty() || text == "auto") return uint64_t{0};
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (errno != 0 || end == text.c_str()) {
-    return InvalidArgumentError("bad --size \"" + text + "\": expected auto or N[K|M|G|T]");
+  const Status bad =
+      InvalidArgumentError("bad --size \"" + text + "\": expected auto or N[K|M|G|T]");
+  std::string value = text;
+  try {
+    // The validator reports some bad values in its result and throws for others.
+    if (!CLI::AsSizeValue(/*kb_is_1000=*/false)(value).empty()) return bad;
+    return static_cast<uint64_t>(std::stoull(value));
+  } catch (const std::exception&) {  // CLI::ValidationError, std::stoull
+    return bad;
   }
-  uint64_t mult = 1;
-  std::string suffix(end);
-  if (suffix == "K" || suffix == "k") mult = 1ull << 10;
-  else if (suffix == "M" || suffix == "m") mult = 1ull << 20;
-  else if (suffix == "G" || suffix == "g") mult = 1ull << 30;
-  else if (suffix == "T" || suffix == "t") mult = 1ull << 40;
-  else if (!suffix.empty()) {
-    return InvalidArgumentError("bad --size \"" + text + "\": expected auto or N[K|M|G|T]");
-  }
-  return static_cast<uint64_t>(v) * mult;
+}
+
+Result<convert::VerityMode> ParseVerity(const std::string& text) {
+  if (text == "separate") return convert::VerityMode::kSeparate;
+  if (text == "append") return convert::VerityMode::kAppend;
+  if (text == "none") return convert::VerityMode::kNone;
+  return InvalidArgumentError("bad --verity \"" + text + "\": expected separate, append or none");
 }
 
 Status Materialize(const MaterializeArgs& args) {
-  LAZYFS_ASSIGN_OR_RETURN(uint64_t size, ParseSize(args.size));
+  convert::MaterializePlan plan;
+  LAZYFS_ASSIGN_OR_RETURN(plan.ext4.size_bytes, ParseSize(args.size));
+  LAZYFS_ASSIGN_OR_RETURN(plan.verity, ParseVerity(args.verity));
   // Every file is read: an image indexed now keeps what indexing decompressed, and one indexed
   // before gets its missing content a layer at a time, layers in parallel, before writing.
   ImageOptions reads_all = args.image;
   reads_all.cache_content = true;
   LAZYFS_ASSIGN_OR_RETURN(PreparedImage image, PrepareImage(args.ref, reads_all));
   LAZYFS_ASSIGN_OR_RETURN(OpenedTree opened, OpenTree(image, args.image));
-  LAZYFS_RETURN_IF_ERROR(opened.index->WarmContent(image.manifest, *image.source, 0,
-                                                   MakeProgress(args.image.quiet)));
-  LAZYFS_ASSIGN_OR_RETURN(std::optional<int64_t> sde, SourceDateEpoch());
-  // Guest additions: one more layer, recorded in the sidecar and mixed into the seed.
-  std::vector<convert::GuestFile> adds;
-  nlohmann::ordered_json additions = nlohmann::ordered_json::array();
+  LAZYFS_RETURN_IF_ERROR(
+      opened.index->WarmContent(image.manifest, *image.source, 0, MakeProgress(args.image.quiet)));
+  LAZYFS_ASSIGN_OR_RETURN(plan.source_date_epoch, SourceDateEpoch());
   for (const std::string& spec : args.adds) {
-    LAZYFS_ASSIGN_OR_RETURN(convert::GuestFile g, ParseAdd(spec));
-    char mode[8];
-    std::snprintf(mode, sizeof(mode), "%04o", g.mode);
-    additions.push_back({{"guest_path", g.guest_path},
-                         {"sha256", Sha256Of(g.content).ToString()},
-                         {"size", g.content.size()},
-                         {"uid", g.uid},
-                         {"gid", g.gid},
-                         {"mode", mode}});
-    adds.push_back(std::move(g));
+    LAZYFS_ASSIGN_OR_RETURN(index::AddedFile g, ParseAdd(spec));
+    plan.additions.files.push_back(std::move(g));
   }
-  const index::Tree* tree = opened.tree.get();
-  // Added tars: more layers over the image's, in command-line order, with the image layers'
-  // rules (whiteouts, opaque directories, hardlinks, every file type). Recorded by sha256; the
-  // seed takes only the digests, so renaming a tar does not change the image.
-  std::unique_ptr<index::Tree> layered;
-  nlohmann::ordered_json added_tars = nlohmann::ordered_json::array();
-  std::string tar_digests;
-  if (!args.add_tars.empty()) {
-    std::vector<index::OverlayTar> tars;
-    for (const std::string& path : args.add_tars) tars.push_back({path, {}});
-    index::LayerReadOptions ro;
-    ro.max_uncompressed_bytes = index::kAddedTarMaxBytes;  // tar content is held in memory
-    Result<std::unique_ptr<index::Tree>> t = index::WithLayerTars(*tree, tars, ro);
-    if (!t.ok()) return t.status().WithContext("--add-tar");
-    layered = std::move(*t);
-    tree = layered.get();
-    for (const index::OverlayTar& tar : tars) {
-      added_tars.push_back({{"file", tar.path}, {"sha256", tar.sha256.ToString()}});
-      tar_digests += tar.sha256.ToString() + "\n";
-    }
+  for (const std::string& path : args.add_tars) plan.additions.tars.push_back({path, {}});
+  plan.tree = opened.tree.get();
+  plan.source = image.ref.ToString();
+  plan.manifest = image.manifest;
+  plan.ext4.label = args.label;
+  plan.ext4.free_fraction = args.free_percent / 100.0;
+  plan.ext4.read_only = args.read_only;
+  plan.out_path = args.out;
+  LAZYFS_ASSIGN_OR_RETURN(convert::MaterializeReport report,
+                          convert::Materialize(plan, RateProgress(args.image.quiet)));
+  if (args.image.quiet) return Status::Ok();
+  if (report.verity) {
+    const bool append = plan.verity == convert::VerityMode::kAppend;
+    std::printf(
+        "%s: dm-verity root hash %s (salt %s, %s%s)\n", args.out.c_str(),
+        report.verity->root_hash.c_str(), report.verity->salt.c_str(),
+        append ? "appended at offset " : "in ",
+        append ? std::to_string(report.verity->hash_offset).c_str() : report.hash_path.c_str());
   }
-  std::unique_ptr<index::Tree> overlay;
-  int64_t adds_mtime = 0;
-  if (!adds.empty()) {
-    // Added files get SOURCE_DATE_EPOCH, else the image root's mtime: never the host's clock.
-    LAZYFS_ASSIGN_OR_RETURN(index::Attr root, tree->GetAttr(index::kRootIno));
-    adds_mtime = sde.value_or(root.mtime_sec);
-    LAZYFS_ASSIGN_OR_RETURN(overlay, convert::WithGuestFiles(*tree, adds, adds_mtime));
-    tree = overlay.get();
-  }
-  std::string seed =
-      adds.empty() ? image.manifest.ToString()
-                   : image.manifest.ToString() + "\nadditions " + Sha256Of(additions.dump()).ToString();
-  if (!tar_digests.empty()) seed += "\nadded tars " + Sha256Of(tar_digests).ToString();
-  convert::Ext4Options eo;
-  eo.size_bytes = size;
-  eo.label = args.label;
-  eo.free_fraction = args.free_percent / 100.0;
-  eo.read_only = args.read_only;
-  // The same manifest gives the same UUID and hash seed, and times from SOURCE_DATE_EPOCH or
-  // the tree: the same image digest and lazyfs version give a byte-identical file.
-  eo.seed = seed;
-  eo.fs_time = sde;
-  if (args.verity != "separate" && args.verity != "append" && args.verity != "none") {
-    return InvalidArgumentError("bad --verity \"" + args.verity +
-                                "\": expected separate, append or none");
-  }
-  const ProgressFn progress = RateProgress(args.image.quiet);
-  // A sidecar from an earlier run must not describe the new image if this one fails.
-  ::unlink((args.out + ".json").c_str());
-  LAZYFS_ASSIGN_OR_RETURN(convert::Ext4Report report,
-                          convert::WriteExt4(*tree, args.out, eo, progress));
-  nlohmann::ordered_json side;
-  side["lazyfs_version"] = LAZYFS_VERSION;
-  side["source"] = image.ref.ToString();
-  side["manifest_digest"] = image.manifest.ToString();
-  side["image"] = {{"file", BaseName(args.out)},
-                   {"size", report.image_bytes},
-                   {"filesystem", "ext4"},
-                   {"uuid", report.uuid},
-                   {"label", args.label},
-                   {"read_only_layout", args.read_only},
-                   {"inodes", report.inodes},
-                   {"content_bytes", report.data_bytes}};
-  if (!added_tars.empty()) side["added_tars"] = added_tars;
-  if (!adds.empty()) {
-    side["additions"] = additions;
-    side["additions_mtime"] = adds_mtime;  // so lazyfs verify can rebuild them
-  }
-  if (args.verity != "none") {
-    const bool append = args.verity == "append";
-    const std::string hash_path = append ? args.out : args.out + ".verity";
-    Result<convert::VerityReport> v = convert::WriteVerity(
-        args.out, report.image_bytes, hash_path, append ? report.image_bytes : 0,
-        convert::VeritySalt(seed), progress);
-    if (!v.ok()) {
-      RemoveOutputs(args.out);
-      return v.status().WithContext("while writing the dm-verity tree of " + args.out);
-    }
-    side["verity"] = {{"format_version", 1},
-                      {"hash_algorithm", "sha256"},
-                      {"data_block_size", 4096},
-                      {"hash_block_size", 4096},
-                      {"data_size", v->data_bytes},
-                      {"data_blocks", v->data_blocks},
-                      {"hash_file", BaseName(hash_path)},
-                      {"hash_offset", v->hash_offset},
-                      {"hash_size", v->hash_bytes},
-                      {"salt", v->salt},
-                      {"root_hash", v->root_hash}};
-    if (!args.image.quiet) {
-      std::printf("%s: dm-verity root hash %s (salt %s, %s%s)\n", args.out.c_str(),
-                  v->root_hash.c_str(), v->salt.c_str(), append ? "appended at offset " : "in ",
-                  append ? std::to_string(v->hash_offset).c_str() : hash_path.c_str());
-    }
-  }
-  if (Status s = WriteSidecar(args.out + ".json", side.dump(2) + "\n"); !s.ok()) {
-    RemoveOutputs(args.out);
-    return s;
-  }
-  if (!args.image.quiet) {
-    std::printf("%s: ext4, %llu bytes, %llu inodes, %llu bytes of content, from %s (%s)\n",
-                args.out.c_str(), static_cast<unsigned long long>(report.image_bytes),
-                static_cast<unsigned long long>(report.inodes),
-                static_cast<unsigned long long>(report.data_bytes),
-                image.ref.ToString().c_str(), image.manifest.ToString().c_str());
-  }
+  std::printf("%s: ext4, %llu bytes, %llu inodes, %llu bytes of content, from %s (%s)\n",
+              args.out.c_str(), static_cast<unsigned long long>(report.ext4.image_bytes),
+              static_cast<unsigned long long>(report.ext4.inodes),
+              static_cast<unsigned long long>(report.ext4.data_bytes), image.ref.ToString().c_str(),
+              image.manifest.ToString().c_str());
   return Status::Ok();
 }
 
@@ -303,7 +200,8 @@ void RegisterMaterialize(CLI::App& app, int& exit_code) {
       "Examples:\n"
       "  lazyfs materialize docker://127.0.0.1:5000/app:1.2 app.img\n"
       "  lazyfs materialize --size 2G --label rootfs oci:./layout:demo rootfs.img\n"
-      "  lazyfs materialize --add-tar agent.tar --add key.pub:/root/.ssh/authorized_keys:0:0:600 \\\n"
+      "  lazyfs materialize --add-tar agent.tar --add key.pub:/root/.ssh/authorized_keys:0:0:600 "
+      "\\\n"
       "      docker://127.0.0.1:5000/app:1.2 vm.img");
   AddImageOptions(*cmd, args->image);
   cmd->add_option("REF", args->ref, "Image reference")->required();

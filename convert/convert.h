@@ -1,9 +1,11 @@
-// convert: freezes an index::Tree into an ext4 image with libext2fs.
+// convert: freezes an index::Tree into an ext4 image with libext2fs, and reads one back.
 //
 // No staging directory, no mkfs -d, no root: inodes are written straight into the image file
 // from the tree, with the tar headers' owners, modes, times, devices and xattrs, so nothing from
 // the image ever touches a host path. The image is written to a temporary name and renamed into
-// place only when complete.
+// place only when complete. The pipeline around the writer (additions, seed, dm-verity, the
+// sidecar) and its way back (`lazyfs verify`: the image read as a Tree, compared by index's
+// differ) live here too, so cli/ only parses options and prints.
 #pragma once
 
 #include <cstdint>
@@ -39,8 +41,8 @@ struct Ext4Options {
   std::string seed;
   // Threads reading and hashing file content ahead of the one thread that writes the image
   // (fetches of uncached content then run in parallel). 0: the hardware threads, at least 4 (a
-  // reader waiting on the network needs no core) and at most 8; 1: no readers, the writer reads each file itself. The image is the same for any
-  // value.
+  // reader waiting on the network needs no core) and at most 8; 1: no readers, the writer
+  // reads each file itself. The image is the same for any value.
   unsigned read_threads = 0;
   // Content read ahead and not yet written, at most (plus one 4 MiB piece of the file being
   // written, so a file larger than this streams through).
@@ -65,37 +67,19 @@ struct Ext4Report {
 Result<Ext4Report> WriteExt4(const index::Tree& tree, const std::string& out_path,
                              const Ext4Options& options, const ProgressFn& progress);
 
-// Compares the ext4 image at image_path (opened read-only with libext2fs, no mount) with `tree`:
-// names, types, modes, owners, sizes, mtimes, devices, link counts, symlink targets, xattrs and
-// each regular file's sha256 against tree.ContentDigest (tree content is not read). Returns one
-// line per difference ("/etc/passwd: content sha256:.. in the image, sha256:.. in the index"),
-// at most max_diffs; empty when they agree. The /lost+found the writer adds is not a difference.
+// The ext4 image at image_path as a read-only Tree (libext2fs, no mount, no root): tree inode
+// t is ext4 inode t + 1, ContentDigest hashes the file's bytes as the image holds them, Read
+// reads them. Thread-safe (one lock around libext2fs). Fails when the file is not ext4.
+Result<std::unique_ptr<index::Tree>> OpenExt4Tree(const std::string& image_path);
+
+// Compares the ext4 image at image_path with `tree` (index::DiffTrees over OpenExt4Tree): names,
+// types, modes, owners, sizes, mtimes, devices, link counts, symlink targets, xattrs and each
+// regular file's sha256 against tree.ContentDigest (tree content is not read). Returns one line
+// per difference ("/etc/passwd: content sha256:.. in the image, sha256:.. in the index"), at
+// most max_diffs; empty when they agree. The /lost+found the writer adds is not a difference.
 // Fails when the image cannot be read as ext4 or the tree fails.
 Result<std::vector<std::string>> CompareExt4(const index::Tree& tree,
                                              const std::string& image_path, size_t max_diffs);
-
-// ----- Guest additions --------------------------------------------------------------------------
-
-// A regular file VM tooling puts into the guest (an agent, a unit, SSH keys, a hostname).
-struct GuestFile {
-  std::string guest_path;  // absolute path in the image; missing directories are created 0755
-  std::string content;
-  uint32_t uid = 0, gid = 0;
-  uint32_t mode = 0644;    // permission bits (07777)
-  // For comparing only (lazyfs verify rebuilds additions from the sidecar, without the host
-  // files): the content's sha256 and size instead of `content`. Reading such a file fails, so a
-  // tree with one cannot be written.
-  std::optional<Digest> digest;
-  uint64_t size = 0;
-};
-
-// `base` with `files` applied on top as one more layer: a file replaces what the base has at
-// its path (a directory there is an error), parents are created. Every added file and directory
-// gets `mtime`, so the same inputs give the same image. The result borrows `base`. Fails with
-// InvalidArgument naming a bad guest path.
-Result<std::unique_ptr<index::Tree>> WithGuestFiles(const index::Tree& base,
-                                                    const std::vector<GuestFile>& files,
-                                                    int64_t mtime);
 
 // ----- dm-verity ------------------------------------------------------------------------------
 //
@@ -136,5 +120,65 @@ struct VerityCheck {
 // with the one it trusts. DataLoss when there is no valid superblock or a file is short.
 Result<VerityCheck> CheckVerity(const std::string& data_path, const std::string& hash_path,
                                 uint64_t hash_offset, const ProgressFn& progress);
+
+// ----- The materialize pipeline -----------------------------------------------------------------
+//
+// A plan (the image's tree, additions, seed inputs, verity mode, ext4 options, output path) ->
+// ext4 -> dm-verity -> the sidecar OUT.json, written last so it exists only for a finished image;
+// and the way back: `lazyfs verify` checks an image against its sidecar and, given the tree
+// again, every file against it.
+
+enum class VerityMode {
+  kSeparate,  // OUT.verity beside the image
+  kAppend,    // after the filesystem in OUT itself, at a 4096-aligned offset
+  kNone,
+};
+
+struct MaterializePlan {
+  const index::Tree* tree = nullptr;  // the image's merged tree (borrowed)
+  std::string source;                 // the reference as resolved, for the sidecar
+  Digest manifest;                    // seeds the UUID, hash seed and verity salt
+  // --add-tar files, then --add files. Materialize fills in files_mtime and the tars' sha256.
+  index::TreeAdditions additions;
+  // SOURCE_DATE_EPOCH: the filesystem's own times and the added files' mtime; unset: the
+  // tree's newest mtime for the former, the root mtime of the tree below the files (the image
+  // with its tars) for the latter.
+  std::optional<int64_t> source_date_epoch;
+  VerityMode verity = VerityMode::kSeparate;
+  Ext4Options ext4;  // size, label, free space, layout; seed and fs_time are set from the above
+  std::string out_path;
+};
+
+struct MaterializeReport {
+  Ext4Report ext4;
+  std::optional<VerityReport> verity;  // unless VerityMode::kNone
+  std::string hash_path;               // where the verity tree went
+};
+
+// Runs the plan. The same plan gives the same three files byte for byte. On failure nothing is
+// left at out_path, OUT.verity or OUT.json (a sidecar of an earlier run is removed first). Errors
+// of an added tar carry "--add-tar"; the rest as WriteExt4, WriteVerity and the additions say.
+// `progress` gets stages "write" and "verity".
+Result<MaterializeReport> Materialize(MaterializePlan& plan, const ProgressFn& progress);
+
+// What `lazyfs verify` found: lines to print (each naming the image or a file in it), and how
+// many of them are problems (the rest say what matched).
+struct VerifyFindings {
+  std::vector<std::string> lines;
+  size_t problems = 0;
+};
+
+// Checks the image at image_path against its sidecar (image_path + ".json"): its size, and the
+// dm-verity root hash recomputed from its bytes (the stored bottom level names the data blocks
+// that changed). Fails when the sidecar cannot be read or lacks a field it needs, naming it.
+Result<VerifyFindings> VerifyImage(const std::string& image_path, const ProgressFn& progress);
+
+// Compares every file of the image with `tree` (the image `ref` resolved to `manifest`) after
+// applying the additions the sidecar records: `add_tars` must be the tars the image was made
+// with, in order (the sidecar holds only their digests), the --add files are rebuilt from the
+// sidecar. Fails when they cannot be applied (naming what the sidecar records).
+Result<VerifyFindings> VerifyFiles(const std::string& image_path, const index::Tree& tree,
+                                   const std::string& ref, const Digest& manifest,
+                                   const std::vector<std::string>& add_tars);
 
 }  // namespace lazyfs::convert

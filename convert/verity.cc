@@ -24,6 +24,7 @@
 
 #include "base/digest.h"
 #include "base/fd.h"
+#include "base/text.h"
 #include "convert/convert.h"
 
 namespace lazyfs::convert {
@@ -59,27 +60,11 @@ class BlockHasher {
   MdCtx salted_, work_;
 };
 
-std::string ToHex(std::string_view bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out += kHex[c >> 4];
-    out += kHex[c & 15];
-  }
-  return out;
-}
-
-Status PreadFull(int fd, void* buf, size_t len, uint64_t off, const std::string& path) {
-  auto* p = static_cast<char*>(buf);
-  while (len > 0) {
-    ssize_t n = ::pread(fd, p, len, static_cast<off_t>(off));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoError(errno, "reading " + path);
-    if (n == 0) return DataLossError(path + " ends at byte " + std::to_string(off));
-    p += n;
-    off += static_cast<uint64_t>(n);
-    len -= static_cast<size_t>(n);
-  }
+// Reads exactly len bytes at off; a file that ends first is DataLoss.
+Status ReadExactly(int fd, void* buf, size_t len, uint64_t off, const std::string& path) {
+  Result<size_t> n = PreadFull(fd, buf, len, off);
+  if (!n.ok()) return n.status().WithContext("reading " + path);
+  if (*n != len) return DataLossError(path + " ends at byte " + std::to_string(off + *n));
   return Status::Ok();
 }
 
@@ -108,7 +93,7 @@ Result<std::vector<uint8_t>> HashData(int fd, const std::string& path, uint64_t 
     hole_at = std::min(hole_at, end);
     while (off < hole_at) {
       const uint64_t n = std::min<uint64_t>(buf.size(), hole_at - off);
-      LAZYFS_RETURN_IF_ERROR(PreadFull(fd, buf.data(), n, off, path));
+      LAZYFS_RETURN_IF_ERROR(ReadExactly(fd, buf.data(), n, off, path));
       for (uint64_t i = 0; i < n; i += kBlock) {
         hasher.Hash(buf.data() + i, &out[(off + i) / kBlock * kDigestLen]);
       }
@@ -185,8 +170,10 @@ Result<VerityReport> WriteVerity(const std::string& data_path, uint64_t data_byt
                                  const std::string& hash_path, uint64_t hash_offset,
                                  const std::string& salt, const ProgressFn& progress) {
   if (data_bytes == 0 || data_bytes % kBlock != 0) {
-    return InvalidArgumentError("dm-verity needs a data size that is a positive multiple of 4096, "
-                                "not " + std::to_string(data_bytes));
+    return InvalidArgumentError(
+        "dm-verity needs a data size that is a positive multiple of 4096, "
+        "not " +
+        std::to_string(data_bytes));
   }
   if (hash_offset % kBlock != 0) {
     return InvalidArgumentError("dm-verity hash offset " + std::to_string(hash_offset) +
@@ -234,8 +221,8 @@ Result<VerityReport> WriteVerity(const std::string& data_path, uint64_t data_byt
   LAZYFS_RETURN_IF_ERROR(out.Close());
 
   VerityReport r;
-  r.root_hash = ToHex(tree.root);
-  r.salt = ToHex(salt);
+  r.root_hash = HexEncode(tree.root);
+  r.salt = HexEncode(salt);
   r.data_bytes = data_bytes;
   r.data_blocks = data_blocks;
   r.hash_offset = hash_offset;
@@ -247,15 +234,17 @@ Result<VerityCheck> CheckVerity(const std::string& data_path, const std::string&
                                 uint64_t hash_offset, const ProgressFn& progress) {
   LAZYFS_ASSIGN_OR_RETURN(Fd hash, OpenFile(hash_path, O_RDONLY));
   uint8_t sb[kSuperblockSize];
-  LAZYFS_RETURN_IF_ERROR(PreadFull(hash.get(), sb, sizeof(sb), hash_offset, hash_path));
+  LAZYFS_RETURN_IF_ERROR(ReadExactly(hash.get(), sb, sizeof(sb), hash_offset, hash_path));
   auto le32 = [&](size_t at) {
     return uint32_t{sb[at]} | uint32_t{sb[at + 1]} << 8 | uint32_t{sb[at + 2]} << 16 |
            uint32_t{sb[at + 3]} << 24;
   };
   if (std::memcmp(sb, "verity\0\0", 8) != 0 || le32(8) != 1 || le32(12) != 1 ||
       std::memcmp(sb + 32, "sha256\0", 7) != 0 || le32(64) != kBlock || le32(68) != kBlock) {
-    return DataLossError(hash_path + ": no lazyfs dm-verity superblock (version 1, sha256, "
-                         "4096-byte blocks) at offset " + std::to_string(hash_offset));
+    return DataLossError(hash_path +
+                         ": no lazyfs dm-verity superblock (version 1, sha256, "
+                         "4096-byte blocks) at offset " +
+                         std::to_string(hash_offset));
   }
   const uint64_t data_blocks = uint64_t{le32(72)} | uint64_t{le32(76)} << 32;
   const size_t salt_len = sb[80] | size_t{sb[81]} << 8;
@@ -272,7 +261,7 @@ Result<VerityCheck> CheckVerity(const std::string& data_path, const std::string&
 
   VerityCheck c;
   c.data_blocks = data_blocks;
-  c.salt = ToHex(salt);
+  c.salt = HexEncode(salt);
   // Compare level 0 with the stored one (the bottom level is the last in the hash area) to name
   // the data blocks that changed.
   const int levels = LevelCount(data_blocks);
@@ -286,7 +275,7 @@ Result<VerityCheck> CheckVerity(const std::string& data_path, const std::string&
     }
     for (int i = levels - 1; i > 0; --i) at += sizes[static_cast<size_t>(i)];
     std::vector<uint8_t> stored(data_blocks * kDigestLen);
-    LAZYFS_RETURN_IF_ERROR(PreadFull(hash.get(), stored.data(), stored.size(), at, hash_path));
+    LAZYFS_RETURN_IF_ERROR(ReadExactly(hash.get(), stored.data(), stored.size(), at, hash_path));
     for (uint64_t b = 0; b < data_blocks; ++b) {
       if (std::memcmp(&stored[b * kDigestLen], &level0[b * kDigestLen], kDigestLen) == 0) continue;
       if (!c.bad_ranges.empty() && c.bad_ranges.back().second == b) {
@@ -297,7 +286,7 @@ Result<VerityCheck> CheckVerity(const std::string& data_path, const std::string&
     }
   }
   HashTree tree = BuildTree(std::move(level0), data_blocks, hasher);
-  c.root_hash = ToHex(tree.root);
+  c.root_hash = HexEncode(tree.root);
   return c;
 }
 

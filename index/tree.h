@@ -201,3 +201,142 @@ class Index {
 };
 
 }  // namespace lazyfs::index
+
+// ----- Walking, comparing and stacking trees ----------------------------------------------------
+//
+// What convert/ and cli/ need beyond the Tree calls, written once: the depth-first walk every
+// reader of a whole tree uses, the differ behind `lazyfs diff` and `lazyfs verify`, and additions
+// (tars and single files) stacked over a tree as more layers through the image layers' own merge.
+
+#include <functional>
+
+namespace lazyfs::index {
+
+// One name in a tree, as a walk meets it.
+struct TreeEntry {
+  std::string path;  // absolute: "/" for the root, "/etc/passwd"
+  std::string name;  // as the directory lists it ("" for the root): checked, never re-split
+  Attr attr;         // of the inode the name refers to
+};
+
+// The entries of directory `dir` with their attributes, sorted by name (bytewise).
+Result<std::vector<TreeEntry>> ReadDirEntries(const Tree& tree, const TreeEntry& dir);
+
+// The root as a TreeEntry.
+Result<TreeEntry> RootEntry(const Tree& tree);
+
+// Called once per directory a walk reaches, with all of its entries (sorted by name).
+using TreeDirVisitor =
+    std::function<Status(const TreeEntry& dir, const std::vector<TreeEntry>& entries)>;
+
+// Depth-first from the directory `start`, names sorted: each directory is visited with all its
+// entries before any of its subdirectories, which follow in name order (ls -R's order, and the
+// order the ext4 writer lays the image out in). A directory inode is descended into once, at its
+// first name, so a tree with a hardlinked directory cannot loop. Stops at the first error, the
+// tree's or the visitor's.
+Status WalkTree(const Tree& tree, const TreeEntry& start, const TreeDirVisitor& visit);
+// From the root.
+Status WalkTree(const Tree& tree, const TreeDirVisitor& visit);
+
+// A fact DiffTrees compares, in the order differences list them. A fact only one side has (a
+// content digest, a symlink target, device numbers) differs when the other side lacks it.
+enum class TreeField : uint8_t {
+  kType,    // the file type
+  kMode,    // permission bits with setuid/setgid/sticky
+  kUid,
+  kGid,
+  kSize,
+  kDigest,  // sha256 of a regular file's content
+  kTarget,  // symlink target
+  kRdev,    // device numbers
+  kXattrs,
+  kNlink,
+  kMtime,   // seconds and nanoseconds
+  kInode,   // (TreeDiffOptions::hardlinks) a name of an inode of `a` names another inode in `b`
+};
+
+enum class TreeChange : uint8_t {
+  kRemoved,   // only in `a`
+  kAdded,     // only in `b`
+  kModified,  // in both, with different facts
+};
+
+struct TreeDifference {
+  TreeChange change = TreeChange::kModified;
+  std::string path;
+  Attr a, b;  // the entry in each tree (kRemoved: `a` only, kAdded: `b` only)
+  std::vector<TreeField> fields;  // kModified: what differs, in TreeField order
+  // kModified: the facts behind kDigest, kTarget and kXattrs, for each side that has them.
+  std::optional<Digest> digest_a, digest_b;
+  std::optional<std::string> target_a, target_b;
+  std::vector<Xattr> xattrs_a, xattrs_b;
+
+  bool Has(TreeField f) const;
+};
+
+struct TreeDiffOptions {
+  bool compare_mtime = true;
+  // Directories' link counts (which count their subdirectories).
+  bool compare_directory_nlink = true;
+  // Names that share an inode in `a` must share one in `b` (kInode otherwise); a later name of
+  // an inode is then not compared again.
+  bool hardlinks = false;
+  // A path only one side has is followed by everything under it; false: by nothing.
+  bool list_subtrees = true;
+  // Paths only `b` has that are not differences (the /lost+found the ext4 writer adds).
+  std::vector<std::string> ignore_added;
+  // The diff stops after this many differences (TreeDiff::truncated).
+  size_t max_differences = SIZE_MAX;
+};
+
+struct TreeDiff {
+  std::vector<TreeDifference> differences;  // each path before the paths under it, names sorted
+  bool truncated = false;
+};
+
+// Compares tree `a` with tree `b` path by path from their roots. What only one side has is one
+// difference per entry, its whole subtree included (unless !list_subtrees); a directory replaced
+// by a non-directory (or the reverse) is one kModified and its entries come or go. Content is
+// compared by ContentDigest, never read. Errors are the trees'.
+Result<TreeDiff> DiffTrees(const Tree& a, const Tree& b, const TreeDiffOptions& options = {});
+
+// A regular file put over a tree (`materialize --add`): it replaces a non-directory at its path;
+// a directory there, or a non-directory where a parent should be, is an error.
+struct AddedFile {
+  std::string guest_path;  // absolute; missing parents are created 0755 root:root
+  std::string content;
+  uint32_t uid = 0, gid = 0;
+  uint32_t mode = 0644;  // permission bits (07777)
+  // For comparing only (`lazyfs verify` rebuilds additions from the sidecar, without the host
+  // files): the content's sha256 and size instead of `content`. Reading such a file fails with
+  // FailedPrecondition, so a tree with one cannot be written.
+  std::optional<Digest> digest;
+  uint64_t size = 0;
+};
+
+// A tar applied as one more layer (`materialize --add-tar`), with the image layers' rules.
+struct AddedTar {
+  std::string path;  // plain, gzip or zstd (told apart by magic bytes)
+  Digest sha256;     // filled in: sha256 of the uncompressed tar (the file's, for a plain tar)
+};
+
+// What one added tar may hold in memory (uncompressed stream and file content).
+inline constexpr uint64_t kAddedTarMaxBytes = uint64_t{1} << 30;
+
+struct TreeAdditions {
+  std::vector<AddedTar> tars;     // applied first, in order, one layer each
+  std::vector<AddedFile> files;   // then one more layer, in order (a later file wins)
+  int64_t files_mtime = 0;        // mtime of the files and of the directories made for them
+  uint64_t max_tar_bytes = kAddedTarMaxBytes;  // per tar, sparse holes included
+};
+
+// `base` with the additions on top, merged by the merge of image layers (whiteouts, opaque
+// directories, replacement, hardlinks, link counts). The result borrows `base` and is
+// thread-safe. Fills in each tar's sha256. Errors name the tar and its entry ("FILE.tar: entry
+// \"../x\": ...") or the file's guest path; nothing is returned for a bad addition, and
+// InvalidArgument when there is nothing to add. The files
+// keep the inode numbers of the tree below them and take new ones after its highest, so an
+// image made with them does not move every inode after the first added name.
+Result<std::unique_ptr<Tree>> WithAdditions(const Tree& base, TreeAdditions& additions);
+
+}  // namespace lazyfs::index

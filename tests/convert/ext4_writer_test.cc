@@ -31,6 +31,7 @@
 #include "base/digest.h"
 #include "base/fd.h"
 #include "convert/convert.h"
+#include "index/tree.h"
 #include "tests/support/forwarding_tree.h"
 #include "tests/support/listing.h"
 #include "tests/support/memory_tree.h"
@@ -992,6 +993,95 @@ TEST(convert_compare, NamesEveryDifferenceBetweenImageAndTree) {
   ASSERT_TRUE(flipped.ok()) << flipped.status().ToString();
   ASSERT_EQ(flipped->size(), 1u) << Join(*flipped);
   EXPECT_TRUE((*flipped)[0].starts_with("/data/six_mib: content sha256:")) << (*flipped)[0];
+}
+
+// The image read back as a Tree (no mount) lists exactly what the tree it was written from
+// lists, content read through Tree::Read; the differ finds nothing between them.
+TEST(convert_ext4_tree, ReadsTheImageBackAsTheTreeItWasWrittenFrom) {
+  auto tree = BuildTree(EverythingNodes());
+  ASSERT_TRUE(tree);
+  ScratchDir scratch;
+  const std::string image = scratch / "t.img";
+  ASSERT_TRUE(WriteEverything(image).ok());
+  Result<std::unique_ptr<index::Tree>> ext4 = OpenExt4Tree(image);
+  ASSERT_TRUE(ext4.ok()) << ext4.status().ToString();
+  Result<Listing> got = ListTree(**ext4);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  Result<Listing> want = ListTree(*tree);
+  ASSERT_TRUE(want.ok()) << want.status().ToString();
+  ASSERT_TRUE(got->count("/lost+found"));
+  got->erase("/lost+found");
+  (*got)["/"].nlink -= 1;
+  EXPECT_EQ(DiffListings(*want, *got), "");
+
+  index::TreeDiffOptions o;
+  o.compare_directory_nlink = false;
+  o.ignore_added = {"/lost+found"};
+  Result<index::TreeDiff> diff = index::DiffTrees(*tree, **ext4, o);
+  ASSERT_TRUE(diff.ok()) << diff.status().ToString();
+  EXPECT_TRUE(diff->differences.empty()) << diff->differences[0].path;
+
+  // Reads at an offset, and the type errors every Tree gives.
+  Result<index::Attr> a = (*ext4)->Lookup(index::kRootIno, "a");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  Result<index::Attr> b = (*ext4)->Lookup(a->ino, "b");
+  ASSERT_TRUE(b.ok());
+  Result<index::Attr> c = (*ext4)->Lookup(b->ino, "c.txt");
+  ASSERT_TRUE(c.ok());
+  std::vector<std::byte> buf(4);
+  Result<size_t> n = (*ext4)->Read(c->ino, 7, buf);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), *n), "ext4");
+  EXPECT_EQ((*ext4)->ReadDir(c->ino).status().error_number(), ENOTDIR);
+  EXPECT_EQ((*ext4)->Read(a->ino, 0, buf).status().error_number(), EISDIR);
+  EXPECT_EQ((*ext4)->ReadLink(c->ino).status().error_number(), EINVAL);
+  EXPECT_EQ((*ext4)->Lookup(a->ino, "nothing").status().code(), StatusCode::kNotFound);
+}
+
+// The differ: what only one side has, entry by entry with its subtree (or not), what changed,
+// by field, in path order, and capped.
+TEST(tree_diff, TypedDifferencesInPathOrder) {
+  std::vector<MemNode> before = {File("/same", "s"), File("/gone/f", "g"), File("/mod", "1"),
+                                 Dir("/dir"), Symlink("/link", "a")};
+  std::vector<MemNode> after = {File("/same", "s"), File("/mod", "22", 0600), File("/dir", "now a file"),
+                                Symlink("/link", "b"), File("/new/x/y", "n")};
+  auto a = BuildTree(before);
+  auto b = BuildTree(after);
+  ASSERT_TRUE(a && b);
+  Result<index::TreeDiff> d = index::DiffTrees(*a, *b);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  std::vector<std::string> got;
+  for (const auto& x : d->differences) {
+    std::string line = x.path + (x.change == index::TreeChange::kAdded     ? " A"
+                                 : x.change == index::TreeChange::kRemoved ? " D"
+                                                                           : " M");
+    for (index::TreeField f : x.fields) line += " " + std::to_string(static_cast<int>(f));
+    got.push_back(line);
+  }
+  using F = index::TreeField;
+  auto m = [](std::string path, std::vector<F> fields) {
+    std::string line = path + " M";
+    for (F f : fields) line += " " + std::to_string(static_cast<int>(f));
+    return line;
+  };
+  const std::vector<std::string> want = {
+      m("/", {F::kNlink}),  // /gone and /new swap, /dir is no longer a directory
+      m("/dir", {F::kType, F::kMode, F::kSize, F::kDigest, F::kNlink, F::kMtime}),
+      "/gone D", "/gone/f D",
+      m("/link", {F::kTarget}),
+      m("/mod", {F::kMode, F::kSize, F::kDigest}),
+      "/new A", "/new/x A", "/new/x/y A"};
+  EXPECT_EQ(got, want);
+
+  index::TreeDiffOptions o;
+  o.list_subtrees = false;
+  o.max_differences = 4;
+  d = index::DiffTrees(*a, *b, o);
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(d->differences.size(), 4u);
+  EXPECT_TRUE(d->truncated);
+  EXPECT_EQ(d->differences[2].path, "/gone");
+  EXPECT_EQ(d->differences[3].path, "/link");
 }
 
 // ----- Read-ahead: content read and hashed by reader threads, written by one writer --------------

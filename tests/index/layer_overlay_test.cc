@@ -1,6 +1,8 @@
 // WithLayerTars: tars applied over an indexed image's tree must give exactly the tree the image
 // would have with those tars as more layers (the builder's independent oracle, ExpectedListing),
-// content included, and refuse what an image layer is refused for.
+// content included, and refuse what an image layer is refused for. WithAdditions' files: one more
+// layer that replaces files, makes parents, keeps the numbers of the tree below and refuses a
+// directory in the way.
 #include "index/layer_overlay.h"
 
 #include <gtest/gtest.h>
@@ -79,7 +81,7 @@ TEST_F(LayerOverlayTest, TwoTarsMergeAsTwoMoreLayers) {
   t2.compression = Compression::kGzip;
   t2.entries = {Whiteout("opt/agent/run"), File("opt/agent", "a file over tar one's dir\n"),
                 File("etc/agent.conf", "port=2\n"), Fifo("run/agent")};
-  std::vector<OverlayTar> tars = {{WriteTar(t1, "one.tar"), {}}, {WriteTar(t2, "two.tar.gz"), {}}};
+  std::vector<AddedTar> tars = {{WriteTar(t1, "one.tar"), {}}, {WriteTar(t2, "two.tar.gz"), {}}};
   auto tree = WithLayerTars(*base_, tars, LayerReadOptions{});
   ASSERT_TRUE(tree.ok()) << tree.status().ToString();
 
@@ -108,7 +110,7 @@ TEST_F(LayerOverlayTest, BadTarsFailNamingTheTarAndTheEntry) {
   Layer escape;
   escape.compression = Compression::kNone;
   escape.entries = {File("ok", "x"), Raw("a/../../etc/shadow", EntryType::kFile, "x")};
-  std::vector<OverlayTar> tars = {{WriteTar(escape, "escape.tar"), {}}};
+  std::vector<AddedTar> tars = {{WriteTar(escape, "escape.tar"), {}}};
   auto tree = WithLayerTars(*base_, tars, LayerReadOptions{});
   ASSERT_FALSE(tree.ok());
   EXPECT_EQ(tree.status().code(), StatusCode::kInvalidArgument);
@@ -130,6 +132,93 @@ TEST_F(LayerOverlayTest, BadTarsFailNamingTheTarAndTheEntry) {
   ASSERT_FALSE(tree.ok());
   EXPECT_NE(tree.status().message().find("missing.tar"), std::string::npos)
       << tree.status().ToString();
+}
+
+TEST_F(LayerOverlayTest, AddedFilesAreOneMoreLayerKeepingTheNumbersBelow) {
+  TreeAdditions adds;
+  adds.files_mtime = 1234;
+  AddedFile tool;  // one of /usr/bin/tool's three names
+  tool.guest_path = "/usr/bin/tool-link";
+  tool.content = "replaced\n";
+  tool.mode = 0700;
+  AddedFile agent;
+  agent.guest_path = "/opt/agent/bin/agent";
+  agent.content = "#!/bin/sh\n";
+  agent.uid = 5;
+  adds.files = {tool, agent};
+  auto tree = WithAdditions(*base_, adds);
+  ASSERT_TRUE(tree.ok()) << tree.status().ToString();
+
+  auto want = ListTree(*base_);
+  ASSERT_TRUE(want.ok());
+  auto got = ListTree(**tree);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->at("/usr/bin/tool").nlink, want->at("/usr/bin/tool").nlink - 1);
+  EXPECT_EQ(got->at("/usr/bin/tool-link").sha256, Sha256Of("replaced\n").Hex());
+  EXPECT_EQ(got->at("/usr/bin/tool-link").mode, 0700u);
+  EXPECT_EQ(got->at("/opt/agent").mode, 0755u);
+  EXPECT_EQ(got->at("/opt/agent").mtime_sec, 1234);
+  EXPECT_EQ(got->at("/opt/agent/bin/agent").uid, 5u);
+  EXPECT_EQ(got->at("/opt").nlink, want->at("/opt").nlink + 1);
+  for (const char* p : {"/usr/bin/tool", "/usr/bin/tool-link", "/usr/bin/tool-again", "/opt",
+                        "/opt/agent", "/opt/agent/bin", "/opt/agent/bin/agent"}) {
+    got->erase(p);
+    want->erase(p);
+  }
+  EXPECT_EQ(DiffListings(*want, *got), "");
+
+  // The tree below keeps its numbers; the four new inodes come after them, in order.
+  const uint64_t n = base_->Stats().inodes;
+  EXPECT_EQ((*tree)->Stats().inodes, n + 4);
+  for (uint64_t ino = 1; ino <= n; ++ino) {
+    auto before = base_->GetAttr(ino);
+    auto after = (*tree)->GetAttr(ino);
+    ASSERT_TRUE(before.ok());
+    if (after.ok()) EXPECT_EQ(after->mode, before->mode) << "inode " << ino;
+  }
+  auto opt = (*tree)->Lookup(kRootIno, "opt");
+  ASSERT_TRUE(opt.ok());
+  auto made = (*tree)->Lookup(opt->ino, "agent");
+  ASSERT_TRUE(made.ok());
+  EXPECT_EQ(made->ino, n + 2);
+
+  // Known only by digest: comparable, not readable.
+  AddedFile known;
+  known.guest_path = "/etc/key";
+  known.digest = Sha256Of("secret");
+  known.size = 6;
+  adds.files = {known};
+  tree = WithAdditions(*base_, adds);
+  ASSERT_TRUE(tree.ok()) << tree.status().ToString();
+  auto etc = (*tree)->Lookup(kRootIno, "etc");
+  auto key = (*tree)->Lookup(etc->ino, "key");
+  ASSERT_TRUE(key.ok());
+  EXPECT_EQ(key->size, 6u);
+  EXPECT_EQ(*(*tree)->ContentDigest(key->ino), Sha256Of("secret"));
+  std::vector<std::byte> buf(8);
+  EXPECT_EQ((*tree)->Read(key->ino, 0, buf).status().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST_F(LayerOverlayTest, AddedFilesRefuseADirectoryInTheWay) {
+  struct Case {
+    std::vector<std::string> paths;
+    std::string error;
+  };
+  for (const Case& c :
+       std::vector<Case>{{{"/etc"}, "guest path \"/etc\" is a directory in the image"},
+                         {{"/etc/passwd/x"},
+                          "guest path \"/etc/passwd/x\": passwd is not a directory in the image"},
+                         {{"/new/f", "/new"}, "guest path \"/new\" is a directory in the image"},
+                         {{"/f", "/f/g"}, "guest path \"/f/g\": f is not a directory in the image"},
+                         {{"relative"}, "guest path \"relative\" must be an absolute file path"},
+                         {{"/a/../b"}, "guest path \"/a/../b\" has a bad component"}}) {
+    TreeAdditions adds;
+    for (const std::string& p : c.paths) adds.files.push_back(AddedFile{p, "x"});
+    auto tree = WithAdditions(*base_, adds);
+    ASSERT_FALSE(tree.ok()) << c.error;
+    EXPECT_EQ(tree.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(tree.status().message(), c.error);
+  }
 }
 
 }  // namespace

@@ -13,25 +13,29 @@
 
 #include "base/digest.h"
 #include "base/fd.h"
+#include "base/text.h"
 
 namespace lazyfs::testing {
 namespace {
 
 char TypeOf(uint32_t mode) {
   switch (mode & S_IFMT) {
-    case S_IFDIR: return 'd';
-    case S_IFREG: return 'f';
-    case S_IFLNK: return 'l';
-    case S_IFCHR: return 'c';
-    case S_IFBLK: return 'b';
-    case S_IFIFO: return 'p';
-    case S_IFSOCK: return 's';
+    case S_IFDIR:
+      return 'd';
+    case S_IFREG:
+      return 'f';
+    case S_IFLNK:
+      return 'l';
+    case S_IFCHR:
+      return 'c';
+    case S_IFBLK:
+      return 'b';
+    case S_IFIFO:
+      return 'p';
+    case S_IFSOCK:
+      return 's';
   }
   return '?';
-}
-
-std::string Join(const std::string& dir, const std::string& name) {
-  return dir == "/" ? "/" + name : dir + "/" + name;
 }
 
 Result<std::map<std::string, std::string>> HostXattrs(const std::string& path) {
@@ -112,13 +116,14 @@ Status WalkHost(const std::string& host_root, const std::string& rel, Listing& o
   closedir(d);
   std::sort(names.begin(), names.end());
   for (const std::string& name : names) {
-    LAZYFS_RETURN_IF_ERROR(WalkHost(host_root, Join(rel, name), out));
+    LAZYFS_RETURN_IF_ERROR(WalkHost(host_root, JoinPath(rel, name), out));
   }
   return Status::Ok();
 }
 
-Status WalkTree(const index::Tree& tree, uint64_t ino, const std::string& path, Listing& out) {
-  LAZYFS_ASSIGN_OR_RETURN(index::Attr a, tree.GetAttr(ino));
+// One name of a tree, its file's content read through Tree::Read and hashed.
+Status AddTreeEntry(const index::Tree& tree, const index::TreeEntry& t, Listing& out) {
+  const index::Attr& a = t.attr;
   ListingEntry e;
   e.type = TypeOf(a.mode);
   e.mode = a.mode & 07777;
@@ -130,7 +135,7 @@ Status WalkTree(const index::Tree& tree, uint64_t ino, const std::string& path, 
     e.rdev_major = a.rdev_major;
     e.rdev_minor = a.rdev_minor;
   }
-  LAZYFS_ASSIGN_OR_RETURN(auto xattrs, tree.ListXattrs(ino));
+  LAZYFS_ASSIGN_OR_RETURN(auto xattrs, tree.ListXattrs(a.ino));
   for (auto& x : xattrs) e.xattrs[x.name] = x.value;
   if (a.is_reg()) {
     e.size = a.size;
@@ -138,27 +143,22 @@ Status WalkTree(const index::Tree& tree, uint64_t ino, const std::string& path, 
     std::vector<std::byte> buf(1 << 20);
     uint64_t off = 0;
     for (;;) {
-      LAZYFS_ASSIGN_OR_RETURN(size_t n, tree.Read(ino, off, buf));
+      LAZYFS_ASSIGN_OR_RETURN(size_t n, tree.Read(a.ino, off, buf));
       if (n == 0) break;
       h.Update(buf.data(), n);
       off += n;
     }
     if (off != a.size) {
-      return DataLossError(path + ": read " + std::to_string(off) + " bytes, size says " +
+      return DataLossError(t.path + ": read " + std::to_string(off) + " bytes, size says " +
                            std::to_string(a.size));
     }
     e.sha256 = h.Finish().Hex();
   } else if (a.is_symlink()) {
-    LAZYFS_ASSIGN_OR_RETURN(e.target, tree.ReadLink(ino));
+    LAZYFS_ASSIGN_OR_RETURN(e.target, tree.ReadLink(a.ino));
     e.size = e.target.size();
     e.sha256 = Sha256Of(e.target).Hex();
   }
-  out[path] = e;
-  if (!a.is_dir()) return Status::Ok();
-  LAZYFS_ASSIGN_OR_RETURN(auto children, tree.ReadDir(ino));
-  for (const auto& c : children) {
-    LAZYFS_RETURN_IF_ERROR(WalkTree(tree, c.ino, Join(path, c.name), out));
-  }
+  out[t.path] = e;
   return Status::Ok();
 }
 
@@ -174,10 +174,7 @@ std::string Printable(const std::string& v) {
     if (c >= 0x20 && c < 0x7f) {
       out += static_cast<char>(c);
     } else {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
+      out += "\\x" + HexEncode(std::string_view(reinterpret_cast<const char*>(&c), 1));
     }
   }
   return out;
@@ -193,7 +190,15 @@ Result<Listing> ListDirectory(const std::string& root) {
 
 Result<Listing> ListTree(const index::Tree& tree) {
   Listing out;
-  LAZYFS_RETURN_IF_ERROR(WalkTree(tree, index::kRootIno, "/", out));
+  LAZYFS_ASSIGN_OR_RETURN(index::TreeEntry root, index::RootEntry(tree));
+  LAZYFS_RETURN_IF_ERROR(AddTreeEntry(tree, root, out));
+  if (!root.attr.is_dir()) return out;
+  LAZYFS_RETURN_IF_ERROR(index::WalkTree(
+      tree, root, [&](const index::TreeEntry&, const std::vector<index::TreeEntry>& entries) {
+        for (const index::TreeEntry& e : entries)
+          LAZYFS_RETURN_IF_ERROR(AddTreeEntry(tree, e, out));
+        return Status::Ok();
+      }));
   return out;
 }
 

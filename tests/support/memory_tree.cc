@@ -73,8 +73,10 @@ Result<std::unique_ptr<MemoryTree>> MemoryTree::Build(std::vector<MemNode> nodes
   return tree;
 }
 
+std::string MemoryTree::Name(uint64_t ino) { return "inode " + std::to_string(ino); }
+
 Result<const MemoryTree::Inode*> MemoryTree::Get(uint64_t ino) const {
-  if (ino == 0 || ino > inodes_.size()) return NotFoundError("inode " + std::to_string(ino));
+  if (ino == 0 || ino > inodes_.size()) return NotFoundError(Name(ino));
   return &inodes_[ino - 1];
 }
 
@@ -85,7 +87,7 @@ Result<index::Attr> MemoryTree::GetAttr(uint64_t ino) const {
 
 Result<index::Attr> MemoryTree::Lookup(uint64_t parent, std::string_view name) const {
   LAZYFS_ASSIGN_OR_RETURN(const Inode* in, Get(parent));
-  if (!in->attr.is_dir()) return Status(StatusCode::kFailedPrecondition, "not a directory", ENOTDIR);
+  if (!in->attr.is_dir()) return NotADirectoryError(Name(parent));
   auto it = in->children.find(std::string(name));
   if (it == in->children.end()) return NotFoundError(std::string(name));
   return inodes_[it->second - 1].attr;
@@ -93,7 +95,7 @@ Result<index::Attr> MemoryTree::Lookup(uint64_t parent, std::string_view name) c
 
 Result<std::vector<index::DirEntry>> MemoryTree::ReadDir(uint64_t ino) const {
   LAZYFS_ASSIGN_OR_RETURN(const Inode* in, Get(ino));
-  if (!in->attr.is_dir()) return Status(StatusCode::kFailedPrecondition, "not a directory", ENOTDIR);
+  if (!in->attr.is_dir()) return NotADirectoryError(Name(ino));
   std::vector<index::DirEntry> out;
   for (auto& [name, child] : in->children) {
     out.push_back({name, child, inodes_[child - 1].attr.mode});
@@ -103,7 +105,7 @@ Result<std::vector<index::DirEntry>> MemoryTree::ReadDir(uint64_t ino) const {
 
 Result<std::string> MemoryTree::ReadLink(uint64_t ino) const {
   LAZYFS_ASSIGN_OR_RETURN(const Inode* in, Get(ino));
-  if (!in->attr.is_symlink()) return Status(StatusCode::kFailedPrecondition, "not a symlink", EINVAL);
+  if (!in->attr.is_symlink()) return NotASymlinkError(Name(ino));
   return in->data;
 }
 
@@ -114,13 +116,14 @@ Result<std::vector<index::Xattr>> MemoryTree::ListXattrs(uint64_t ino) const {
 
 Result<Digest> MemoryTree::ContentDigest(uint64_t ino) const {
   LAZYFS_ASSIGN_OR_RETURN(const Inode* in, Get(ino));
-  if (!in->attr.is_reg()) return Status(StatusCode::kFailedPrecondition, "not a file", EINVAL);
+  if (!in->attr.is_reg()) return NotARegularFileError(Name(ino));
   return Sha256Of(in->data);
 }
 
 Result<size_t> MemoryTree::Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const {
   LAZYFS_ASSIGN_OR_RETURN(const Inode* in, Get(ino));
-  if (!in->attr.is_reg()) return Status(StatusCode::kFailedPrecondition, "not a file", EISDIR);
+  if (in->attr.is_dir()) return IsADirectoryError(Name(ino));
+  if (!in->attr.is_reg()) return NotARegularFileError(Name(ino));
   if (offset >= in->data.size()) return size_t{0};
   size_t n = std::min<size_t>(out.size(), in->data.size() - offset);
   std::memcpy(out.data(), in->data.data() + offset, n);

@@ -45,6 +45,7 @@ class MemoryTree : public index::Tree {
     std::vector<index::Xattr> xattrs;
     std::map<std::string, uint64_t> children;  // directories
   };
+  static std::string Name(uint64_t ino);  // "inode N", for errors
   Result<const Inode*> Get(uint64_t ino) const;
   std::vector<Inode> inodes_;  // inodes_[ino - 1]
 };
