@@ -552,7 +552,7 @@ Result<ImageDescriptor> ArchiveSource::ResolveDockerArchive() {
 Result<std::unique_ptr<ImageSource>> OpenArchiveSource(const ImageRef& ref,
                                                        const SourceOptions& options) {
   LAZYFS_ASSIGN_OR_RETURN(std::unique_ptr<CasDir> store,
-                          CasDir::Open(options.store_dir + "/blobs"));
+                          CasDir::Open(options.store.blobs()));
   return std::unique_ptr<ImageSource>(new ArchiveSource(ref, options, std::move(store)));
 }
 

@@ -165,7 +165,7 @@ Result<size_t> OciLayoutSource::ReadBlobRange(const Digest& digest, uint64_t off
 Result<std::unique_ptr<ImageSource>> OpenOciLayoutSource(const ImageRef& ref,
                                                          const SourceOptions& options) {
   LAZYFS_ASSIGN_OR_RETURN(std::unique_ptr<CasDir> store,
-                          CasDir::Open(options.store_dir + "/blobs"));
+                          CasDir::Open(options.store.blobs()));
   return std::unique_ptr<ImageSource>(new OciLayoutSource(ref, options, std::move(store)));
 }
 

@@ -253,7 +253,7 @@ Result<size_t> RegistrySource::ReadBlobRange(const Digest& digest, uint64_t offs
 Result<std::unique_ptr<ImageSource>> OpenRegistrySource(const ImageRef& ref,
                                                         const SourceOptions& options) {
   LAZYFS_ASSIGN_OR_RETURN(std::unique_ptr<CasDir> store,
-                          CasDir::Open(options.store_dir + "/blobs"));
+                          CasDir::Open(options.store.blobs()));
   LAZYFS_ASSIGN_OR_RETURN(RegistriesConf conf, LoadRegistriesConf(options));
   LAZYFS_ASSIGN_OR_RETURN(std::vector<Endpoint> endpoints,
                           EndpointsFor(conf, ref.registry, ref.repository, options));

@@ -91,7 +91,7 @@ ImageSpec TwoLayerSpec(const std::string& tag) {
 Result<std::unique_ptr<ImageSource>> Open(const std::string& ref_text, const std::string& store) {
   LAZYFS_ASSIGN_OR_RETURN(ImageRef ref, ImageRef::Parse(ref_text));
   SourceOptions options;
-  options.store_dir = store;
+  options.store = StoreLayout{store};
   options.platform = *Platform::Parse("linux/amd64");
   return OpenImageSource(ref, options);
 }

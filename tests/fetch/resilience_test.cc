@@ -84,7 +84,7 @@ class ResilienceTest : public testing::SharedRegistryTest {
 
   SourceOptions Options() const {
     SourceOptions o;
-    o.store_dir = store_;
+    o.store = StoreLayout{store_};
     o.docker_config = "/nonexistent";
     o.connect_timeout_s = 5;
     o.low_speed_timeout_s = 10;
