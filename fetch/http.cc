@@ -1,5 +1,7 @@
 #include "fetch/http.h"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstring>
@@ -322,69 +324,47 @@ std::string OriginOf(const std::string& url) {
 }
 
 std::string Base64Encode(std::string_view data) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((data.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 3 <= data.size(); i += 3) {
-    const uint32_t v = static_cast<uint8_t>(data[i]) << 16 | static_cast<uint8_t>(data[i + 1]) << 8 |
-                       static_cast<uint8_t>(data[i + 2]);
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += kAlphabet[v & 63];
-  }
-  if (const size_t rest = data.size() - i; rest > 0) {
-    uint32_t v = static_cast<uint8_t>(data[i]) << 16;
-    if (rest == 2) v |= static_cast<uint8_t>(data[i + 1]) << 8;
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[(v >> 12) & 63];
-    out += rest == 2 ? kAlphabet[(v >> 6) & 63] : '=';
-    out += '=';
-  }
+  // EVP_EncodeBlock writes 4 characters per started 3 bytes, padded, and a NUL.
+  std::string out((data.size() + 2) / 3 * 4 + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(data.data()),
+                                static_cast<int>(data.size()));
+  out.resize(static_cast<size_t>(n));
   return out;
 }
 
 Result<std::string> Base64Decode(std::string_view data) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;
-    if (c == '/' || c == '_') return 63;
-    return -1;
-  };
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
+  // Auth files are written by many tools: accept line breaks, the URL-safe alphabet and
+  // missing padding, then hand OpenSSL the standard, padded form it decodes.
+  std::string clean;
+  clean.reserve(data.size() + 3);
   for (char c : data) {
     if (c == '=' || c == '\n' || c == '\r') continue;
-    const int v = value(c);
-    if (v < 0) return InvalidArgumentError("invalid base64");
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
+    if (c == '-') c = '+';
+    if (c == '_') c = '/';
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/') {
+      return InvalidArgumentError("invalid base64");
     }
+    clean += c;
   }
+  // One character past a multiple of four carries 6 bits: no encoder writes that.
+  if (clean.size() % 4 == 1) return InvalidArgumentError("invalid base64");
+  const size_t padding = (4 - clean.size() % 4) % 4;
+  clean.append(padding, '=');
+  std::string out(clean.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(clean.data()),
+                                static_cast<int>(clean.size()));
+  if (n < 0) return InvalidArgumentError("invalid base64");
+  // EVP_DecodeBlock counts the padding as zero bytes.
+  out.resize(static_cast<size_t>(n) - padding);
   return out;
 }
 
 std::string UrlEscape(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
+  // libcurl escapes all but RFC 3986's unreserved characters; the handle argument is unused.
+  CurlString escaped(curl_easy_escape(nullptr, s.data(), static_cast<int>(s.size())));
+  return escaped ? std::string(escaped.get()) : std::string();
 }
 
 }  // namespace lazyfs::fetch
