@@ -7,6 +7,7 @@
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <mutex>
 
 namespace lazyfs::fetch {
 namespace {
@@ -49,6 +50,7 @@ std::string Trim(std::string_view s) {
 struct Transfer {
   CURL* easy;
   const HttpRequest* request;
+  const std::string* url;  // of this hop
   HttpResponse* response;
   Status abort;  // why a callback stopped the transfer
   uint64_t collected = 0;
@@ -103,13 +105,31 @@ size_t OnWrite(char* data, size_t size, size_t n, void* user) {
       t->collected = cap;
       return len;
     }
-    t->abort = ResourceExhaustedError("response body from " + HostPortOf(t->request->url) +
+    t->abort = ResourceExhaustedError("response body from " + HostPortOf(*t->url) +
                                       " is larger than " + std::to_string(cap) + " bytes");
     return 0;
   }
   t->response->body.append(data, len);
   t->collected += len;
   return len;
+}
+
+std::string PeerOf(const HttpRequest& request, const std::string& url) {
+  return request.peer.empty() ? HostPortOf(url) : request.peer;
+}
+
+// What a request that its deadline ended fails with.
+Status DeadlineError(const HttpRequest& request, const std::string& url) {
+  return UnavailableError(PeerOf(request, url) + ": " + request.deadline.Why());
+}
+
+// libcurl calls this often during a transfer, and about once a second while it waits for a
+// silent server: the place to notice a deadline that passed or a Canceller that was raised.
+int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* t = static_cast<Transfer*>(user);
+  if (!t->request->deadline.expired()) return 0;
+  t->abort = DeadlineError(*t->request, *t->url);
+  return 1;
 }
 
 Status CurlError(CURLcode rc, CURL* easy, const char* errbuf, const std::string& peer) {
@@ -142,6 +162,46 @@ Status CurlError(CURLcode rc, CURL* easy, const char* errbuf, const std::string&
     default:
       return UnavailableError(peer + ": transfer failed (" + detail + ")");
   }
+}
+
+// Sets up `easy` for one hop of t's request; the callbacks are given `t`.
+Status SetOptions(CURL* easy, const HttpOptions& options, CURLSH* share, Transfer* t,
+                  curl_slist* headers, char* errbuf) {
+  const HttpRequest& request = *t->request;
+  const std::string& url = *t->url;
+  curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, options.connect_timeout_s);
+  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, options.low_speed_timeout_s);
+  // The deadline bounds the whole transfer; the progress callback also sees a Canceller.
+  if (const auto left = request.deadline.remaining(); left != std::chrono::milliseconds::max()) {
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<int64_t>(1, left.count())));
+  }
+  curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &OnProgress);
+  curl_easy_setopt(easy, CURLOPT_XFERINFODATA, t);
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
+  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(easy, CURLOPT_USERAGENT, "lazyfs/" LAZYFS_VERSION);
+  // HTTP/2 when the TLS server offers it. (No CURLOPT_PIPEWAIT: with the easy interface in
+  // several threads a transfer could wait forever for another thread's connection.)
+  curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
+  if (share) curl_easy_setopt(easy, CURLOPT_SHARE, share);
+  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
+  curl_easy_setopt(easy, CURLOPT_HEADERDATA, t);
+  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &OnWrite);
+  curl_easy_setopt(easy, CURLOPT_WRITEDATA, t);
+  if (request.method == "HEAD") {
+    curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+  } else if (request.method != "GET") {
+    return InternalError("HttpClient: unsupported method " + request.method);
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -208,7 +268,7 @@ HttpClient::HttpClient(HttpOptions options) : options_(options) {
 HttpClient::~HttpClient() { idle_.clear(); }
 
 CurlEasy HttpClient::Acquire() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (idle_.empty()) return CurlEasy();
   CurlEasy easy = std::move(idle_.back());
   idle_.pop_back();
@@ -216,7 +276,7 @@ CurlEasy HttpClient::Acquire() {
 }
 
 void HttpClient::Release(CurlEasy easy) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (idle_.size() < kMaxIdleHandles) idle_.push_back(std::move(easy));
 }
 
@@ -239,11 +299,11 @@ Result<HttpResponse> HttpClient::Perform(const HttpRequest& request) {
     char* location = nullptr;
     curl_easy_getinfo(easy.get(), CURLINFO_REDIRECT_URL, &location);
     if (!location) {
-      return UnavailableError((request.peer.empty() ? HostPortOf(url) : request.peer) + ": HTTP " +
+      return UnavailableError(PeerOf(request, url) + ": HTTP " +
                               std::to_string(code) + " redirect without a Location");
     }
     if (hop >= request.max_redirects) {
-      return UnavailableError((request.peer.empty() ? HostPortOf(url) : request.peer) +
+      return UnavailableError(PeerOf(request, url) +
                               ": too many redirects");
     }
     url = location;
@@ -252,39 +312,15 @@ Result<HttpResponse> HttpClient::Perform(const HttpRequest& request) {
 
 Result<HttpResponse> HttpClient::PerformOnce(CURL* easy, const HttpRequest& request,
                                              const std::string& url, bool send_auth) {
+  if (request.deadline.expired()) return DeadlineError(request, url);
   curl_easy_reset(easy);
   HttpResponse response;
-  Transfer t{easy, &request, &response, Status::Ok()};
+  Transfer t{easy, &request, &url, &response, Status::Ok()};
   CurlHeaders headers;
   for (const std::string& h : request.headers) LAZYFS_RETURN_IF_ERROR(headers.Append(h));
   if (send_auth) LAZYFS_RETURN_IF_ERROR(headers.Append("Authorization: " + request.authorization));
   char errbuf[CURL_ERROR_SIZE] = {0};
-
-  curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, options_.connect_timeout_s);
-  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, options_.low_speed_timeout_s);
-  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
-  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
-  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(easy, CURLOPT_USERAGENT, "lazyfs/" LAZYFS_VERSION);
-  // HTTP/2 when the TLS server offers it. (No CURLOPT_PIPEWAIT: with the easy interface in
-  // several threads a transfer could wait forever for another thread's connection.)
-  curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
-  if (share_->sh) curl_easy_setopt(easy, CURLOPT_SHARE, share_->sh);
-  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers.get());
-  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
-  curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t);
-  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &OnWrite);
-  curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t);
-  if (request.method == "HEAD") {
-    curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
-  } else if (request.method != "GET") {
-    return InternalError("HttpClient: unsupported method " + request.method);
-  }
+  LAZYFS_RETURN_IF_ERROR(SetOptions(easy, options_, share_->sh, &t, headers.get(), errbuf));
 
   const CURLcode rc = curl_easy_perform(easy);
   // Nothing may keep pointing at this frame once we return.
@@ -292,7 +328,11 @@ Result<HttpResponse> HttpClient::PerformOnce(CURL* easy, const HttpRequest& requ
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, nullptr);
   if (rc != CURLE_OK) {
     if (!t.abort.ok()) return t.abort;
-    return CurlError(rc, easy, errbuf, request.peer.empty() ? HostPortOf(url) : request.peer);
+    // CURLOPT_TIMEOUT_MS is the deadline's doing.
+    if (rc == CURLE_OPERATION_TIMEDOUT && request.deadline.expired()) {
+      return DeadlineError(request, url);
+    }
+    return CurlError(rc, easy, errbuf, PeerOf(request, url));
   }
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &response.status);
   // A 2xx without a body never reached OnWrite.

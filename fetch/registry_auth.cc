@@ -66,10 +66,11 @@ Challenge ParseChallenge(std::string_view header) {
 }  // namespace
 
 Status RegistryClient::Authenticate(const HttpResponse& response,
-                                    const std::string& used_authorization) {
+                                    const std::string& used_authorization,
+                                    const Deadline& deadline) {
   {
     // Another thread may have authenticated while this request was in flight.
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (authorization_ != used_authorization) return Status::Ok();
   }
   const std::string header = response.Header("www-authenticate");
@@ -85,7 +86,7 @@ Status RegistryClient::Authenticate(const HttpResponse& response,
     }
     std::string scope = c.params.count("scope") ? c.params["scope"]
                                                 : "repository:" + repository_ + ":pull";
-    return FetchToken(realm->second, c.params["service"], scope);
+    return FetchToken(realm->second, c.params["service"], scope, deadline);
   }
   if (c.scheme == "basic") {
     if (!credentials_) {
@@ -94,7 +95,7 @@ Status RegistryClient::Authenticate(const HttpResponse& response,
                                    credentials_source_ +
                                    (several ? " holds any for it" : " has none for it"));
     }
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     authorization_ =
         "Basic " + Base64Encode(credentials_->username + ":" + credentials_->password);
     return Status::Ok();
@@ -104,7 +105,7 @@ Status RegistryClient::Authenticate(const HttpResponse& response,
 }
 
 Status RegistryClient::FetchToken(const std::string& realm, const std::string& service,
-                                  const std::string& scope) {
+                                  const std::string& scope, const Deadline& deadline) {
   std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
   if (!service.empty()) url += "service=" + UrlEscape(service) + "&";
   url += "scope=" + UrlEscape(scope);
@@ -112,6 +113,7 @@ Status RegistryClient::FetchToken(const std::string& realm, const std::string& s
   request.url = url;
   request.peer = "token service " + OriginOf(realm) + " for registry " + registry_;
   request.max_body = kMaxTokenResponse;
+  request.deadline = deadline;
   if (credentials_) {
     request.authorization =
         "Basic " + Base64Encode(credentials_->username + ":" + credentials_->password);
@@ -148,7 +150,7 @@ Status RegistryClient::FetchToken(const std::string& realm, const std::string& s
     lifetime = std::max<long>(1, it->get<long>());
   }
   const long margin = lifetime > 30 ? 10 : 0;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   authorization_ = "Bearer " + token;
   token_expiry_ = std::chrono::steady_clock::now() + std::chrono::seconds(lifetime - margin);
   return Status::Ok();

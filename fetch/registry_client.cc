@@ -129,8 +129,9 @@ Result<RegistryClient::RawManifest> RegistryClient::GetManifest(const std::strin
   request.headers.push_back("Accept: " + std::string(kManifestAccept));
   request.max_body = kMaxManifestSize;
   const std::string what = "manifest \"" + reference + "\"";
-  auto response = WithRetries(
-      what, [&] { return Request(request, "/v2/" + repository_ + "/manifests/" + reference); });
+  auto response = WithRetries(what, Deadline::Never(), [&] {
+    return Request(request, "/v2/" + repository_ + "/manifests/" + reference);
+  });
   if (!response.ok()) {
     if (response.status().code() == StatusCode::kResourceExhausted) {
       return ResourceExhaustedError(Describe() + ": " + what + " is larger than 4 MiB");
@@ -149,18 +150,20 @@ Status RegistryClient::GetBlob(const Digest& digest,
   const std::string what = "blob " + digest.ToString();
   LAZYFS_ASSIGN_OR_RETURN(
       HttpResponse response,
-      GetStreamed("/v2/" + repository_ + "/blobs/" + digest.ToString(), what, 0, 0, sink));
+      GetStreamed("/v2/" + repository_ + "/blobs/" + digest.ToString(), what, 0, 0,
+                  Deadline::Never(), sink));
   if (response.status != 200 && response.status != 206) return ErrorFor(response, what);
   return Status::Ok();
 }
 
-Result<uint64_t> RegistryClient::BlobSize(const Digest& digest) {
+Result<uint64_t> RegistryClient::BlobSize(const Digest& digest, const Deadline& deadline) {
   const std::string what = "blob " + digest.ToString();
   HttpRequest request;
   request.method = "HEAD";
+  request.deadline = deadline;
   LAZYFS_ASSIGN_OR_RETURN(
       HttpResponse response,
-      WithRetries(what, [&] {
+      WithRetries(what, deadline, [&] {
         return Request(request, "/v2/" + repository_ + "/blobs/" + digest.ToString());
       }));
   if (response.status != 200) return ErrorFor(response, what);
@@ -173,7 +176,7 @@ Result<uint64_t> RegistryClient::BlobSize(const Digest& digest) {
 }
 
 Result<size_t> RegistryClient::GetBlobRange(const Digest& digest, uint64_t offset,
-                                            std::span<std::byte> out) {
+                                            std::span<std::byte> out, const Deadline& deadline) {
   if (out.empty()) return size_t{0};
   const std::string what = "blob " + digest.ToString() + " bytes " + std::to_string(offset) +
                            "+" + std::to_string(out.size());
@@ -181,7 +184,7 @@ Result<size_t> RegistryClient::GetBlobRange(const Digest& digest, uint64_t offse
   LAZYFS_ASSIGN_OR_RETURN(
       HttpResponse response,
       GetStreamed("/v2/" + repository_ + "/blobs/" + digest.ToString(), what, offset, out.size(),
-                  [&](std::string_view chunk) -> Status {
+                  deadline, [&](std::string_view chunk) -> Status {
                     std::memcpy(out.data() + got, chunk.data(), chunk.size());
                     got += chunk.size();
                     return Status::Ok();
