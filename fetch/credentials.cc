@@ -214,10 +214,8 @@ Result<std::optional<FoundCredentials>> LookupInFile(const std::string& path,
   return std::optional<FoundCredentials>();
 }
 
-}  // namespace
-
-std::string DockerConfigPath(const SourceOptions& options) {
-  if (!options.docker_config.empty()) return options.docker_config;
+// The docker config file: $DOCKER_CONFIG/config.json, or ~/.docker/config.json.
+std::string DockerConfigPath() {
   if (const char* dir = std::getenv("DOCKER_CONFIG"); dir && *dir) {
     return std::string(dir) + "/config.json";
   }
@@ -225,6 +223,7 @@ std::string DockerConfigPath(const SourceOptions& options) {
   return std::string(home ? home : "/") + "/.docker/config.json";
 }
 
+// The auth files FindCredentials searches, in order.
 std::vector<std::string> AuthFilePaths(const SourceOptions& options) {
   if (!options.docker_config.empty()) return {options.docker_config};
   if (const char* file = std::getenv("REGISTRY_AUTH_FILE"); file && *file) return {file};
@@ -235,17 +234,11 @@ std::vector<std::string> AuthFilePaths(const SourceOptions& options) {
   if (const char* home = std::getenv("HOME"); home && *home) {
     out.push_back(std::string(home) + "/.config/containers/auth.json");
   }
-  out.push_back(DockerConfigPath(options));
+  out.push_back(DockerConfigPath());
   return out;
 }
 
-Result<std::optional<Credentials>> LookupDockerCredentials(const std::string& config_path,
-                                                           const std::string& registry) {
-  LAZYFS_ASSIGN_OR_RETURN(std::optional<FoundCredentials> found,
-                          LookupInFile(config_path, registry, ""));
-  if (!found) return std::optional<Credentials>();
-  return std::move(found->credentials);
-}
+}  // namespace
 
 Result<FoundCredentials> FindCredentials(const SourceOptions& options,
                                          const std::string& registry,

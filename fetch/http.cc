@@ -220,14 +220,6 @@ std::string HttpResponse::Header(std::string_view name) const {
   return {};
 }
 
-std::vector<std::string> HttpResponse::Headers(std::string_view name) const {
-  std::vector<std::string> out;
-  for (const auto& [k, v] : headers) {
-    if (k == name) out.push_back(v);
-  }
-  return out;
-}
-
 // A curl share handle with one lock per shared data kind, so that the handles of one client
 // reuse each other's DNS answers and TLS sessions. Connections are not shared: each pooled
 // handle keeps its own (a handle returns to the pool with its connection alive), because a
@@ -337,7 +329,6 @@ Result<HttpResponse> HttpClient::PerformOnce(CURL* easy, const HttpRequest& requ
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &response.status);
   // A 2xx without a body never reached OnWrite.
   LAZYFS_RETURN_IF_ERROR(StartBody(&t, response.status));
-  response.url = url;
   return response;
 }
 

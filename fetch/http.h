@@ -89,12 +89,9 @@ class HttpResponse {
   std::vector<std::pair<std::string, std::string>> headers;
   // The collected body (when no on_body was given), or the start of an error body.
   std::string body;
-  std::string url;  // after redirects
 
   // The first header with this (lower-case) name, or empty.
   std::string Header(std::string_view name) const;
-  // All values of this header.
-  std::vector<std::string> Headers(std::string_view name) const;
 };
 
 // Performs requests, reusing connections through a small pool of handles (each keeps its

@@ -87,7 +87,6 @@ RegistryClient::RegistryClient(std::string registry, std::string repository,
     : registry_(std::move(registry)),
       endpoint_(IsDockerHub(registry_) ? std::string(kDockerHubEndpoint) : registry_),
       repository_(std::move(repository)),
-      insecure_(options.insecure),
       options_(options),
       credentials_(std::move(credentials)),
       credentials_source_(std::move(credentials_source)),
@@ -97,7 +96,7 @@ RegistryClient::RegistryClient(std::string registry, std::string repository,
   // 127.0.0.0/8 and localhost): their certificate is not verified and, like every registry
   // when --insecure is given, they fall back to plain HTTP when the first HTTPS request fails.
   scheme_ = "https";
-  scheme_settled_ = !(insecure_ || IsLoopbackHost(endpoint_));
+  scheme_settled_ = !(options.insecure || IsLoopbackHost(endpoint_));
 }
 
 std::string RegistryClient::Describe() const {

@@ -34,21 +34,6 @@ struct Credentials {
   std::string password;
 };
 
-// The docker config file SourceOptions names, or $DOCKER_CONFIG/config.json, or
-// ~/.docker/config.json.
-std::string DockerConfigPath(const SourceOptions& options);
-
-// Looks up `registry` (a host[:port]; "docker.io" also matches the Docker Hub aliases) in the
-// "auths" of a docker config file, whose keys are hosts or URLs ("https://host/v1/"). A missing
-// file or entry is nullopt; a malformed one fails with InvalidArgument naming the file.
-Result<std::optional<Credentials>> LookupDockerCredentials(const std::string& config_path,
-                                                           const std::string& registry);
-
-// The auth files searched, in order, as container tools do: SourceOptions.docker_config alone
-// when set; else $REGISTRY_AUTH_FILE alone when set; else ${XDG_RUNTIME_DIR}/containers/
-// auth.json, ~/.config/containers/auth.json, then the docker config (DockerConfigPath).
-std::vector<std::string> AuthFilePaths(const SourceOptions& options);
-
 // Credentials for `registry`/`repository` and where they came from (for messages; never the
 // secret itself).
 struct FoundCredentials {
@@ -58,7 +43,10 @@ struct FoundCredentials {
   std::string source;
 };
 
-// Searches the auth files in order. In each: "credHelpers" naming a helper for the registry,
+// Searches the auth files in the order container tools do: SourceOptions.docker_config alone
+// when set; else $REGISTRY_AUTH_FILE alone when set; else ${XDG_RUNTIME_DIR}/containers/
+// auth.json, ~/.config/containers/auth.json, then the docker config ($DOCKER_CONFIG/config.json
+// or ~/.docker/config.json). In each: "credHelpers" naming a helper for the registry,
 // then "auths" (keys are hosts, URLs, or host/namespace prefixes of the repository; the
 // longest match wins), then "credsStore". A helper is run as `docker-credential-NAME get` with
 // the registry on stdin; it answers {"Username":..,"Secret":..}. Fails with InvalidArgument on
@@ -112,7 +100,6 @@ class RegistryClient {
 
   // "registry HOST: repository REPO", the prefix of every message.
   std::string Describe() const;
-  const std::string& registry() const { return registry_; }
 
  private:
   RegistryClient(std::string registry, std::string repository, const SourceOptions& options,
@@ -145,7 +132,6 @@ class RegistryClient {
   const std::string registry_;    // as the user named it
   const std::string endpoint_;    // host[:port] spoken to (registry-1.docker.io for docker.io)
   const std::string repository_;
-  const bool insecure_;
   const SourceOptions options_;
   const std::optional<Credentials> credentials_;
   const std::string credentials_source_;  // where credentials_ came from, or what was searched
