@@ -28,9 +28,16 @@ void AddImageOptions(CLI::App& cmd, ImageOptions& options) {
   cmd.add_option("--registries-conf", options.registries_conf,
                  "registries.conf (v2) with mirrors and insecure registries; default "
                  "$CONTAINERS_REGISTRIES_CONF, else /etc/containers/registries.conf");
-  cmd.add_option("--pull", options.pull,
-                 "missing: use the stored index of a reference seen before (default); "
-                 "always: ask the registry again; never: fail unless stored")
+  ImageOptions* target = &options;
+  cmd.add_option_function<std::string>(
+         "--pull",
+         [target](const std::string& v) {
+           target->pull = v == "always" ? PullPolicy::kAlways
+                          : v == "never" ? PullPolicy::kNever
+                                         : PullPolicy::kMissing;
+         },
+         "missing: use the stored index of a reference seen before (default); "
+         "always: ask the registry again; never: fail unless stored")
       ->check(CLI::IsMember({"missing", "always", "never"}));
   cmd.add_flag("-q,--quiet", options.quiet, "No progress output");
 }
@@ -86,7 +93,7 @@ Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptio
   if (out.ref.digest && remote) {
     LAZYFS_ASSIGN_OR_RETURN(bool has, idx->HasImage(*out.ref.digest));
     if (has) known = *out.ref.digest;
-  } else if (remote && options.pull != "always") {
+  } else if (remote && options.pull != PullPolicy::kAlways) {
     LAZYFS_ASSIGN_OR_RETURN(known, idx->LookupRef(ref_key));
     if (known) {
       LAZYFS_ASSIGN_OR_RETURN(bool has, idx->HasImage(*known));
@@ -97,7 +104,7 @@ Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptio
     out.manifest = *known;
     return out;
   }
-  if (options.pull == "never" && remote) {
+  if (options.pull == PullPolicy::kNever && remote) {
     return NotFoundError(out.ref.ToString() + " is not in the store " + store.root +
                          " and --pull=never was given");
   }

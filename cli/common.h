@@ -24,7 +24,7 @@ struct ImageOptions {
   bool insecure = false;    // --insecure: allow plain HTTP / unverified TLS
   bool tls_verify = true;   // --tls-verify=false: the same as --insecure
   std::string registries_conf;  // --registries-conf FILE (mirrors, insecure registries)
-  std::string pull = "missing";
+  PullPolicy pull = PullPolicy::kMissing;  // --pull
   bool quiet = false;       // -q
   uint64_t cache_size = 0;  // --cache-size: content cache limit in bytes (0: none)
   double read_timeout_s = 30;  // --read-timeout: a failing read gives up after this (seconds)
