@@ -178,7 +178,8 @@ Status SetOptions(CURL* easy, const HttpOptions& options, CURLSH* share, Transfe
   curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, options.low_speed_timeout_s);
   // The deadline bounds the whole transfer; the progress callback also sees a Canceller.
   if (const auto left = request.deadline.remaining(); left != std::chrono::milliseconds::max()) {
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<int64_t>(1, left.count())));
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
+                     static_cast<long>(std::max<int64_t>(1, left.count())));
   }
   curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &OnProgress);

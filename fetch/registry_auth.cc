@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "base/text.h"
 #include "fetch/registry_client.h"
 
 namespace lazyfs::fetch {
@@ -100,8 +101,8 @@ Status RegistryClient::Authenticate(const HttpResponse& response,
         "Basic " + Base64Encode(credentials_->username + ":" + credentials_->password);
     return Status::Ok();
   }
-  return UnimplementedError("registry " + registry_ + ": unsupported authentication scheme \"" +
-                            c.scheme + "\"");
+  return UnimplementedError("registry " + registry_ + ": unsupported authentication scheme " +
+                            QuoteName(c.scheme));
 }
 
 Status RegistryClient::FetchToken(const std::string& realm, const std::string& service,

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "base/stats.h"
+#include "base/text.h"
 #include "base/thread_annotations.h"
 #include "fetch/registry_client.h"
 
@@ -157,7 +158,8 @@ Result<HttpResponse> RegistryClient::WithRetries(
     if (n < attempts && next >= deadline.at()) return GaveUpAt(deadline, what, n, last_error);
     const bool out_of_time = next > budget;
     if (n >= attempts || out_of_time) {
-      if (outcome.ok() || n == 1) return outcome;  // HTTP statuses get their message from the caller
+      // HTTP statuses get their message from the caller.
+      if (outcome.ok() || n == 1) return outcome;
       return outcome.status().WithContext(
           Describe() + ": " + what + ": gave up after " + std::to_string(n) + " attempts" +
           (out_of_time && n < attempts ? " (retry deadline reached)" : ""));
@@ -188,8 +190,8 @@ Result<HttpResponse> RegistryClient::GetStreamed(
         const auto start = ContentRangeStart(r.Header("content-range"));
         if (start != first) {
           return sink_failure = DataLossError(what + ": asked for bytes from " +
-                                              std::to_string(first) + ", got Content-Range \"" +
-                                              r.Header("content-range") + "\"");
+                                              std::to_string(first) + ", got Content-Range " +
+                                              QuoteName(r.Header("content-range")));
         }
       } else {
         skip = first;  // the server ignored the Range header and sends the whole blob
@@ -209,7 +211,8 @@ Result<HttpResponse> RegistryClient::GetStreamed(
     };
     return Request(std::move(request), path);
   };
-  LAZYFS_ASSIGN_OR_RETURN(HttpResponse response, WithRetries(what, deadline, attempt, &sink_failure));
+  LAZYFS_ASSIGN_OR_RETURN(HttpResponse response,
+                          WithRetries(what, deadline, attempt, &sink_failure));
   // Asking for bytes past the end (a resume after the last byte arrived, a range read at the
   // end): nothing more to deliver.
   if (response.status == 416 && (delivered > 0 || offset > 0)) response.status = 206;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "base/fd.h"
+#include "base/text.h"
 #include "fetch/source.h"
 
 namespace lazyfs::fetch {
@@ -80,13 +81,12 @@ std::string Join(const std::vector<std::string>& parts) {
 // layout or docker save never writes them, a hostile archive does).
 Result<std::string> NormaliseMemberName(std::string_view raw, const std::string& where) {
   if (raw.starts_with('/')) {
-    return InvalidArgumentError(where + ": member \"" + std::string(raw) +
-                                "\" has an absolute path");
+    return InvalidArgumentError(where + ": member " + QuoteName(raw) + " has an absolute path");
   }
   std::vector<std::string> parts;
   if (!Walk(raw, /*dotdot=*/false, &parts)) {
-    return InvalidArgumentError(where + ": member \"" + std::string(raw) +
-                                "\" has a \"..\" component");
+    return InvalidArgumentError(where + ": member " + QuoteName(raw) +
+                                " has a \"..\" component");
   }
   return Join(parts);
 }
@@ -144,8 +144,8 @@ Status ForEachMember(const std::string& file, const std::string& where, const Vi
         const la_ssize_t n = archive_read_data(a.get(), buf.data(), buf.size());
         if (n == 0) return Status::Ok();
         if (n < 0) {
-          return DataLossError(where + ": member \"" + m.name +
-                               "\" is truncated or unreadable: " + archive_error_string(a.get()));
+          return DataLossError(where + ": member " + QuoteName(m.name) +
+                               " is truncated or unreadable: " + archive_error_string(a.get()));
         }
         LAZYFS_RETURN_IF_ERROR(sink(buf.data(), static_cast<size_t>(n)));
       }
@@ -160,7 +160,7 @@ Status ForEachMember(const std::string& file, const std::string& where, const Vi
 Result<std::string> ReadMember(const Member& m, const std::function<Status(const Sink&)>& read,
                                uint64_t max, const std::string& where) {
   if (m.size < 0 || static_cast<uint64_t>(m.size) > max) {
-    return ResourceExhaustedError(where + ": member \"" + m.name + "\" is " +
+    return ResourceExhaustedError(where + ": member " + QuoteName(m.name) + " is " +
                                   std::to_string(m.size) + " bytes, more than the " +
                                   std::to_string(max) + " allowed");
   }
@@ -168,7 +168,7 @@ Result<std::string> ReadMember(const Member& m, const std::function<Status(const
   out.reserve(static_cast<size_t>(m.size));
   LAZYFS_RETURN_IF_ERROR(read([&](const void* data, size_t len) -> Status {
     if (out.size() + len > max) {
-      return ResourceExhaustedError(where + ": member \"" + m.name + "\" is larger than " +
+      return ResourceExhaustedError(where + ": member " + QuoteName(m.name) + " is larger than " +
                                     std::to_string(max) + " bytes");
     }
     out.append(static_cast<const char*>(data), len);
@@ -181,7 +181,7 @@ Result<std::string> ReadMember(const Member& m, const std::function<Status(const
 Status CopyMemberToStore(CasDir& store, const Member& m,
                          const std::function<Status(const Sink&)>& read, const Digest& digest,
                          const std::string& where) {
-  const std::string what = where + ": member \"" + m.name + "\"";
+  const std::string what = where + ": member " + QuoteName(m.name);
   LAZYFS_ASSIGN_OR_RETURN(auto writer, store.BeginWrite(digest, m.size));
   LAZYFS_RETURN_IF_ERROR(read([&](const void* data, size_t len) {
                            return writer->Write(data, len);
@@ -285,9 +285,12 @@ Result<ImageDescriptor> ArchiveSource::ResolveOciArchive() {
       LAZYFS_ASSIGN_OR_RETURN(index_raw, ReadMember(m, read, kMaxManifestSize, where_));
     } else if (m.name.starts_with("blobs/sha256/")) {
       auto digest = Digest::Parse("sha256:" + m.name.substr(13));
-      if (!digest.ok()) return digest.status().WithContext(where_ + ": member \"" + m.name + "\"");
+      if (!digest.ok()) {
+        return digest.status().WithContext(where_ + ": member " + QuoteName(m.name));
+      }
       if (m.type != AE_IFREG || !m.hardlink.empty()) {
-        return InvalidArgumentError(where_ + ": member \"" + m.name + "\" is not a regular file");
+        return InvalidArgumentError(where_ + ": member " + QuoteName(m.name) +
+                                    " is not a regular file");
       }
       if (store_->Contains(*digest)) return Status::Ok();
       return CopyMemberToStore(*store_, m, read, *digest, where_);
@@ -411,8 +414,9 @@ Result<ImageDescriptor> ArchiveSource::ResolveDockerArchive() {
     if (m.type == AE_IFLNK) {
       auto target = ResolveSymlink(m.name, m.symlink);
       if (!target) {
-        return InvalidArgumentError(where_ + ": member \"" + m.name + "\" is a symlink to \"" +
-                                    m.symlink + "\", outside the archive");
+        return InvalidArgumentError(where_ + ": member " + QuoteName(m.name) +
+                                    " is a symlink to " + QuoteName(m.symlink) +
+                                    ", outside the archive");
       }
       links[m.name] = *target;
       return Status::Ok();
@@ -456,8 +460,8 @@ Result<ImageDescriptor> ArchiveSource::ResolveDockerArchive() {
       }
     }
     if (!chosen) {
-      return NotFoundError(where_ + ": no image tagged \"" + ref_.tag +
-                           "\" (available: " + (available.empty() ? "none" : available) + ")");
+      return NotFoundError(where_ + ": no image tagged " + QuoteName(ref_.tag) +
+                           " (available: " + (available.empty() ? "none" : available) + ")");
     }
   }
 
@@ -466,8 +470,8 @@ Result<ImageDescriptor> ArchiveSource::ResolveDockerArchive() {
   auto locate = [&](const std::string& path) -> Result<Hashed> {
     auto normalised = NormaliseMemberName(path, where_);
     if (!normalised.ok()) {
-      return InvalidArgumentError(where_ + ": manifest.json names \"" + path +
-                                  "\", a path outside the archive");
+      return InvalidArgumentError(where_ + ": manifest.json names " + QuoteName(path) +
+                                  ", a path outside the archive");
     }
     std::string name = *normalised;
     for (int hop = 0; hop <= kMaxLinkHops; ++hop) {
@@ -479,14 +483,14 @@ Result<ImageDescriptor> ArchiveSource::ResolveDockerArchive() {
       if (link == links.end()) break;
       name = link->second;
     }
-    return NotFoundError(where_ + ": manifest.json names member \"" + path +
-                         "\", which is not in the archive (or is not a regular file)");
+    return NotFoundError(where_ + ": manifest.json names member " + QuoteName(path) +
+                         ", which is not in the archive (or is not a regular file)");
   };
 
   LAZYFS_ASSIGN_OR_RETURN(Hashed config, locate(chosen->config));
   if (config.size > kMaxManifestSize) {
-    return ResourceExhaustedError(where_ + ": config \"" + chosen->config +
-                                  "\" is larger than 4 MiB");
+    return ResourceExhaustedError(where_ + ": config " + QuoteName(chosen->config) +
+                                  " is larger than 4 MiB");
   }
   nlohmann::json layers = nlohmann::json::array();
   for (const std::string& path : chosen->layers) {
@@ -512,7 +516,7 @@ Result<ImageDescriptor> ArchiveSource::ResolveDockerArchive() {
     LAZYFS_RETURN_IF_ERROR(ForEachMember(ref_.path, where_, copy));
     for (const auto& [name, h] : missing) {
       if (!store_->Contains(h.digest)) {
-        return DataLossError(where_ + ": member \"" + name + "\" vanished from the archive");
+        return DataLossError(where_ + ": member " + QuoteName(name) + " vanished from the archive");
       }
     }
   }
@@ -539,7 +543,7 @@ Result<ImageDescriptor> ArchiveSource::ResolveDockerArchive() {
     const LayerDescriptor& layer = image.layers[i];
     if (layer.media_type == LayerMediaTypeFor(LayerCompression::kNone) && layer.diff_id &&
         *layer.diff_id != layer.digest) {
-      return DataLossError(where_ + ": member \"" + chosen->layers[i] + "\" hashes to " +
+      return DataLossError(where_ + ": member " + QuoteName(chosen->layers[i]) + " hashes to " +
                            layer.digest.ToString() + ", but the config's diff_id for it is " +
                            layer.diff_id->ToString());
     }

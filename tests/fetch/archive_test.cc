@@ -267,6 +267,19 @@ TEST_F(ArchiveTest, HostileOrUnreadableArchivesFailNamingWhatIsWrong) {
               {"no manifest.json"});
 }
 
+TEST_F(ArchiveTest, MemberNamesInMessagesCannotDriveTheTerminal) {
+  // A name with an escape sequence and a line break: quoted and escaped, never printed raw.
+  WriteTar(file_, {{"oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}"},
+                   {"blobs/\x1b[2J\nforged line/../../x", "x"}});
+  auto got = Resolve("oci-archive:" + file_, store_);
+  ExpectError(got, StatusCode::kInvalidArgument,
+              {"member \"blobs/\\x1b[2J\\x0aforged line/../../x\"", "\"..\""});
+  if (!got.ok()) {
+    EXPECT_EQ(got.status().message().find('\x1b'), std::string::npos);
+    EXPECT_EQ(got.status().message().find('\n'), std::string::npos);
+  }
+}
+
 // ----- docker-archive -----
 
 // A `docker save` tarball: per layer a <id>/layer.tar, the config as <hex>.json, manifest.json.
