@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/fd.h"
+#include "base/text.h"
 #include "fetch/registry_client.h"
 
 extern char** environ;
@@ -53,7 +54,10 @@ Result<Credentials> DecodeAuthEntry(const Json& entry, const std::string& path,
   Credentials c;
   auto auth = entry.find("auth");
   if (auth != entry.end() && auth->is_string() && !auth->get<std::string>().empty()) {
-    auto decoded = Base64Decode(auth->get<std::string>());
+    // Some tools wrap long values; base64 itself has no line breaks.
+    std::string value = auth->get<std::string>();
+    std::erase_if(value, [](char c) { return c == '\n' || c == '\r'; });
+    auto decoded = Base64Decode(value);
     const size_t colon = decoded.ok() ? decoded->find(':') : std::string::npos;
     if (colon == std::string::npos) {
       return InvalidArgumentError("auth file " + path + ": the \"auth\" entry for " + key +

@@ -1,7 +1,5 @@
 #include "fetch/http.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cstring>
@@ -353,44 +351,6 @@ std::string OriginOf(const std::string& url) {
   std::transform(host.begin(), host.end(), host.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return scheme + "://" + host + ":" + port;
-}
-
-std::string Base64Encode(std::string_view data) {
-  // EVP_EncodeBlock writes 4 characters per started 3 bytes, padded, and a NUL.
-  std::string out((data.size() + 2) / 3 * 4 + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(data.data()),
-                                static_cast<int>(data.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
-
-Result<std::string> Base64Decode(std::string_view data) {
-  // Auth files are written by many tools: accept line breaks, the URL-safe alphabet and
-  // missing padding, then hand OpenSSL the standard, padded form it decodes.
-  std::string clean;
-  clean.reserve(data.size() + 3);
-  for (char c : data) {
-    if (c == '=' || c == '\n' || c == '\r') continue;
-    if (c == '-') c = '+';
-    if (c == '_') c = '/';
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/') {
-      return InvalidArgumentError("invalid base64");
-    }
-    clean += c;
-  }
-  // One character past a multiple of four carries 6 bits: no encoder writes that.
-  if (clean.size() % 4 == 1) return InvalidArgumentError("invalid base64");
-  const size_t padding = (4 - clean.size() % 4) % 4;
-  clean.append(padding, '=');
-  std::string out(clean.size() / 4 * 3, '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(clean.data()),
-                                static_cast<int>(clean.size()));
-  if (n < 0) return InvalidArgumentError("invalid base64");
-  // EVP_DecodeBlock counts the padding as zero bytes.
-  out.resize(static_cast<size_t>(n) - padding);
-  return out;
 }
 
 std::string UrlEscape(std::string_view s) {

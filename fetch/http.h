@@ -131,9 +131,6 @@ std::optional<long> ParseRetryAfter(const std::string& value);
 // "scheme://host:port" of a URL (default ports filled in), or empty if it does not parse.
 std::string OriginOf(const std::string& url);
 
-// Standard base64 (used for "user:password" in docker config files).
-std::string Base64Encode(std::string_view data);
-Result<std::string> Base64Decode(std::string_view data);
 // Percent-encodes a query parameter value.
 std::string UrlEscape(std::string_view s);
 
