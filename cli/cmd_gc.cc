@@ -18,15 +18,13 @@ void RegisterGc(CLI::App& app, int& exit_code) {
       "  lazyfs gc\n"
       "  lazyfs gc --cache-size 2G");
   cmd->alias("prune");
-  cmd->add_option("--store", options->store,
-                  "Store directory; default $LAZYFS_STORE, /var/lib/lazyfs for root, else "
-                  "$XDG_DATA_HOME/lazyfs");
+  AddStoreOption(*cmd, options->store);
   cmd->add_option("--cache-size", options->cache_size,
                   "Evict least recently used content until the cache fits (e.g. 2G, 500M)")
       ->transform(CLI::AsSizeValue(false));
   cmd->callback([options, &exit_code] {
     index::IndexOptions io;
-    io.store = StoreLayout{options->store.empty() ? DefaultStoreDir() : options->store};
+    io.store = options->layout();
     io.cache_size_bytes = options->cache_size;
     auto index = index::Index::Open(io);
     if (!index.ok()) {
@@ -38,7 +36,7 @@ void RegisterGc(CLI::App& app, int& exit_code) {
       exit_code = ReportError(report.status());
       return;
     }
-    auto blobs = PruneBlobs(options->store, **index);
+    auto blobs = PruneBlobs(io.store, **index);
     if (!blobs.ok()) {
       exit_code = ReportError(blobs.status());
       return;

@@ -25,7 +25,7 @@ Status Inspect(const InspectArgs& args) {
     return Status::Ok();
   }
   index::IndexOptions io;
-  io.store = StoreLayout{args.image.store.empty() ? DefaultStoreDir() : args.image.store};
+  io.store = args.image.layout();
   LAZYFS_ASSIGN_OR_RETURN(auto idx, index::Index::Open(io));
   LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor d, idx->GetImage(image.manifest));
   LAZYFS_ASSIGN_OR_RETURN(auto tree, idx->OpenTree(image.manifest, *image.source));

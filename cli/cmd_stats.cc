@@ -61,21 +61,10 @@ nlohmann::json Summary(const std::string& mountpoint, const nlohmann::json& raw)
   return j;
 }
 
+// "512 B", or "1.5 KiB (1536 B)": exact bytes beside the rounded figure.
 std::string Bytes(uint64_t n) {
-  char buf[64];
-  if (n < 1024) {
-    std::snprintf(buf, sizeof(buf), "%" PRIu64 " B", n);
-  } else {
-    const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
-    double v = static_cast<double>(n) / 1024;
-    int u = 0;
-    while (v >= 1024 && u < 3) {
-      v /= 1024;
-      ++u;
-    }
-    std::snprintf(buf, sizeof(buf), "%.1f %s (%" PRIu64 " B)", v, units[u], n);
-  }
-  return buf;
+  if (n < 1024) return HumanBytes(n);
+  return HumanBytes(n) + " (" + std::to_string(n) + " B)";
 }
 
 void PrintText(const nlohmann::json& j) {

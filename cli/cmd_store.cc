@@ -3,7 +3,6 @@
 
 #include <cinttypes>
 #include <cstdio>
-#include <filesystem>
 #include <memory>
 #include <set>
 
@@ -16,19 +15,9 @@
 namespace lazyfs::cli {
 namespace {
 
-std::string StoreDirOf(const std::string& store) {
-  return store.empty() ? DefaultStoreDir() : store;
-}
-
-void AddStoreOption(CLI::App& cmd, std::string& store) {
-  cmd.add_option("--store", store,
-                 "Store directory; default $LAZYFS_STORE, /var/lib/lazyfs for root, else "
-                 "$XDG_DATA_HOME/lazyfs");
-}
-
-Result<std::unique_ptr<index::Index>> OpenIndex(const std::string& store, bool writable) {
+Result<std::unique_ptr<index::Index>> OpenIndex(const StoreLayout& store, bool writable) {
   index::IndexOptions io;
-  io.store = StoreLayout{StoreDirOf(store)};
+  io.store = store;
   io.writable = writable;
   return index::Index::Open(io);
 }
@@ -42,47 +31,6 @@ uint64_t CompressedSize(const ImageDescriptor& d) {
   return n;
 }
 
-std::string Human(uint64_t n) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
-
-}  // namespace
-
-Result<BlobPrune> PruneBlobs(const std::string& store, index::Index& idx) {
-  // What a stored image may still read from the blob store: its manifest, config and layers.
-  std::set<Digest> keep;
-  LAZYFS_ASSIGN_OR_RETURN(auto images, idx.ListImages());
-  for (const auto& img : images) {
-    keep.insert(img.descriptor.manifest_digest);
-    keep.insert(img.descriptor.config_digest);
-    for (const auto& l : img.descriptor.layers) keep.insert(l.digest);
-  }
-  BlobPrune out;
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(StoreDirOf(store) + "/blobs/sha256", ec)) {
-    auto d = Digest::Parse("sha256:" + entry.path().filename().string());
-    if (!d.ok() || keep.count(*d)) continue;
-    const uint64_t size = entry.file_size(ec);
-    if (fs::remove(entry.path(), ec)) {
-      ++out.objects;
-      out.bytes += size;
-    }
-  }
-  return out;
-}
-
-namespace {
-
 // ---- images ----
 
 struct ImagesArgs {
@@ -91,7 +39,7 @@ struct ImagesArgs {
 };
 
 Status Images(const ImagesArgs& args) {
-  LAZYFS_ASSIGN_OR_RETURN(auto idx, OpenIndex(args.store, false));
+  LAZYFS_ASSIGN_OR_RETURN(auto idx, OpenIndex(StoreLayout::At(args.store), false));
   LAZYFS_ASSIGN_OR_RETURN(auto images, idx->ListImages());
   if (args.json) {
     nlohmann::json out = nlohmann::json::array();
@@ -119,8 +67,8 @@ Status Images(const ImagesArgs& args) {
     std::printf("%-50s %-19s %-12s %6zu %10s %8" PRIu64 " %10s\n",
                 img.descriptor.reference.c_str(), img.descriptor.manifest_digest.Short().c_str(),
                 img.descriptor.platform.c_str(), img.descriptor.layers.size(),
-                Human(CompressedSize(img.descriptor)).c_str(), img.stats.regular_files,
-                Human(img.stats.content_bytes).c_str());
+                HumanBytes(CompressedSize(img.descriptor)).c_str(), img.stats.regular_files,
+                HumanBytes(img.stats.content_bytes).c_str());
   }
   return Status::Ok();
 }
@@ -149,7 +97,8 @@ std::vector<Digest> Match(const std::vector<index::StoredImage>& images, const s
 }
 
 Status Rmi(const RmiArgs& args) {
-  LAZYFS_ASSIGN_OR_RETURN(auto idx, OpenIndex(args.store, true));
+  const StoreLayout store = StoreLayout::At(args.store);
+  LAZYFS_ASSIGN_OR_RETURN(auto idx, OpenIndex(store, true));
   LAZYFS_ASSIGN_OR_RETURN(auto images, idx->ListImages());
   std::set<Digest> remove;
   for (const auto& t : args.targets) {
@@ -163,9 +112,9 @@ Status Rmi(const RmiArgs& args) {
   }
   // Free the content only the removed images used, as podman rmi frees their layers.
   LAZYFS_ASSIGN_OR_RETURN(index::GcReport gc, idx->Gc());
-  LAZYFS_ASSIGN_OR_RETURN(BlobPrune blobs, PruneBlobs(args.store, *idx));
-  std::printf("freed %s of cached content and %s of blobs\n", Human(gc.bytes_removed).c_str(),
-              Human(blobs.bytes).c_str());
+  LAZYFS_ASSIGN_OR_RETURN(fetch::BlobPruneReport blobs, PruneBlobs(store, *idx));
+  std::printf("freed %s of cached content and %s of blobs\n", HumanBytes(gc.bytes_removed).c_str(),
+              HumanBytes(blobs.bytes).c_str());
   return Status::Ok();
 }
 
@@ -176,16 +125,34 @@ struct FsckArgs {
   bool repair = false;
 };
 
+// Prints what a content-addressed directory's check found; returns how many problems.
+int PrintCheck(const char* dir, const CasDir::CheckReport& r, bool repair) {
+  int problems = 0;
+  const std::string fixed = repair ? " (removed)" : "";
+  for (const auto& p : r.corrupt) {
+    std::printf("%s: %s: content does not match its digest%s\n", dir, p.c_str(), fixed.c_str());
+    ++problems;
+  }
+  for (const auto& p : r.stray) {
+    std::printf("%s: %s: not named by a digest\n", dir, p.c_str());
+    ++problems;
+  }
+  // A killed process leaves its temporary behind: junk, never mistaken for an object.
+  for (const auto& p : r.stale_tmp) {
+    std::printf("%s: note: %s: temporary of a process that is gone%s\n", dir, p.c_str(),
+                repair ? " (removed)" : "; --repair removes it");
+  }
+  std::printf("%s: %" PRIu64 " objects, %s, verified\n", dir, r.objects,
+              HumanBytes(r.bytes).c_str());
+  return problems;
+}
+
 // Exit status: 0 clean, 1 problems found (or an error).
 Result<int> Fsck(const FsckArgs& args) {
-  const std::string store = StoreDirOf(args.store);
+  const StoreLayout store = StoreLayout::At(args.store);
+  if (::access(store.root.c_str(), F_OK) != 0) return ErrnoError(errno, "store " + store.root);
   int problems = 0;
-  auto say = [&](const std::string& line) {
-    std::printf("%s\n", line.c_str());
-    ++problems;
-  };
-  if (::access(store.c_str(), F_OK) != 0) return ErrnoError(errno, "store " + store);
-  auto idx = OpenIndex(args.store, false);
+  auto idx = OpenIndex(store, false);
   if (!idx.ok() && idx.status().code() == StatusCode::kNotFound) {
     // A store whose first indexing never got as far as creating the index (killed, or failed
     // early): nothing is indexed, which is consistent.
@@ -193,24 +160,22 @@ Result<int> Fsck(const FsckArgs& args) {
   } else {
     if (!idx.ok()) return idx.status();
     LAZYFS_ASSIGN_OR_RETURN(index::IndexCheckReport r, (*idx)->Check());
-    for (const auto& p : r.problems) say("index: " + p);
+    for (const auto& p : r.problems) {
+      std::printf("index: %s\n", p.c_str());
+      ++problems;
+    }
     std::printf("index: %" PRIu64 " images, %" PRIu64 " layers, %" PRIu64 " references, %" PRIu64
                 " inodes\n",
                 r.images, r.layers, r.refs, r.inodes);
   }
-  for (const char* dir : {"blobs", "content"}) {
-    LAZYFS_ASSIGN_OR_RETURN(auto cas, CasDir::Open(store + "/" + dir));
-    LAZYFS_ASSIGN_OR_RETURN(CasDir::CheckReport r, cas->Check(args.repair));
-    const std::string fixed = args.repair ? " (removed)" : "";
-    for (const auto& p : r.corrupt) say(std::string(dir) + ": " + p + ": content does not match its digest" + fixed);
-    for (const auto& p : r.stray) say(std::string(dir) + ": " + p + ": not named by a digest");
-    // A killed process leaves its temporary behind: junk, never mistaken for an object.
-    for (const auto& p : r.stale_tmp) {
-      std::printf("%s: note: %s: temporary of a process that is gone%s\n", dir, p.c_str(),
-                  args.repair ? " (removed)" : "; --repair removes it");
-    }
-    std::printf("%s: %" PRIu64 " objects, %s, verified\n", dir, r.objects, Human(r.bytes).c_str());
+  LAZYFS_ASSIGN_OR_RETURN(CasDir::CheckReport blobs, fetch::CheckBlobStore(store, args.repair));
+  problems += PrintCheck("blobs", blobs, args.repair);
+  // Without an index there is no content cache either: the index creates it after itself.
+  CasDir::CheckReport content;
+  if (idx.ok()) {
+    LAZYFS_ASSIGN_OR_RETURN(content, (*idx)->CheckContent(args.repair));
   }
+  problems += PrintCheck("content", content, args.repair);
   if (problems == 0) std::printf("no problems found\n");
   return problems == 0 ? 0 : 1;
 }

@@ -9,10 +9,14 @@
 
 namespace lazyfs::cli {
 
-void AddImageOptions(CLI::App& cmd, ImageOptions& options) {
-  cmd.add_option("--store", options.store,
+void AddStoreOption(CLI::App& cmd, std::string& store) {
+  cmd.add_option("--store", store,
                  "Store directory (index, blobs, content cache); default $LAZYFS_STORE, "
                  "/var/lib/lazyfs for root, else $XDG_DATA_HOME/lazyfs");
+}
+
+void AddImageOptions(CLI::App& cmd, ImageOptions& options) {
+  AddStoreOption(cmd, options.store);
   cmd.add_option("--platform", options.platform,
                  "Platform to pick from a multi-platform image, os/arch[/variant] "
                  "(default: this host's)");
@@ -24,29 +28,26 @@ void AddImageOptions(CLI::App& cmd, ImageOptions& options) {
   cmd.add_option("--registries-conf", options.registries_conf,
                  "registries.conf (v2) with mirrors and insecure registries; default "
                  "$CONTAINERS_REGISTRIES_CONF, else /etc/containers/registries.conf");
-  cmd.add_option("--pull", options.pull,
-                 "missing: use the stored index of a reference seen before (default); "
-                 "always: ask the registry again; never: fail unless stored")
+  ImageOptions* target = &options;
+  cmd.add_option_function<std::string>(
+         "--pull",
+         [target](const std::string& v) {
+           target->pull = v == "always" ? PullPolicy::kAlways
+                          : v == "never" ? PullPolicy::kNever
+                                         : PullPolicy::kMissing;
+         },
+         "missing: use the stored index of a reference seen before (default); "
+         "always: ask the registry again; never: fail unless stored")
       ->check(CLI::IsMember({"missing", "always", "never"}));
   cmd.add_flag("-q,--quiet", options.quiet, "No progress output");
-}
-
-std::string DefaultStoreDir() {
-  if (const char* env = std::getenv("LAZYFS_STORE"); env && *env) return env;
-  if (::geteuid() == 0) return "/var/lib/lazyfs";
-  if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg && *xdg) {
-    return std::string(xdg) + "/lazyfs";
-  }
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "/tmp") + "/.local/share/lazyfs";
 }
 
 namespace {
 
 Result<fetch::SourceOptions> SourceOptionsFor(const ImageOptions& options,
-                                              const std::string& store) {
+                                              const StoreLayout& store) {
   fetch::SourceOptions so;
-  so.store_dir = store;
+  so.store = store;
   so.insecure = options.insecure || !options.tls_verify;
   so.registries_conf = options.registries_conf;
   if (!options.platform.empty()) {
@@ -55,22 +56,19 @@ Result<fetch::SourceOptions> SourceOptionsFor(const ImageOptions& options,
   return so;
 }
 
-std::string StoreOf(const ImageOptions& options) {
-  return options.store.empty() ? DefaultStoreDir() : options.store;
-}
-
 }  // namespace
 
 Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptions& options) {
-  const std::string store = StoreOf(options);
+  const StoreLayout store = options.layout();
   PreparedImage out;
   LAZYFS_ASSIGN_OR_RETURN(out.ref, fetch::ImageRef::Parse(ref_text));
-  LAZYFS_RETURN_IF_ERROR(MakeDirs(store, 0700).WithContext("while creating store " + store));
+  LAZYFS_RETURN_IF_ERROR(
+      MakeDirs(store.root, 0700).WithContext("while creating store " + store.root));
   LAZYFS_ASSIGN_OR_RETURN(fetch::SourceOptions so, SourceOptionsFor(options, store));
   LAZYFS_ASSIGN_OR_RETURN(out.source, fetch::OpenImageSource(out.ref, so));
 
   index::IndexOptions io;
-  io.store = StoreLayout{store};
+  io.store = store;
   io.writable = true;
   io.cache_content_while_indexing = options.cache_content;
   io.cache_size_bytes = options.cache_size;
@@ -95,7 +93,7 @@ Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptio
   if (out.ref.digest && remote) {
     LAZYFS_ASSIGN_OR_RETURN(bool has, idx->HasImage(*out.ref.digest));
     if (has) known = *out.ref.digest;
-  } else if (remote && options.pull != "always") {
+  } else if (remote && options.pull != PullPolicy::kAlways) {
     LAZYFS_ASSIGN_OR_RETURN(known, idx->LookupRef(ref_key));
     if (known) {
       LAZYFS_ASSIGN_OR_RETURN(bool has, idx->HasImage(*known));
@@ -106,8 +104,8 @@ Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptio
     out.manifest = *known;
     return out;
   }
-  if (options.pull == "never" && remote) {
-    return NotFoundError(out.ref.ToString() + " is not in the store " + store +
+  if (options.pull == PullPolicy::kNever && remote) {
+    return NotFoundError(out.ref.ToString() + " is not in the store " + store.root +
                          " and --pull=never was given");
   }
   LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor image, out.source->Resolve());
@@ -121,7 +119,7 @@ Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptio
 
 Result<OpenedTree> OpenTree(const PreparedImage& image, const ImageOptions& options) {
   index::IndexOptions io;
-  io.store = StoreLayout{StoreOf(options)};
+  io.store = options.layout();
   io.writable = false;
   io.cache_size_bytes = options.cache_size;
   io.read_timeout = std::chrono::milliseconds(static_cast<int64_t>(options.read_timeout_s * 1000));
@@ -130,6 +128,27 @@ Result<OpenedTree> OpenTree(const PreparedImage& image, const ImageOptions& opti
   LAZYFS_ASSIGN_OR_RETURN(out.index, index::Index::Open(io));
   LAZYFS_ASSIGN_OR_RETURN(out.tree, out.index->OpenTree(image.manifest, *image.source));
   return out;
+}
+
+Result<fetch::BlobPruneReport> PruneBlobs(const StoreLayout& store, index::Index& idx) {
+  LAZYFS_ASSIGN_OR_RETURN(std::vector<index::StoredImage> images, idx.ListImages());
+  std::vector<ImageDescriptor> keep;
+  keep.reserve(images.size());
+  for (index::StoredImage& image : images) keep.push_back(std::move(image.descriptor));
+  return fetch::PruneBlobStore(store, keep);
+}
+
+std::string HumanBytes(uint64_t n) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, kUnits[u]);
+  return buf;
 }
 
 int ReportError(const Status& status) {

@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 
 #include "base/status.h"
+#include "base/store_layout.h"
 #include "fetch/fetch.h"
 #include "index/tree.h"
 
@@ -18,12 +19,12 @@ enum class PullPolicy { kMissing, kAlways, kNever };
 
 // Options common to every subcommand that reads an image.
 struct ImageOptions {
-  std::string store;        // --store, else $LAZYFS_STORE, else the per-user default
+  std::string store;        // --store; empty: StoreLayout::DefaultRoot()
   std::string platform;     // --platform os/arch[/variant]; empty: the host's
   bool insecure = false;    // --insecure: allow plain HTTP / unverified TLS
   bool tls_verify = true;   // --tls-verify=false: the same as --insecure
   std::string registries_conf;  // --registries-conf FILE (mirrors, insecure registries)
-  std::string pull = "missing";
+  PullPolicy pull = PullPolicy::kMissing;  // --pull
   bool quiet = false;       // -q
   uint64_t cache_size = 0;  // --cache-size: content cache limit in bytes (0: none)
   double read_timeout_s = 30;  // --read-timeout: a failing read gives up after this (seconds)
@@ -31,13 +32,16 @@ struct ImageOptions {
   // Not a flag: set by commands that read every file (materialize), so indexing stores the
   // content it decompresses (IndexOptions::cache_content_while_indexing).
   bool cache_content = false;
+
+  // The store --store names, or the default one.
+  StoreLayout layout() const { return StoreLayout::At(store); }
 };
 
 void AddImageOptions(CLI::App& cmd, ImageOptions& options);
 
-// $LAZYFS_STORE, else /var/lib/lazyfs for root, else $XDG_DATA_HOME/lazyfs
-// (~/.local/share/lazyfs).
-std::string DefaultStoreDir();
+// --store DIR, for the commands that take nothing else of ImageOptions (images, rmi, fsck, gc).
+// Empty when not given: StoreLayout::At then picks the default root.
+void AddStoreOption(CLI::App& cmd, std::string& store);
 
 // An image that is in the index, with the source its content is read from.
 struct PreparedImage {
@@ -58,12 +62,11 @@ struct OpenedTree {
 };
 Result<OpenedTree> OpenTree(const PreparedImage& image, const ImageOptions& options);
 
-// Removes from STORE/blobs what no stored image refers to (their manifests, configs and layers
-// stay). Blobs are a cache too: lazy reads fetch ranges again when a layer blob is gone.
-struct BlobPrune {
-  uint64_t objects = 0, bytes = 0;
-};
-Result<BlobPrune> PruneBlobs(const std::string& store, index::Index& idx);
+// Removes from the blob store what no image `idx` holds refers to (fetch::PruneBlobStore).
+Result<fetch::BlobPruneReport> PruneBlobs(const StoreLayout& store, index::Index& idx);
+
+// "0 B", "1.5 KiB", ... "2.0 TiB": a size for people.
+std::string HumanBytes(uint64_t n);
 
 // Prints "lazyfs: error: MESSAGE" and returns the exit code for it (1).
 int ReportError(const Status& status);

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/fd.h"
+#include "base/text.h"
 #include "fetch/registry_client.h"
 
 extern char** environ;
@@ -53,7 +54,10 @@ Result<Credentials> DecodeAuthEntry(const Json& entry, const std::string& path,
   Credentials c;
   auto auth = entry.find("auth");
   if (auth != entry.end() && auth->is_string() && !auth->get<std::string>().empty()) {
-    auto decoded = Base64Decode(auth->get<std::string>());
+    // Some tools wrap long values; base64 itself has no line breaks.
+    std::string value = auth->get<std::string>();
+    std::erase_if(value, [](char c) { return c == '\n' || c == '\r'; });
+    auto decoded = Base64Decode(value);
     const size_t colon = decoded.ok() ? decoded->find(':') : std::string::npos;
     if (colon == std::string::npos) {
       return InvalidArgumentError("auth file " + path + ": the \"auth\" entry for " + key +
@@ -214,10 +218,8 @@ Result<std::optional<FoundCredentials>> LookupInFile(const std::string& path,
   return std::optional<FoundCredentials>();
 }
 
-}  // namespace
-
-std::string DockerConfigPath(const SourceOptions& options) {
-  if (!options.docker_config.empty()) return options.docker_config;
+// The docker config file: $DOCKER_CONFIG/config.json, or ~/.docker/config.json.
+std::string DockerConfigPath() {
   if (const char* dir = std::getenv("DOCKER_CONFIG"); dir && *dir) {
     return std::string(dir) + "/config.json";
   }
@@ -225,6 +227,7 @@ std::string DockerConfigPath(const SourceOptions& options) {
   return std::string(home ? home : "/") + "/.docker/config.json";
 }
 
+// The auth files FindCredentials searches, in order.
 std::vector<std::string> AuthFilePaths(const SourceOptions& options) {
   if (!options.docker_config.empty()) return {options.docker_config};
   if (const char* file = std::getenv("REGISTRY_AUTH_FILE"); file && *file) return {file};
@@ -235,17 +238,11 @@ std::vector<std::string> AuthFilePaths(const SourceOptions& options) {
   if (const char* home = std::getenv("HOME"); home && *home) {
     out.push_back(std::string(home) + "/.config/containers/auth.json");
   }
-  out.push_back(DockerConfigPath(options));
+  out.push_back(DockerConfigPath());
   return out;
 }
 
-Result<std::optional<Credentials>> LookupDockerCredentials(const std::string& config_path,
-                                                           const std::string& registry) {
-  LAZYFS_ASSIGN_OR_RETURN(std::optional<FoundCredentials> found,
-                          LookupInFile(config_path, registry, ""));
-  if (!found) return std::optional<Credentials>();
-  return std::move(found->credentials);
-}
+}  // namespace
 
 Result<FoundCredentials> FindCredentials(const SourceOptions& options,
                                          const std::string& registry,

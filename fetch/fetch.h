@@ -9,14 +9,18 @@
 // ImageDescriptor and a BlobSource (base/image.h).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "base/cas_dir.h"
 #include "base/digest.h"
 #include "base/image.h"
 #include "base/status.h"
+#include "base/store_layout.h"
 
 namespace lazyfs::fetch {
 
@@ -62,8 +66,8 @@ struct Platform {
 };
 
 struct SourceOptions {
-  // Store root; blobs are kept under STORE/blobs.
-  std::string store_dir;
+  // The store; blobs are kept in its blobs() directory (a CasDir).
+  StoreLayout store;
   // Which manifest to pick from an image index.
   Platform platform = Platform::Host();
   // Allow plain HTTP (and unverified TLS) for every registry. Loopback registries
@@ -103,7 +107,26 @@ class ImageSource : public BlobSource {
   virtual Result<std::string> ReadSmallBlob(const Digest& digest, uint64_t max_size) = 0;
 };
 
+// Fails with InvalidArgument when options.store has no root.
 Result<std::unique_ptr<ImageSource>> OpenImageSource(const ImageRef& ref,
                                                      const SourceOptions& options);
+
+// The blob store's upkeep (lazyfs rmi, gc, fsck). Blobs are a cache: lazy reads fetch ranges
+// again when a layer blob is gone, and Resolve fetches manifests and configs again.
+
+struct BlobPruneReport {
+  uint64_t objects = 0;  // blobs removed
+  uint64_t bytes = 0;    // their size
+};
+
+// Removes from store.blobs() every blob that is neither the manifest, the config nor a layer of
+// one of `keep` (the images the index still holds). Safe beside running processes: one that
+// needs a removed blob fetches it again. Fails only when the blob store cannot be opened.
+Result<BlobPruneReport> PruneBlobStore(const StoreLayout& store,
+                                       const std::vector<ImageDescriptor>& keep);
+
+// fsck of store.blobs(): every blob against its digest (CasDir::Check); `repair` removes
+// corrupt blobs and the temporaries of processes that are gone.
+Result<CasDir::CheckReport> CheckBlobStore(const StoreLayout& store, bool repair);
 
 }  // namespace lazyfs::fetch

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <mutex>
 
 namespace lazyfs::fetch {
 namespace {
@@ -47,6 +48,7 @@ std::string Trim(std::string_view s) {
 struct Transfer {
   CURL* easy;
   const HttpRequest* request;
+  const std::string* url;  // of this hop
   HttpResponse* response;
   Status abort;  // why a callback stopped the transfer
   uint64_t collected = 0;
@@ -101,13 +103,31 @@ size_t OnWrite(char* data, size_t size, size_t n, void* user) {
       t->collected = cap;
       return len;
     }
-    t->abort = ResourceExhaustedError("response body from " + HostPortOf(t->request->url) +
+    t->abort = ResourceExhaustedError("response body from " + HostPortOf(*t->url) +
                                       " is larger than " + std::to_string(cap) + " bytes");
     return 0;
   }
   t->response->body.append(data, len);
   t->collected += len;
   return len;
+}
+
+std::string PeerOf(const HttpRequest& request, const std::string& url) {
+  return request.peer.empty() ? HostPortOf(url) : request.peer;
+}
+
+// What a request that its deadline ended fails with.
+Status DeadlineError(const HttpRequest& request, const std::string& url) {
+  return UnavailableError(PeerOf(request, url) + ": " + request.deadline.Why());
+}
+
+// libcurl calls this often during a transfer, and about once a second while it waits for a
+// silent server: the place to notice a deadline that passed or a Canceller that was raised.
+int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* t = static_cast<Transfer*>(user);
+  if (!t->request->deadline.expired()) return 0;
+  t->abort = DeadlineError(*t->request, *t->url);
+  return 1;
 }
 
 Status CurlError(CURLcode rc, CURL* easy, const char* errbuf, const std::string& peer) {
@@ -142,6 +162,47 @@ Status CurlError(CURLcode rc, CURL* easy, const char* errbuf, const std::string&
   }
 }
 
+// Sets up `easy` for one hop of t's request; the callbacks are given `t`.
+Status SetOptions(CURL* easy, const HttpOptions& options, CURLSH* share, Transfer* t,
+                  curl_slist* headers, char* errbuf) {
+  const HttpRequest& request = *t->request;
+  const std::string& url = *t->url;
+  curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, options.connect_timeout_s);
+  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, options.low_speed_timeout_s);
+  // The deadline bounds the whole transfer; the progress callback also sees a Canceller.
+  if (const auto left = request.deadline.remaining(); left != std::chrono::milliseconds::max()) {
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
+                     static_cast<long>(std::max<int64_t>(1, left.count())));
+  }
+  curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &OnProgress);
+  curl_easy_setopt(easy, CURLOPT_XFERINFODATA, t);
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
+  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(easy, CURLOPT_USERAGENT, "lazyfs/" LAZYFS_VERSION);
+  // HTTP/2 when the TLS server offers it. (No CURLOPT_PIPEWAIT: with the easy interface in
+  // several threads a transfer could wait forever for another thread's connection.)
+  curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
+  if (share) curl_easy_setopt(easy, CURLOPT_SHARE, share);
+  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
+  curl_easy_setopt(easy, CURLOPT_HEADERDATA, t);
+  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &OnWrite);
+  curl_easy_setopt(easy, CURLOPT_WRITEDATA, t);
+  if (request.method == "HEAD") {
+    curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+  } else if (request.method != "GET") {
+    return InternalError("HttpClient: unsupported method " + request.method);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status CurlHeaders::Append(const std::string& header) {
@@ -156,14 +217,6 @@ std::string HttpResponse::Header(std::string_view name) const {
     if (k == name) return v;
   }
   return {};
-}
-
-std::vector<std::string> HttpResponse::Headers(std::string_view name) const {
-  std::vector<std::string> out;
-  for (const auto& [k, v] : headers) {
-    if (k == name) out.push_back(v);
-  }
-  return out;
 }
 
 // A curl share handle with one lock per shared data kind, so that the handles of one client
@@ -206,7 +259,7 @@ HttpClient::HttpClient(HttpOptions options) : options_(options) {
 HttpClient::~HttpClient() { idle_.clear(); }
 
 CurlEasy HttpClient::Acquire() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (idle_.empty()) return CurlEasy();
   CurlEasy easy = std::move(idle_.back());
   idle_.pop_back();
@@ -214,7 +267,7 @@ CurlEasy HttpClient::Acquire() {
 }
 
 void HttpClient::Release(CurlEasy easy) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (idle_.size() < kMaxIdleHandles) idle_.push_back(std::move(easy));
 }
 
@@ -237,11 +290,11 @@ Result<HttpResponse> HttpClient::Perform(const HttpRequest& request) {
     char* location = nullptr;
     curl_easy_getinfo(easy.get(), CURLINFO_REDIRECT_URL, &location);
     if (!location) {
-      return UnavailableError((request.peer.empty() ? HostPortOf(url) : request.peer) + ": HTTP " +
+      return UnavailableError(PeerOf(request, url) + ": HTTP " +
                               std::to_string(code) + " redirect without a Location");
     }
     if (hop >= request.max_redirects) {
-      return UnavailableError((request.peer.empty() ? HostPortOf(url) : request.peer) +
+      return UnavailableError(PeerOf(request, url) +
                               ": too many redirects");
     }
     url = location;
@@ -250,39 +303,15 @@ Result<HttpResponse> HttpClient::Perform(const HttpRequest& request) {
 
 Result<HttpResponse> HttpClient::PerformOnce(CURL* easy, const HttpRequest& request,
                                              const std::string& url, bool send_auth) {
+  if (request.deadline.expired()) return DeadlineError(request, url);
   curl_easy_reset(easy);
   HttpResponse response;
-  Transfer t{easy, &request, &response, Status::Ok()};
+  Transfer t{easy, &request, &url, &response, Status::Ok()};
   CurlHeaders headers;
   for (const std::string& h : request.headers) LAZYFS_RETURN_IF_ERROR(headers.Append(h));
   if (send_auth) LAZYFS_RETURN_IF_ERROR(headers.Append("Authorization: " + request.authorization));
   char errbuf[CURL_ERROR_SIZE] = {0};
-
-  curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, options_.connect_timeout_s);
-  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, options_.low_speed_timeout_s);
-  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
-  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
-  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(easy, CURLOPT_USERAGENT, "lazyfs/" LAZYFS_VERSION);
-  // HTTP/2 when the TLS server offers it. (No CURLOPT_PIPEWAIT: with the easy interface in
-  // several threads a transfer could wait forever for another thread's connection.)
-  curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
-  if (share_->sh) curl_easy_setopt(easy, CURLOPT_SHARE, share_->sh);
-  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers.get());
-  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
-  curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t);
-  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &OnWrite);
-  curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t);
-  if (request.method == "HEAD") {
-    curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
-  } else if (request.method != "GET") {
-    return InternalError("HttpClient: unsupported method " + request.method);
-  }
+  LAZYFS_RETURN_IF_ERROR(SetOptions(easy, options_, share_->sh, &t, headers.get(), errbuf));
 
   const CURLcode rc = curl_easy_perform(easy);
   // Nothing may keep pointing at this frame once we return.
@@ -290,12 +319,15 @@ Result<HttpResponse> HttpClient::PerformOnce(CURL* easy, const HttpRequest& requ
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, nullptr);
   if (rc != CURLE_OK) {
     if (!t.abort.ok()) return t.abort;
-    return CurlError(rc, easy, errbuf, request.peer.empty() ? HostPortOf(url) : request.peer);
+    // CURLOPT_TIMEOUT_MS is the deadline's doing.
+    if (rc == CURLE_OPERATION_TIMEDOUT && request.deadline.expired()) {
+      return DeadlineError(request, url);
+    }
+    return CurlError(rc, easy, errbuf, PeerOf(request, url));
   }
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &response.status);
   // A 2xx without a body never reached OnWrite.
   LAZYFS_RETURN_IF_ERROR(StartBody(&t, response.status));
-  response.url = url;
   return response;
 }
 
@@ -321,70 +353,10 @@ std::string OriginOf(const std::string& url) {
   return scheme + "://" + host + ":" + port;
 }
 
-std::string Base64Encode(std::string_view data) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((data.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 3 <= data.size(); i += 3) {
-    const uint32_t v = static_cast<uint8_t>(data[i]) << 16 | static_cast<uint8_t>(data[i + 1]) << 8 |
-                       static_cast<uint8_t>(data[i + 2]);
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += kAlphabet[v & 63];
-  }
-  if (const size_t rest = data.size() - i; rest > 0) {
-    uint32_t v = static_cast<uint8_t>(data[i]) << 16;
-    if (rest == 2) v |= static_cast<uint8_t>(data[i + 1]) << 8;
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[(v >> 12) & 63];
-    out += rest == 2 ? kAlphabet[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
-Result<std::string> Base64Decode(std::string_view data) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;
-    if (c == '/' || c == '_') return 63;
-    return -1;
-  };
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : data) {
-    if (c == '=' || c == '\n' || c == '\r') continue;
-    const int v = value(c);
-    if (v < 0) return InvalidArgumentError("invalid base64");
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
-    }
-  }
-  return out;
-}
-
 std::string UrlEscape(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
+  // libcurl escapes all but RFC 3986's unreserved characters; the handle argument is unused.
+  CurlString escaped(curl_easy_escape(nullptr, s.data(), static_cast<int>(s.size())));
+  return escaped ? std::string(escaped.get()) : std::string();
 }
 
 }  // namespace lazyfs::fetch

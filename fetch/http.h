@@ -11,14 +11,15 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "base/deadline.h"
 #include "base/status.h"
+#include "base/thread_annotations.h"
 
 namespace lazyfs::fetch {
 
@@ -76,6 +77,9 @@ struct HttpRequest {
   int max_redirects = 10;
   // Who is being talked to, for messages ("registry 127.0.0.1:5000"); default: the URL's host.
   std::string peer;
+  // The caller's patience: no hop of the request starts once it has passed, and the transfer
+  // in progress is aborted when it passes or its Canceller is raised.
+  Deadline deadline;
 };
 
 class HttpResponse {
@@ -85,12 +89,9 @@ class HttpResponse {
   std::vector<std::pair<std::string, std::string>> headers;
   // The collected body (when no on_body was given), or the start of an error body.
   std::string body;
-  std::string url;  // after redirects
 
   // The first header with this (lower-case) name, or empty.
   std::string Header(std::string_view name) const;
-  // All values of this header.
-  std::vector<std::string> Headers(std::string_view name) const;
 };
 
 // Performs requests, reusing connections through a small pool of handles (each keeps its
@@ -104,8 +105,9 @@ class HttpClient {
   HttpClient& operator=(const HttpClient&) = delete;
 
   // Fails with Unavailable when the server cannot be reached or the transfer breaks (message:
-  // "cannot reach HOST (connection refused)"), ResourceExhausted when a collected body passes
-  // max_body, or with the Status on_body returned. Any HTTP status is a successful Perform.
+  // "cannot reach HOST (connection refused)") or when request.deadline ends it ("PEER: deadline
+  // reached", "PEER: cancelled"), ResourceExhausted when a collected body passes max_body, or
+  // with the Status on_body returned. Any HTTP status is a successful Perform.
   Result<HttpResponse> Perform(const HttpRequest& request);
 
  private:
@@ -118,8 +120,8 @@ class HttpClient {
 
   const HttpOptions options_;
   std::unique_ptr<Share> share_;
-  std::mutex mu_;
-  std::vector<CurlEasy> idle_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::vector<CurlEasy> idle_ LAZYFS_GUARDED_BY(mu_);
 };
 
 // The delay a Retry-After header asks for: delta-seconds or an HTTP-date (relative to now, never
@@ -129,9 +131,6 @@ std::optional<long> ParseRetryAfter(const std::string& value);
 // "scheme://host:port" of a URL (default ports filled in), or empty if it does not parse.
 std::string OriginOf(const std::string& url);
 
-// Standard base64 (used for "user:password" in docker config files).
-std::string Base64Encode(std::string_view data);
-Result<std::string> Base64Decode(std::string_view data);
 // Percent-encodes a query parameter value.
 std::string UrlEscape(std::string_view s);
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "base/text.h"
+
 namespace lazyfs::fetch {
 namespace {
 
@@ -50,8 +52,8 @@ Result<std::map<std::string, std::string>> ParseAnnotations(const Json& j, std::
   }
   for (const auto& [k, v] : it->items()) {
     if (!v.is_string()) {
-      return InvalidArgumentError(std::string(what) + ": annotation \"" + k +
-                                  "\" is not a string");
+      return InvalidArgumentError(std::string(what) + ": annotation " + QuoteName(k) +
+                                  " is not a string");
     }
     out[k] = v.get<std::string>();
   }
@@ -154,7 +156,7 @@ Result<Manifest> ParseManifestJson(std::string_view raw, std::string_view conten
     return m;
   }
   if (!IsImageType(media_type)) {
-    return UnimplementedError("unsupported manifest media type \"" + media_type + "\"");
+    return UnimplementedError("unsupported manifest media type " + QuoteName(media_type));
   }
   m.kind = Manifest::Kind::kImage;
   auto config = j.find("config");
@@ -268,7 +270,7 @@ Result<ImageDescriptor> MakeImageDescriptor(std::string reference, const Digest&
   }
   const std::string& cmt = manifest.config.media_type;
   if (!cmt.empty() && cmt != kOciConfig && cmt != kDockerConfig) {
-    return UnimplementedError("not a container image: config media type \"" + cmt + "\"");
+    return UnimplementedError("not a container image: config media type " + QuoteName(cmt));
   }
   LAZYFS_ASSIGN_OR_RETURN(ImageConfig config, ParseImageConfig(raw_config));
   if (config.diff_ids.size() != manifest.layers.size()) {

@@ -5,20 +5,25 @@
 // challenge sends us to the token service (anonymously, or with the user's basic credentials),
 // a Basic challenge takes the credentials from the docker config file; then the request is
 // retried once. Credentials never appear in messages. Thread-safe.
+//
+// Retries live here and nowhere else: a request that fails in a way that may pass is tried
+// again with backoff, within the options' attempts and time budget and, for a read that
+// carries one, the reader's Deadline (registry_transfer.cc).
 #pragma once
 
 #include <chrono>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "base/deadline.h"
 #include "base/digest.h"
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "fetch/fetch.h"
 #include "fetch/http.h"
 
@@ -29,21 +34,6 @@ struct Credentials {
   std::string password;
 };
 
-// The docker config file SourceOptions names, or $DOCKER_CONFIG/config.json, or
-// ~/.docker/config.json.
-std::string DockerConfigPath(const SourceOptions& options);
-
-// Looks up `registry` (a host[:port]; "docker.io" also matches the Docker Hub aliases) in the
-// "auths" of a docker config file, whose keys are hosts or URLs ("https://host/v1/"). A missing
-// file or entry is nullopt; a malformed one fails with InvalidArgument naming the file.
-Result<std::optional<Credentials>> LookupDockerCredentials(const std::string& config_path,
-                                                           const std::string& registry);
-
-// The auth files searched, in order, as container tools do: SourceOptions.docker_config alone
-// when set; else $REGISTRY_AUTH_FILE alone when set; else ${XDG_RUNTIME_DIR}/containers/
-// auth.json, ~/.config/containers/auth.json, then the docker config (DockerConfigPath).
-std::vector<std::string> AuthFilePaths(const SourceOptions& options);
-
 // Credentials for `registry`/`repository` and where they came from (for messages; never the
 // secret itself).
 struct FoundCredentials {
@@ -53,7 +43,10 @@ struct FoundCredentials {
   std::string source;
 };
 
-// Searches the auth files in order. In each: "credHelpers" naming a helper for the registry,
+// Searches the auth files in the order container tools do: SourceOptions.docker_config alone
+// when set; else $REGISTRY_AUTH_FILE alone when set; else ${XDG_RUNTIME_DIR}/containers/
+// auth.json, ~/.config/containers/auth.json, then the docker config ($DOCKER_CONFIG/config.json
+// or ~/.docker/config.json). In each: "credHelpers" naming a helper for the registry,
 // then "auths" (keys are hosts, URLs, or host/namespace prefixes of the repository; the
 // longest match wins), then "credsStore". A helper is run as `docker-credential-NAME get` with
 // the registry on stdin; it answers {"Username":..,"Secret":..}. Fails with InvalidArgument on
@@ -92,16 +85,21 @@ class RegistryClient {
   // not verified here.
   Status GetBlob(const Digest& digest, const std::function<Status(std::string_view)>& sink);
 
-  // The size of a blob (HEAD /v2/<repo>/blobs/<digest>, its Content-Length).
-  Result<uint64_t> BlobSize(const Digest& digest);
+  // The size of a blob (HEAD /v2/<repo>/blobs/<digest>, its Content-Length). Retried within
+  // `deadline` as GetBlobRange is.
+  Result<uint64_t> BlobSize(const Digest& digest, const Deadline& deadline);
 
   // Reads up to out.size() bytes of a blob at `offset` with a Range request (retried and
   // resumed like GetBlob). Returns the bytes read: fewer only at the blob's end. Not verified.
-  Result<size_t> GetBlobRange(const Digest& digest, uint64_t offset, std::span<std::byte> out);
+  // No attempt starts once `deadline` has passed, no backoff sleeps past it, and the transfer
+  // in progress is aborted when it passes or its Canceller is raised: then this fails with
+  // Unavailable, "...: gave up at the read deadline" or "...: cancelled" (naming the last
+  // failure before it, if any).
+  Result<size_t> GetBlobRange(const Digest& digest, uint64_t offset, std::span<std::byte> out,
+                              const Deadline& deadline);
 
   // "registry HOST: repository REPO", the prefix of every message.
   std::string Describe() const;
-  const std::string& registry() const { return registry_; }
 
  private:
   RegistryClient(std::string registry, std::string repository, const SourceOptions& options,
@@ -110,36 +108,42 @@ class RegistryClient {
   // Performs a request against the registry, authenticating on 401 and retrying once.
   Result<HttpResponse> Request(HttpRequest request, const std::string& path);
   // Runs `attempt` again while it fails in a way that may pass (Unavailable, or HTTP 408, 429,
-  // 5xx), with backoff, within the options' attempt and time budget. `permanent` (if given)
-  // set to an error means a sink failed: no retry. Returns the last outcome.
-  Result<HttpResponse> WithRetries(const std::string& what,
+  // 5xx), with backoff, within the options' attempt and time budget and `deadline` (whichever
+  // ends sooner; the attempts should carry `deadline` too). `permanent` (if given) set to an
+  // error means a sink failed: no retry. Returns the last outcome, or Unavailable from
+  // GaveUpAt when the deadline ended it. Counts each retry in kStatFetchRetries.
+  Result<HttpResponse> WithRetries(const std::string& what, const Deadline& deadline,
                                    const std::function<Result<HttpResponse>()>& attempt,
                                    const Status* permanent = nullptr);
+  // Unavailable: `what` gave up at the deadline (or was cancelled) after `attempts` attempts.
+  Status GaveUpAt(const Deadline& deadline, const std::string& what, int attempts,
+                  const std::string& last_error) const;
   // Streams GET `path` with an optional byte range [offset, offset+length) (length 0: to the
-  // end) to `sink`, resuming after breaks. Returns the final response.
+  // end) to `sink`, resuming after breaks, within `deadline`. Returns the final response.
   Result<HttpResponse> GetStreamed(const std::string& path, const std::string& what,
-                                   uint64_t offset, uint64_t length,
+                                   uint64_t offset, uint64_t length, const Deadline& deadline,
                                    const std::function<Status(std::string_view)>& sink);
-  Status Authenticate(const HttpResponse& challenge, const std::string& used_authorization);
+  Status Authenticate(const HttpResponse& challenge, const std::string& used_authorization,
+                      const Deadline& deadline);
   Status FetchToken(const std::string& realm, const std::string& service,
-                    const std::string& scope);
+                    const std::string& scope, const Deadline& deadline);
   Status ErrorFor(const HttpResponse& response, const std::string& what) const;
 
   const std::string registry_;    // as the user named it
   const std::string endpoint_;    // host[:port] spoken to (registry-1.docker.io for docker.io)
   const std::string repository_;
-  const bool insecure_;
   const SourceOptions options_;
   const std::optional<Credentials> credentials_;
   const std::string credentials_source_;  // where credentials_ came from, or what was searched
   HttpClient http_;
 
-  std::mutex mu_;
-  std::string scheme_;         // GUARDED_BY(mu_): "https" or "http"
-  bool scheme_settled_ = false;  // GUARDED_BY(mu_)
-  std::string authorization_;  // GUARDED_BY(mu_): "Bearer ..." / "Basic ...", or empty
-  // GUARDED_BY(mu_): when a bearer token in authorization_ stops being valid.
-  std::chrono::steady_clock::time_point token_expiry_ = std::chrono::steady_clock::time_point::max();
+  Mutex mu_;
+  std::string scheme_ LAZYFS_GUARDED_BY(mu_);  // "https" or "http"
+  bool scheme_settled_ LAZYFS_GUARDED_BY(mu_) = false;
+  std::string authorization_ LAZYFS_GUARDED_BY(mu_);  // "Bearer ..." / "Basic ...", or empty
+  // When a bearer token in authorization_ stops being valid.
+  std::chrono::steady_clock::time_point token_expiry_ LAZYFS_GUARDED_BY(mu_) =
+      std::chrono::steady_clock::time_point::max();
 };
 
 }  // namespace lazyfs::fetch

@@ -142,8 +142,8 @@ Result<ImageDescriptor> ResolveManifest(const std::string& reference, std::strin
 
 Result<std::unique_ptr<ImageSource>> OpenImageSource(const ImageRef& ref,
                                                      const SourceOptions& options) {
-  if (options.store_dir.empty()) {
-    return InvalidArgumentError("OpenImageSource: SourceOptions.store_dir is empty");
+  if (options.store.root.empty()) {
+    return InvalidArgumentError("OpenImageSource: SourceOptions.store has no root");
   }
   switch (ref.transport) {
     case Transport::kDocker:

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "base/fd.h"
+#include "base/text.h"
 #include "fetch/source.h"
 
 namespace lazyfs::fetch {
@@ -80,13 +81,12 @@ std::string Join(const std::vector<std::string>& parts) {
 // layout or docker save never writes them, a hostile archive does).
 Result<std::string> NormaliseMemberName(std::string_view raw, const std::string& where) {
   if (raw.starts_with('/')) {
-    return InvalidArgumentError(where + ": member \"" + std::string(raw) +
-                                "\" has an absolute path");
+    return InvalidArgumentError(where + ": member " + QuoteName(raw) + " has an absolute path");
   }
   std::vector<std::string> parts;
   if (!Walk(raw, /*dotdot=*/false, &parts)) {
-    return InvalidArgumentError(where + ": member \"" + std::string(raw) +
-                                "\" has a \"..\" component");
+    return InvalidArgumentError(where + ": member " + QuoteName(raw) +
+                                " has a \"..\" component");
   }
   return Join(parts);
 }
@@ -144,8 +144,8 @@ Status ForEachMember(const std::string& file, const std::string& where, const Vi
         const la_ssize_t n = archive_read_data(a.get(), buf.data(), buf.size());
         if (n == 0) return Status::Ok();
         if (n < 0) {
-          return DataLossError(where + ": member \"" + m.name +
-                               "\" is truncated or unreadable: " + archive_error_string(a.get()));
+          return DataLossError(where + ": member " + QuoteName(m.name) +
+                               " is truncated or unreadable: " + archive_error_string(a.get()));
         }
         LAZYFS_RETURN_IF_ERROR(sink(buf.data(), static_cast<size_t>(n)));
       }
@@ -160,7 +160,7 @@ Status ForEachMember(const std::string& file, const std::string& where, const Vi
 Result<std::string> ReadMember(const Member& m, const std::function<Status(const Sink&)>& read,
                                uint64_t max, const std::string& where) {
   if (m.size < 0 || static_cast<uint64_t>(m.size) > max) {
-    return ResourceExhaustedError(where + ": member \"" + m.name + "\" is " +
+    return ResourceExhaustedError(where + ": member " + QuoteName(m.name) + " is " +
                                   std::to_string(m.size) + " bytes, more than the " +
                                   std::to_string(max) + " allowed");
   }
@@ -168,7 +168,7 @@ Result<std::string> ReadMember(const Member& m, const std::function<Status(const
   out.reserve(static_cast<size_t>(m.size));
   LAZYFS_RETURN_IF_ERROR(read([&](const void* data, size_t len) -> Status {
     if (out.size() + len > max) {
-      return ResourceExhaustedError(where + ": member \"" + m.name + "\" is larger than " +
+      return ResourceExhaustedError(where + ": member " + QuoteName(m.name) + " is larger than " +
                                     std::to_string(max) + " bytes");
     }
     out.append(static_cast<const char*>(data), len);
@@ -181,13 +181,20 @@ Result<std::string> ReadMember(const Member& m, const std::function<Status(const
 Status CopyMemberToStore(CasDir& store, const Member& m,
                          const std::function<Status(const Sink&)>& read, const Digest& digest,
                          const std::string& where) {
-  const std::string what = where + ": member \"" + m.name + "\"";
+  const std::string what = where + ": member " + QuoteName(m.name);
   LAZYFS_ASSIGN_OR_RETURN(auto writer, store.BeginWrite(digest, m.size));
   LAZYFS_RETURN_IF_ERROR(read([&](const void* data, size_t len) {
                            return writer->Write(data, len);
                          }).WithContext(what));
   return writer->Commit().WithContext(what);
 }
+
+// A docker-archive member as pass 1 found it.
+struct Hashed {
+  Digest digest;
+  uint64_t size = 0;
+  LayerCompression compression = LayerCompression::kNone;
+};
 
 class ArchiveSource final : public ImageSource {
  public:
@@ -216,6 +223,8 @@ class ArchiveSource final : public ImageSource {
  private:
   Result<ImageDescriptor> ResolveOciArchive();
   Result<ImageDescriptor> ResolveDockerArchive();
+  // Pass 2 of a docker-archive: copies the members of `needed` the store lacks into it.
+  Status CopyMissing(const std::map<std::string, Hashed>& needed);
   // Resolves a top manifest already in the store, its children and config read from the store.
   Result<ImageDescriptor> ResolveStored(std::string raw, const Digest& digest,
                                         const std::string& media_type);
@@ -285,9 +294,12 @@ Result<ImageDescriptor> ArchiveSource::ResolveOciArchive() {
       LAZYFS_ASSIGN_OR_RETURN(index_raw, ReadMember(m, read, kMaxManifestSize, where_));
     } else if (m.name.starts_with("blobs/sha256/")) {
       auto digest = Digest::Parse("sha256:" + m.name.substr(13));
-      if (!digest.ok()) return digest.status().WithContext(where_ + ": member \"" + m.name + "\"");
+      if (!digest.ok()) {
+        return digest.status().WithContext(where_ + ": member " + QuoteName(m.name));
+      }
       if (m.type != AE_IFREG || !m.hardlink.empty()) {
-        return InvalidArgumentError(where_ + ": member \"" + m.name + "\" is not a regular file");
+        return InvalidArgumentError(where_ + ": member " + QuoteName(m.name) +
+                                    " is not a regular file");
       }
       if (store_->Contains(*digest)) return Status::Ok();
       return CopyMemberToStore(*store_, m, read, *digest, where_);
@@ -316,12 +328,6 @@ Result<ImageDescriptor> ArchiveSource::ResolveOciArchive() {
 }
 
 // ----- docker-archive -----
-
-struct Hashed {
-  Digest digest;
-  uint64_t size = 0;
-  LayerCompression compression = LayerCompression::kNone;
-};
 
 struct SavedImage {
   std::string config;
@@ -398,127 +404,116 @@ std::string LayerMediaTypeFor(LayerCompression c) {
   return "application/vnd.oci.image.layer.v1.tar";
 }
 
-Result<ImageDescriptor> ArchiveSource::ResolveDockerArchive() {
-  // Pass 1: hash every regular member, note links, keep manifest.json.
+// Pass 1 over a docker-archive: every regular member hashed, the links between members noted,
+// manifest.json kept.
+struct SaveArchive {
   std::map<std::string, Hashed> hashed;
   std::map<std::string, std::string> links;  // member -> the member it stands for
   std::optional<std::string> manifest_raw;
-  auto hash_all = [&](const Member& m, const std::function<Status(const Sink&)>& read) -> Status {
-    if (!m.hardlink.empty()) {
-      links[m.name] = m.hardlink;
-      return Status::Ok();
-    }
-    if (m.type == AE_IFLNK) {
-      auto target = ResolveSymlink(m.name, m.symlink);
-      if (!target) {
-        return InvalidArgumentError(where_ + ": member \"" + m.name + "\" is a symlink to \"" +
-                                    m.symlink + "\", outside the archive");
-      }
-      links[m.name] = *target;
-      return Status::Ok();
-    }
-    if (m.type != AE_IFREG) return Status::Ok();
-    if (m.name == "manifest.json") {
-      LAZYFS_ASSIGN_OR_RETURN(manifest_raw, ReadMember(m, read, kMaxManifestSize, where_));
-      hashed[m.name] = Hashed{Sha256Of(*manifest_raw), manifest_raw->size()};
-      return Status::Ok();
-    }
-    Sha256 sha;
-    Hashed h;
-    unsigned char head[4];
-    size_t head_len = 0;
-    LAZYFS_RETURN_IF_ERROR(read([&](const void* data, size_t len) -> Status {
-      const auto* p = static_cast<const unsigned char*>(data);
-      for (size_t i = 0; i < len && head_len < sizeof(head); ++i) head[head_len++] = p[i];
-      sha.Update(data, len);
-      h.size += len;
-      return Status::Ok();
-    }));
-    h.digest = sha.Finish();
-    h.compression = SniffCompression(head, head_len);
-    hashed[m.name] = h;
-    return Status::Ok();
-  };
-  LAZYFS_RETURN_IF_ERROR(ForEachMember(ref_.path, where_, hash_all));
-  if (!manifest_raw) {
-    return NotFoundError(where_ + ": not a docker save archive (no manifest.json member)");
-  }
-  LAZYFS_ASSIGN_OR_RETURN(std::vector<SavedImage> images, ParseSaveManifest(*manifest_raw, where_));
 
-  const SavedImage* chosen = &images[0];
-  if (!ref_.tag.empty()) {
-    chosen = nullptr;
-    std::string available;
-    for (const SavedImage& image : images) {
-      for (const std::string& t : image.repo_tags) {
-        available += (available.empty() ? "" : ", ") + t;
-        if (!chosen && SameName(t, ref_.tag)) chosen = &image;
-      }
-    }
-    if (!chosen) {
-      return NotFoundError(where_ + ": no image tagged \"" + ref_.tag +
-                           "\" (available: " + (available.empty() ? "none" : available) + ")");
-    }
-  }
-
-  // Finds the hashed member a manifest.json path stands for, following links.
-  std::map<std::string, Hashed> needed;  // real member name -> hash
-  auto locate = [&](const std::string& path) -> Result<Hashed> {
-    auto normalised = NormaliseMemberName(path, where_);
+  // The hashed member a manifest.json path stands for, following links; adds it to `needed`
+  // (real member name -> hash).
+  Result<Hashed> Locate(const std::string& path, const std::string& where,
+                        std::map<std::string, Hashed>* needed) const {
+    auto normalised = NormaliseMemberName(path, where);
     if (!normalised.ok()) {
-      return InvalidArgumentError(where_ + ": manifest.json names \"" + path +
-                                  "\", a path outside the archive");
+      return InvalidArgumentError(where + ": manifest.json names " + QuoteName(path) +
+                                  ", a path outside the archive");
     }
     std::string name = *normalised;
     for (int hop = 0; hop <= kMaxLinkHops; ++hop) {
       if (auto h = hashed.find(name); h != hashed.end()) {
-        needed[name] = h->second;
+        (*needed)[name] = h->second;
         return h->second;
       }
       auto link = links.find(name);
       if (link == links.end()) break;
       name = link->second;
     }
-    return NotFoundError(where_ + ": manifest.json names member \"" + path +
-                         "\", which is not in the archive (or is not a regular file)");
-  };
+    return NotFoundError(where + ": manifest.json names member " + QuoteName(path) +
+                         ", which is not in the archive (or is not a regular file)");
+  }
+};
 
-  LAZYFS_ASSIGN_OR_RETURN(Hashed config, locate(chosen->config));
-  if (config.size > kMaxManifestSize) {
-    return ResourceExhaustedError(where_ + ": config \"" + chosen->config +
-                                  "\" is larger than 4 MiB");
-  }
-  nlohmann::json layers = nlohmann::json::array();
-  for (const std::string& path : chosen->layers) {
-    LAZYFS_ASSIGN_OR_RETURN(Hashed layer, locate(path));
-    layers.push_back({{"mediaType", LayerMediaTypeFor(layer.compression)},
-                      {"digest", layer.digest.ToString()},
-                      {"size", layer.size}});
-  }
+// The digest, size and compression of a member's bytes.
+Result<Hashed> HashMember(const std::function<Status(const Sink&)>& read) {
+  Sha256 sha;
+  Hashed h;
+  unsigned char head[4];
+  size_t head_len = 0;
+  LAZYFS_RETURN_IF_ERROR(read([&](const void* data, size_t len) -> Status {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < len && head_len < sizeof(head); ++i) head[head_len++] = p[i];
+    sha.Update(data, len);
+    h.size += len;
+    return Status::Ok();
+  }));
+  h.digest = sha.Finish();
+  h.compression = SniffCompression(head, head_len);
+  return h;
+}
 
-  // Pass 2: copy the members this image needs into the store (skipped when all are there).
-  std::map<std::string, Hashed> missing;
-  for (const auto& [name, h] : needed) {
-    if (!store_->Contains(h.digest)) missing[name] = h;
-  }
-  if (!missing.empty()) {
-    auto copy = [&](const Member& m, const std::function<Status(const Sink&)>& read) -> Status {
-      auto it = missing.find(m.name);
-      if (it == missing.end() || m.type != AE_IFREG || !m.hardlink.empty()) return Status::Ok();
-      if (store_->Contains(it->second.digest)) return Status::Ok();
-      // The digest is the one pass 1 computed: an archive changed in between fails here.
-      return CopyMemberToStore(*store_, m, read, it->second.digest, where_);
-    };
-    LAZYFS_RETURN_IF_ERROR(ForEachMember(ref_.path, where_, copy));
-    for (const auto& [name, h] : missing) {
-      if (!store_->Contains(h.digest)) {
-        return DataLossError(where_ + ": member \"" + name + "\" vanished from the archive");
+Result<SaveArchive> ReadSaveArchive(const std::string& file, const std::string& where) {
+  SaveArchive out;
+  auto visit = [&](const Member& m, const std::function<Status(const Sink&)>& read) -> Status {
+    if (!m.hardlink.empty()) {
+      out.links[m.name] = m.hardlink;
+      return Status::Ok();
+    }
+    if (m.type == AE_IFLNK) {
+      auto target = ResolveSymlink(m.name, m.symlink);
+      if (!target) {
+        return InvalidArgumentError(where + ": member " + QuoteName(m.name) +
+                                    " is a symlink to " + QuoteName(m.symlink) +
+                                    ", outside the archive");
       }
+      out.links[m.name] = *target;
+      return Status::Ok();
+    }
+    if (m.type != AE_IFREG) return Status::Ok();
+    if (m.name == "manifest.json") {
+      LAZYFS_ASSIGN_OR_RETURN(out.manifest_raw, ReadMember(m, read, kMaxManifestSize, where));
+      out.hashed[m.name] = Hashed{Sha256Of(*out.manifest_raw), out.manifest_raw->size()};
+      return Status::Ok();
+    }
+    LAZYFS_ASSIGN_OR_RETURN(out.hashed[m.name], HashMember(read));
+    return Status::Ok();
+  };
+  LAZYFS_RETURN_IF_ERROR(ForEachMember(file, where, visit));
+  if (!out.manifest_raw) {
+    return NotFoundError(where + ": not a docker save archive (no manifest.json member)");
+  }
+  return out;
+}
+
+// The image of manifest.json tagged `tag` (empty: the first one).
+Result<const SavedImage*> ChooseSavedImage(const std::vector<SavedImage>& images,
+                                           const std::string& tag, const std::string& where) {
+  if (tag.empty()) return &images[0];
+  std::string available;
+  const SavedImage* chosen = nullptr;
+  for (const SavedImage& image : images) {
+    for (const std::string& t : image.repo_tags) {
+      available += (available.empty() ? "" : ", ") + t;
+      if (!chosen && SameName(t, tag)) chosen = &image;
     }
   }
+  if (!chosen) {
+    return NotFoundError(where + ": no image tagged " + QuoteName(tag) +
+                         " (available: " + (available.empty() ? "none" : available) + ")");
+  }
+  return chosen;
+}
 
-  // nlohmann::json objects keep their keys sorted, so the same archive always gives the same
-  // bytes and therefore the same manifest digest.
+// The OCI manifest of a saved image. nlohmann::json objects keep their keys sorted, so the same
+// archive always gives the same bytes and therefore the same manifest digest.
+std::string SynthesiseManifest(const Hashed& config, const std::vector<Hashed>& layers) {
+  nlohmann::json layer_list = nlohmann::json::array();
+  for (const Hashed& layer : layers) {
+    layer_list.push_back({{"mediaType", LayerMediaTypeFor(layer.compression)},
+                          {"digest", layer.digest.ToString()},
+                          {"size", layer.size}});
+  }
   const nlohmann::json manifest = {
       {"schemaVersion", 2},
       {"mediaType", kOciManifest},
@@ -526,9 +521,52 @@ Result<ImageDescriptor> ArchiveSource::ResolveDockerArchive() {
        {{"mediaType", "application/vnd.oci.image.config.v1+json"},
         {"digest", config.digest.ToString()},
         {"size", config.size}}},
-      {"layers", layers},
+      {"layers", layer_list},
   };
-  std::string raw = manifest.dump();
+  return manifest.dump();
+}
+
+Status ArchiveSource::CopyMissing(const std::map<std::string, Hashed>& needed) {
+  std::map<std::string, Hashed> missing;
+  for (const auto& [name, h] : needed) {
+    if (!store_->Contains(h.digest)) missing[name] = h;
+  }
+  if (missing.empty()) return Status::Ok();
+  auto copy = [&](const Member& m, const std::function<Status(const Sink&)>& read) -> Status {
+    auto it = missing.find(m.name);
+    if (it == missing.end() || m.type != AE_IFREG || !m.hardlink.empty()) return Status::Ok();
+    if (store_->Contains(it->second.digest)) return Status::Ok();
+    // The digest is the one pass 1 computed: an archive changed in between fails here.
+    return CopyMemberToStore(*store_, m, read, it->second.digest, where_);
+  };
+  LAZYFS_RETURN_IF_ERROR(ForEachMember(ref_.path, where_, copy));
+  for (const auto& [name, h] : missing) {
+    if (!store_->Contains(h.digest)) {
+      return DataLossError(where_ + ": member " + QuoteName(name) + " vanished from the archive");
+    }
+  }
+  return Status::Ok();
+}
+
+Result<ImageDescriptor> ArchiveSource::ResolveDockerArchive() {
+  LAZYFS_ASSIGN_OR_RETURN(SaveArchive archive, ReadSaveArchive(ref_.path, where_));
+  LAZYFS_ASSIGN_OR_RETURN(std::vector<SavedImage> images,
+                          ParseSaveManifest(*archive.manifest_raw, where_));
+  LAZYFS_ASSIGN_OR_RETURN(const SavedImage* chosen, ChooseSavedImage(images, ref_.tag, where_));
+  std::map<std::string, Hashed> needed;
+  LAZYFS_ASSIGN_OR_RETURN(Hashed config, archive.Locate(chosen->config, where_, &needed));
+  if (config.size > kMaxManifestSize) {
+    return ResourceExhaustedError(where_ + ": config " + QuoteName(chosen->config) +
+                                  " is larger than 4 MiB");
+  }
+  std::vector<Hashed> layers;
+  for (const std::string& path : chosen->layers) {
+    LAZYFS_ASSIGN_OR_RETURN(Hashed layer, archive.Locate(path, where_, &needed));
+    layers.push_back(layer);
+  }
+  // Pass 2: copy the members this image needs into the store (skipped when all are there).
+  LAZYFS_RETURN_IF_ERROR(CopyMissing(needed));
+  std::string raw = SynthesiseManifest(config, layers);
   const Digest digest = Sha256Of(raw);
   LAZYFS_RETURN_IF_ERROR(StoreSmall(*store_, digest, raw));
   LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor image,
@@ -539,7 +577,7 @@ Result<ImageDescriptor> ArchiveSource::ResolveDockerArchive() {
     const LayerDescriptor& layer = image.layers[i];
     if (layer.media_type == LayerMediaTypeFor(LayerCompression::kNone) && layer.diff_id &&
         *layer.diff_id != layer.digest) {
-      return DataLossError(where_ + ": member \"" + chosen->layers[i] + "\" hashes to " +
+      return DataLossError(where_ + ": member " + QuoteName(chosen->layers[i]) + " hashes to " +
                            layer.digest.ToString() + ", but the config's diff_id for it is " +
                            layer.diff_id->ToString());
     }
@@ -552,7 +590,7 @@ Result<ImageDescriptor> ArchiveSource::ResolveDockerArchive() {
 Result<std::unique_ptr<ImageSource>> OpenArchiveSource(const ImageRef& ref,
                                                        const SourceOptions& options) {
   LAZYFS_ASSIGN_OR_RETURN(std::unique_ptr<CasDir> store,
-                          CasDir::Open(options.store_dir + "/blobs"));
+                          CasDir::Open(options.store.blobs()));
   return std::unique_ptr<ImageSource>(new ArchiveSource(ref, options, std::move(store)));
 }
 

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "base/fd.h"
+#include "base/thread_annotations.h"
 #include "fetch/source.h"
 
 namespace lazyfs::fetch {
@@ -53,8 +54,8 @@ class OciLayoutSource final : public ImageSource {
   const std::unique_ptr<CasDir> store_;
   const std::string where_;  // "oci:DIR", for messages
   SingleFlight<Digest> hashing_;
-  std::mutex mu_;
-  std::unordered_map<Digest, FileId> verified_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::unordered_map<Digest, FileId> verified_ LAZYFS_GUARDED_BY(mu_);
 };
 
 Result<std::string> OciLayoutSource::ReadSmall(const Digest& digest, std::optional<uint64_t> size,
@@ -127,7 +128,7 @@ Result<Fd> OciLayoutSource::OpenVerifiedBlob(const Digest& digest, std::optional
   }
   const FileId id = IdOf(st);
   auto known = [&] {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = verified_.find(digest);
     return it != verified_.end() && it->second == id;
   };
@@ -140,7 +141,7 @@ Result<Fd> OciLayoutSource::OpenVerifiedBlob(const Digest& digest, std::optional
       return DataLossError(where_ + ": blob " + digest.ToString() + ": digest mismatch (got " +
                            got.ToString() + ")");
     }
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     verified_[digest] = id;
     return Status::Ok();
   };
@@ -165,7 +166,7 @@ Result<size_t> OciLayoutSource::ReadBlobRange(const Digest& digest, uint64_t off
 Result<std::unique_ptr<ImageSource>> OpenOciLayoutSource(const ImageRef& ref,
                                                          const SourceOptions& options) {
   LAZYFS_ASSIGN_OR_RETURN(std::unique_ptr<CasDir> store,
-                          CasDir::Open(options.store_dir + "/blobs"));
+                          CasDir::Open(options.store.blobs()));
   return std::unique_ptr<ImageSource>(new OciLayoutSource(ref, options, std::move(store)));
 }
 

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "base/stats.h"
+#include "base/thread_annotations.h"
 #include "fetch/registries_conf.h"
 #include "fetch/registry_client.h"
 #include "fetch/source.h"
@@ -38,24 +39,27 @@ class RegistrySource final : public ImageSource {
   std::optional<uint64_t> KnownSize(const Digest& digest);
   // The endpoints in the order to try them: the one that served the manifest first.
   std::vector<RegistryClient*> Order();
-  // Runs `f` on each endpoint in Order() until one succeeds; the last failure otherwise.
+  // Runs `f` on each endpoint in Order() until one succeeds or `deadline` has passed; the last
+  // failure otherwise.
   template <typename T>
-  Result<T> OnEndpoints(const std::function<Result<T>(RegistryClient&)>& f);
+  Result<T> OnEndpoints(const Deadline& deadline,
+                        const std::function<Result<T>(RegistryClient&)>& f);
 
   const ImageRef ref_;
   const SourceOptions options_;
   const std::vector<std::unique_ptr<RegistryClient>> clients_;  // mirrors first, origin last
   const std::unique_ptr<CasDir> store_;
   SingleFlight<Digest> downloads_;
-  std::mutex mu_;
-  std::unordered_map<Digest, uint64_t> sizes_;  // GUARDED_BY(mu_): from resolved manifests
-  size_t active_ = 0;                           // GUARDED_BY(mu_): served the manifest
+  Mutex mu_;
+  // Blob sizes, from resolved manifests (and HEAD requests).
+  std::unordered_map<Digest, uint64_t> sizes_ LAZYFS_GUARDED_BY(mu_);
+  size_t active_ LAZYFS_GUARDED_BY(mu_) = 0;  // the endpoint that served the manifest
 };
 
 std::vector<RegistryClient*> RegistrySource::Order() {
   size_t active;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     active = active_;
   }
   std::vector<RegistryClient*> out{clients_[active].get()};
@@ -66,11 +70,12 @@ std::vector<RegistryClient*> RegistrySource::Order() {
 }
 
 template <typename T>
-Result<T> RegistrySource::OnEndpoints(const std::function<Result<T>(RegistryClient&)>& f) {
+Result<T> RegistrySource::OnEndpoints(const Deadline& deadline,
+                                      const std::function<Result<T>(RegistryClient&)>& f) {
   Result<T> last = InternalError("no registry endpoint");
   for (RegistryClient* c : Order()) {
     last = f(*c);
-    if (last.ok()) return last;
+    if (last.ok() || deadline.expired()) return last;
   }
   return last;
 }
@@ -89,7 +94,7 @@ Result<ImageDescriptor> RegistrySource::Resolve() {
                               ")");
     }
     if (fetched.ok()) {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       active_ = i;
       break;
     }
@@ -111,7 +116,7 @@ Result<ImageDescriptor> RegistrySource::Resolve() {
       return cached;
     }
     if (is_manifest) {
-      return OnEndpoints<std::string>([&](RegistryClient& c) -> Result<std::string> {
+      return OnEndpoints<std::string>(Deadline::Never(), [&](RegistryClient& c) -> Result<std::string> {
         LAZYFS_ASSIGN_OR_RETURN(RegistryClient::RawManifest m,
                                 c.GetManifest(d.digest.ToString()));
         LAZYFS_RETURN_IF_ERROR(VerifyBytes(m.bytes, d.digest, d.size, c.Describe()));
@@ -124,13 +129,13 @@ Result<ImageDescriptor> RegistrySource::Resolve() {
   LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor image,
                           ResolveManifest(reference, std::move(top.bytes), top_digest,
                                           top.content_type, options_.platform, fetch));
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   for (const LayerDescriptor& l : image.layers) sizes_[l.digest] = l.size;
   return image;
 }
 
 std::optional<uint64_t> RegistrySource::KnownSize(const Digest& digest) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = sizes_.find(digest);
   if (it == sizes_.end()) return std::nullopt;
   return it->second;
@@ -139,7 +144,7 @@ std::optional<uint64_t> RegistrySource::KnownSize(const Digest& digest) {
 Result<std::string> RegistrySource::FetchSmall(const Digest& digest, std::optional<uint64_t> size,
                                                uint64_t max_size) {
   const uint64_t cap = size ? std::min(*size, max_size) : max_size;
-  return OnEndpoints<std::string>([&](RegistryClient& c) -> Result<std::string> {
+  return OnEndpoints<std::string>(Deadline::Never(), [&](RegistryClient& c) -> Result<std::string> {
     std::string bytes;
     Status s = c.GetBlob(digest, [&](std::string_view chunk) -> Status {
       if (bytes.size() + chunk.size() > cap) {
@@ -168,7 +173,7 @@ Result<std::string> RegistrySource::ReadSmallBlob(const Digest& digest, uint64_t
 Status RegistrySource::Download(const Digest& digest, std::optional<uint64_t> size) {
   if (store_->Contains(digest)) return Status::Ok();  // another process may have fetched it
   // Each endpoint starts a fresh temporary: nothing one of them sent survives its failure.
-  Result<bool> done = OnEndpoints<bool>([&](RegistryClient& c) -> Result<bool> {
+  Result<bool> done = OnEndpoints<bool>(Deadline::Never(), [&](RegistryClient& c) -> Result<bool> {
     LAZYFS_ASSIGN_OR_RETURN(
         std::unique_ptr<CasWriter> writer,
         store_->BeginWrite(digest, size ? static_cast<int64_t>(*size) : int64_t{-1}));
@@ -217,7 +222,8 @@ Result<Fd> RegistrySource::OpenBlob(const Digest& digest, uint64_t size) {
 }
 
 Result<size_t> RegistrySource::ReadBlobRange(const Digest& digest, uint64_t offset,
-                                             std::span<std::byte> out, const Deadline&) {
+                                             std::span<std::byte> out,
+                                             const Deadline& deadline) {
   // A stored blob is read locally; otherwise only the range travels (the caller verifies what
   // it derives from these bytes, as BlobSource says).
   if (store_->Contains(digest)) {
@@ -225,12 +231,12 @@ Result<size_t> RegistrySource::ReadBlobRange(const Digest& digest, uint64_t offs
     if (fd.ok()) return PreadFull(fd->get(), out.data(), out.size(), offset);
     if (fd.status().code() != StatusCode::kNotFound) return fd.status();
   }
-  return OnEndpoints<size_t>([&](RegistryClient& c) -> Result<size_t> {
+  return OnEndpoints<size_t>(deadline, [&](RegistryClient& c) -> Result<size_t> {
     // Asking past the end earns a 416 whose framing some registries get wrong: stay inside.
     std::optional<uint64_t> size = KnownSize(digest);
     if (!size) {
-      LAZYFS_ASSIGN_OR_RETURN(size, c.BlobSize(digest));
-      std::lock_guard lock(mu_);
+      LAZYFS_ASSIGN_OR_RETURN(size, c.BlobSize(digest, deadline));
+      MutexLock lock(mu_);
       sizes_[digest] = *size;
     }
     if (offset >= *size) return size_t{0};
@@ -242,7 +248,8 @@ Result<size_t> RegistrySource::ReadBlobRange(const Digest& digest, uint64_t offs
     LAZYFS_ASSIGN_OR_RETURN(
         size_t n, c.GetBlobRange(digest, offset,
                                  out.first(static_cast<size_t>(
-                                     std::min<uint64_t>(out.size(), *size - offset)))));
+                                     std::min<uint64_t>(out.size(), *size - offset))),
+                                 deadline));
     fetched.Add(n);
     return n;
   });
@@ -253,7 +260,7 @@ Result<size_t> RegistrySource::ReadBlobRange(const Digest& digest, uint64_t offs
 Result<std::unique_ptr<ImageSource>> OpenRegistrySource(const ImageRef& ref,
                                                         const SourceOptions& options) {
   LAZYFS_ASSIGN_OR_RETURN(std::unique_ptr<CasDir> store,
-                          CasDir::Open(options.store_dir + "/blobs"));
+                          CasDir::Open(options.store.blobs()));
   LAZYFS_ASSIGN_OR_RETURN(RegistriesConf conf, LoadRegistriesConf(options));
   LAZYFS_ASSIGN_OR_RETURN(std::vector<Endpoint> endpoints,
                           EndpointsFor(conf, ref.registry, ref.repository, options));

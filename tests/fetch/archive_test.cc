@@ -91,7 +91,7 @@ ImageSpec TwoLayerSpec(const std::string& tag) {
 Result<std::unique_ptr<ImageSource>> Open(const std::string& ref_text, const std::string& store) {
   LAZYFS_ASSIGN_OR_RETURN(ImageRef ref, ImageRef::Parse(ref_text));
   SourceOptions options;
-  options.store_dir = store;
+  options.store = StoreLayout{store};
   options.platform = *Platform::Parse("linux/amd64");
   return OpenImageSource(ref, options);
 }
@@ -265,6 +265,19 @@ TEST_F(ArchiveTest, HostileOrUnreadableArchivesFailNamingWhatIsWrong) {
   WriteTar(file_, {{"index.json", "{}"}});
   ExpectError(Resolve("docker-archive:" + file_, store_), StatusCode::kNotFound,
               {"no manifest.json"});
+}
+
+TEST_F(ArchiveTest, MemberNamesInMessagesCannotDriveTheTerminal) {
+  // A name with an escape sequence and a line break: quoted and escaped, never printed raw.
+  WriteTar(file_, {{"oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}"},
+                   {"blobs/\x1b[2J\nforged line/../../x", "x"}});
+  auto got = Resolve("oci-archive:" + file_, store_);
+  ExpectError(got, StatusCode::kInvalidArgument,
+              {"member \"blobs/\\x1b[2J\\x0aforged line/../../x\"", "\"..\""});
+  if (!got.ok()) {
+    EXPECT_EQ(got.status().message().find('\x1b'), std::string::npos);
+    EXPECT_EQ(got.status().message().find('\n'), std::string::npos);
+  }
 }
 
 // ----- docker-archive -----

@@ -51,7 +51,7 @@ class MirrorTest : public testing::SharedRegistryTest {
     LAZYFS_ASSIGN_OR_RETURN(ImageRef ref,
                             ImageRef::Parse("docker://" + origin_proxy_->host() + "/mir/img:v1"));
     SourceOptions options;
-    options.store_dir = tmp_.path() + "/store" + std::to_string(++pulls_);
+    options.store = StoreLayout{tmp_.path() + "/store" + std::to_string(++pulls_)};
     options.docker_config = "/nonexistent";
     options.registries_conf = conf_;
     options.retry_initial_delay_ms = 20;

@@ -27,7 +27,7 @@ std::unique_ptr<ImageSource> Open(const std::string& ref_text, const std::string
   auto ref = ImageRef::Parse(ref_text);
   EXPECT_TRUE(ref.ok()) << ref.status().message();
   SourceOptions options;
-  options.store_dir = store;
+  options.store = StoreLayout{store};
   options.platform = *Platform::Parse(platform);
   auto source = OpenImageSource(*ref, options);
   EXPECT_TRUE(source.ok()) << source.status().message();

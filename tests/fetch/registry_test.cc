@@ -47,7 +47,7 @@ Result<std::unique_ptr<ImageSource>> OpenSource(const std::string& ref_text,
                                                 const std::string& platform = "linux/amd64") {
   LAZYFS_ASSIGN_OR_RETURN(ImageRef ref, ImageRef::Parse(ref_text));
   SourceOptions options;
-  options.store_dir = store;
+  options.store = StoreLayout{store};
   options.docker_config = docker_config;
   options.connect_timeout_s = 5;
   options.low_speed_timeout_s = 10;

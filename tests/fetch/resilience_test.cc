@@ -4,12 +4,16 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <chrono>
+#include <future>
 #include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "base/cas_dir.h"
+#include "base/deadline.h"
+#include "base/stats.h"
 #include "fetch/fetch.h"
 #include "tests/fetch/registry_fixture.h"
 #include "tests/fetch/test_layout.h"
@@ -21,6 +25,8 @@ namespace lazyfs::fetch {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
+using Clock = std::chrono::steady_clock;
 using lazyfs::testing::FaultProxy;
 using lazyfs::testing::FaultRule;
 using testing::Blob;
@@ -84,7 +90,7 @@ class ResilienceTest : public testing::SharedRegistryTest {
 
   SourceOptions Options() const {
     SourceOptions o;
-    o.store_dir = store_;
+    o.store = StoreLayout{store_};
     o.docker_config = "/nonexistent";
     o.connect_timeout_s = 5;
     o.low_speed_timeout_s = 10;
@@ -256,6 +262,121 @@ TEST_F(ResilienceTest, ReadBlobRangeIsARangeRequestAndResumes) {
   n = source->ReadBlobRange(digest, layer.size(), buf, Deadline::Never());
   ASSERT_TRUE(n.ok()) << n.status().message();
   EXPECT_EQ(*n, 0u);
+}
+
+// Seconds since `start`, for messages.
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+TEST_F(ResilienceTest, AStalledRangeReadGivesUpAtItsDeadline) {
+  const std::string layer = Pattern(50'000, 6);
+  const Digest digest = Sha256Of(layer);
+  Push("res/deadline", {layer});
+  auto source = Open("res/deadline", Options());  // a stalled transfer alone fails after 10 s
+  ASSERT_NE(source, nullptr);
+  ASSERT_TRUE(source->Resolve().ok());
+  proxy_->AddRule(Rule("/blobs/" + digest.ToString(), FaultRule::Action::kStall, -1));
+  const uint64_t retries_before = Counter(kStatFetchRetries).Get();
+  std::array<std::byte, 16> buf;
+  const auto start = Clock::now();
+  auto n = source->ReadBlobRange(digest, 100, buf, Deadline::In(std::chrono::seconds(1)));
+  const double took = SecondsSince(start);
+  ASSERT_FALSE(n.ok());
+  EXPECT_EQ(n.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(n.status().message(), HasSubstr("registry " + proxy_->host()));
+  EXPECT_THAT(n.status().message(), HasSubstr(digest.ToString()));
+  EXPECT_THAT(n.status().message(), HasSubstr("gave up at the read deadline"));
+  EXPECT_LT(took, 5.0) << "the read outlived its 1 s deadline: " << n.status().message();
+  // The stalled transfer was the only attempt: none starts once the deadline has passed.
+  EXPECT_EQ(proxy_->RequestsFor(digest.ToString()).size(), 1u);
+  EXPECT_EQ(Counter(kStatFetchRetries).Get(), retries_before);
+}
+
+TEST_F(ResilienceTest, ACancelledReadEndsItsStalledTransferPromptly) {
+  const std::string layer = Pattern(50'000, 7);
+  const Digest digest = Sha256Of(layer);
+  Push("res/cancel", {layer});
+  auto source = Open("res/cancel", Options());
+  ASSERT_NE(source, nullptr);
+  ASSERT_TRUE(source->Resolve().ok());
+  proxy_->AddRule(Rule("/blobs/" + digest.ToString(), FaultRule::Action::kStall, -1));
+  Canceller canceller;
+  std::array<std::byte, 16> buf;
+  // No time limit: only the Canceller can end this read before the stall timeout would.
+  auto read = std::async(std::launch::async, [&] {
+    return source->ReadBlobRange(digest, 0, buf, canceller.Never());
+  });
+  const auto waiting_since = Clock::now();
+  while (proxy_->RequestsFor(digest.ToString()).empty() && SecondsSince(waiting_since) < 10) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(proxy_->RequestsFor(digest.ToString()).size(), 1u) << "the read never reached the proxy";
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // well inside the transfer
+  const auto cancelled_at = Clock::now();
+  canceller.Cancel();
+  auto n = read.get();
+  const double took = SecondsSince(cancelled_at);
+  ASSERT_FALSE(n.ok());
+  EXPECT_EQ(n.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(n.status().message(), HasSubstr(digest.ToString()));
+  EXPECT_THAT(n.status().message(), HasSubstr("cancelled"));
+  EXPECT_THAT(n.status().message(), Not(HasSubstr("timed out")));
+  EXPECT_LT(took, 3.0) << "the transfer outlived its Canceller";
+  EXPECT_EQ(proxy_->RequestsFor(digest.ToString()).size(), 1u) << "a cancelled read retried";
+}
+
+TEST_F(ResilienceTest, DroppedConnectionsAreRetriedWithinTheDeadlineAndCountedOnce) {
+  const std::string layer = Pattern(200'000, 8);
+  const Digest digest = Sha256Of(layer);
+  Push("res/drops", {layer});
+  auto source = Open("res/drops", Options());
+  ASSERT_NE(source, nullptr);
+  ASSERT_TRUE(source->Resolve().ok());
+  // The first three range requests get their response line, then a reset.
+  FaultRule drop = Cut("/blobs/" + digest.ToString(), FaultRule::Action::kReset, 0);
+  drop.times = 3;
+  proxy_->AddRule(drop);
+  const uint64_t retries_before = Counter(kStatFetchRetries).Get();
+  std::vector<std::byte> buf(50'000);
+  const auto start = Clock::now();
+  auto n = source->ReadBlobRange(digest, 1000, buf, Deadline::In(std::chrono::seconds(20)));
+  ASSERT_TRUE(n.ok()) << n.status().message();
+  EXPECT_LT(SecondsSince(start), 20.0);
+  ASSERT_EQ(*n, buf.size());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(buf.data()), buf.size()),
+            layer.substr(1000, buf.size()));
+  auto requests = proxy_->RequestsFor(digest.ToString());
+  ASSERT_EQ(requests.size(), 4u);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(requests[i].Header("Range"), "bytes=1000-50999");
+    EXPECT_EQ(requests[i].fault, i < 3 ? "reset" : "");
+  }
+  EXPECT_EQ(Counter(kStatFetchRetries).Get() - retries_before, 3u);
+}
+
+TEST_F(ResilienceTest, RetriesOfAFailingRangeReadStopAtItsDeadline) {
+  const std::string layer = Pattern(10'000, 9);
+  const Digest digest = Sha256Of(layer);
+  Push("res/busy", {layer});
+  SourceOptions options = Options();
+  options.max_attempts = 1000;  // only the deadline ends it
+  options.retry_max_delay_ms = 200;
+  auto source = Open("res/busy", options);
+  ASSERT_NE(source, nullptr);
+  ASSERT_TRUE(source->Resolve().ok());
+  proxy_->AddRule(Answer("/blobs/" + digest.ToString(), 503, -1));
+  std::array<std::byte, 16> buf;
+  const auto start = Clock::now();
+  auto n = source->ReadBlobRange(digest, 0, buf, Deadline::In(std::chrono::milliseconds(1500)));
+  const double took = SecondsSince(start);
+  ASSERT_FALSE(n.ok());
+  EXPECT_EQ(n.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(n.status().message(), HasSubstr("gave up at the read deadline after "));
+  EXPECT_THAT(n.status().message(), HasSubstr("(last error: HTTP 503)"));
+  EXPECT_LT(took, 5.0);
+  EXPECT_GT(proxy_->RequestsFor(digest.ToString()).size(), 2u) << "it did not retry";
 }
 
 TEST_F(ResilienceTest, ManyLayersInParallelOverReusedConnections) {

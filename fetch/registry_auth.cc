@@ -1,0 +1,160 @@
+// The registry's authentication dance (declared in registry_client.h): a 401's challenge sends
+// a request to the token service (Bearer) or to the user's credentials (Basic), and the
+// Authorization it earns is kept for the repository's later requests.
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "base/text.h"
+#include "fetch/registry_client.h"
+
+namespace lazyfs::fetch {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr uint64_t kMaxTokenResponse = 1 << 20;
+
+// One challenge of a WWW-Authenticate header: the scheme and its parameters.
+struct Challenge {
+  std::string scheme;  // lower-cased
+  std::map<std::string, std::string> params;
+};
+
+// Parses `Bearer realm="...",service="...",scope="..."` (the first challenge only).
+Challenge ParseChallenge(std::string_view header) {
+  Challenge c;
+  size_t i = 0;
+  auto skip_space = [&] {
+    while (i < header.size() && (header[i] == ' ' || header[i] == '\t')) ++i;
+  };
+  skip_space();
+  while (i < header.size() && header[i] != ' ') {
+    c.scheme += static_cast<char>(std::tolower(static_cast<unsigned char>(header[i++])));
+  }
+  for (;;) {
+    skip_space();
+    if (i < header.size() && header[i] == ',') {
+      ++i;
+      continue;
+    }
+    size_t eq = header.find('=', i);
+    if (eq == std::string_view::npos) break;
+    std::string key(header.substr(i, eq - i));
+    while (!key.empty() && key.back() == ' ') key.pop_back();
+    for (char& ch : key) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (key.find_first_of(" ,") != std::string::npos) break;  // the next challenge starts
+    i = eq + 1;
+    std::string value;
+    if (i < header.size() && header[i] == '"') {
+      ++i;
+      while (i < header.size() && header[i] != '"') {
+        if (header[i] == '\\' && i + 1 < header.size()) ++i;
+        value += header[i++];
+      }
+      ++i;  // closing quote
+    } else {
+      while (i < header.size() && header[i] != ',') value += header[i++];
+      while (!value.empty() && value.back() == ' ') value.pop_back();
+    }
+    c.params[key] = value;
+  }
+  return c;
+}
+
+
+}  // namespace
+
+Status RegistryClient::Authenticate(const HttpResponse& response,
+                                    const std::string& used_authorization,
+                                    const Deadline& deadline) {
+  {
+    // Another thread may have authenticated while this request was in flight.
+    MutexLock lock(mu_);
+    if (authorization_ != used_authorization) return Status::Ok();
+  }
+  const std::string header = response.Header("www-authenticate");
+  if (header.empty()) {
+    return PermissionDeniedError("registry " + registry_ +
+                                 ": HTTP 401 without a WWW-Authenticate challenge");
+  }
+  Challenge c = ParseChallenge(header);
+  if (c.scheme == "bearer") {
+    auto realm = c.params.find("realm");
+    if (realm == c.params.end() || realm->second.empty()) {
+      return PermissionDeniedError("registry " + registry_ + ": Bearer challenge without a realm");
+    }
+    std::string scope = c.params.count("scope") ? c.params["scope"]
+                                                : "repository:" + repository_ + ":pull";
+    return FetchToken(realm->second, c.params["service"], scope, deadline);
+  }
+  if (c.scheme == "basic") {
+    if (!credentials_) {
+      const bool several = credentials_source_.starts_with("none of ");
+      return PermissionDeniedError("registry " + registry_ + " requires credentials and " +
+                                   credentials_source_ +
+                                   (several ? " holds any for it" : " has none for it"));
+    }
+    MutexLock lock(mu_);
+    authorization_ =
+        "Basic " + Base64Encode(credentials_->username + ":" + credentials_->password);
+    return Status::Ok();
+  }
+  return UnimplementedError("registry " + registry_ + ": unsupported authentication scheme " +
+                            QuoteName(c.scheme));
+}
+
+Status RegistryClient::FetchToken(const std::string& realm, const std::string& service,
+                                  const std::string& scope, const Deadline& deadline) {
+  std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
+  if (!service.empty()) url += "service=" + UrlEscape(service) + "&";
+  url += "scope=" + UrlEscape(scope);
+  HttpRequest request;
+  request.url = url;
+  request.peer = "token service " + OriginOf(realm) + " for registry " + registry_;
+  request.max_body = kMaxTokenResponse;
+  request.deadline = deadline;
+  if (credentials_) {
+    request.authorization =
+        "Basic " + Base64Encode(credentials_->username + ":" + credentials_->password);
+  }
+  LAZYFS_ASSIGN_OR_RETURN(HttpResponse response, http_.Perform(request));
+  if (response.status == 401 || response.status == 403) {
+    return PermissionDeniedError(
+        request.peer + ": " +
+        (credentials_ ? "credentials from " + credentials_source_ + " were rejected"
+                      : std::string("anonymous access denied")) +
+        " (HTTP " + std::to_string(response.status) + ")");
+  }
+  if (response.status != 200) {
+    Status s = Status(response.status >= 500 ? StatusCode::kUnavailable
+                                             : StatusCode::kPermissionDenied,
+                      request.peer + ": HTTP " + std::to_string(response.status));
+    return s;
+  }
+  Json j = Json::parse(response.body, nullptr, false);
+  std::string token;
+  if (j.is_object()) {
+    for (const char* key : {"token", "access_token"}) {
+      auto it = j.find(key);
+      if (it != j.end() && it->is_string() && !it->get<std::string>().empty()) {
+        token = it->get<std::string>();
+        break;
+      }
+    }
+  }
+  if (token.empty()) return PermissionDeniedError(request.peer + ": response holds no token");
+  // The distribution spec's default lifetime is 60 s; renew a little before the end.
+  long lifetime = 60;
+  if (auto it = j.find("expires_in"); it != j.end() && it->is_number_integer()) {
+    lifetime = std::max<long>(1, it->get<long>());
+  }
+  const long margin = lifetime > 30 ? 10 : 0;
+  MutexLock lock(mu_);
+  authorization_ = "Bearer " + token;
+  token_expiry_ = std::chrono::steady_clock::now() + std::chrono::seconds(lifetime - margin);
+  return Status::Ok();
+}
+
+}  // namespace lazyfs::fetch
