@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 
@@ -14,6 +15,9 @@ std::string HexEncode(std::string_view bytes);
 // "/" + name under the root, dir + "/" + name elsewhere: joins the absolute path of a directory
 // in a tree with one of its entries.
 std::string JoinPath(std::string_view dir, std::string_view name);
+
+// The non-empty pieces of `text` between `sep`s: Split("/a//b/", '/') is {"a", "b"}.
+std::vector<std::string> Split(std::string_view text, char sep);
 
 // Base64 (RFC 4648) through OpenSSL's EVP_EncodeBlock / EVP_DecodeBlock. Decoding takes the
 // standard and the URL-safe alphabets, with or without '=' padding; anything else (a stray

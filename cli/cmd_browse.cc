@@ -25,17 +25,7 @@ using index::TreeEntry;
 // Symlink hops allowed while resolving one path (Linux's MAXSYMLINKS).
 constexpr int kMaxSymlinkHops = 40;
 
-std::vector<std::string> SplitPath(std::string_view path) {
-  std::vector<std::string> parts;
-  size_t i = 0;
-  while (i < path.size()) {
-    size_t j = path.find('/', i);
-    if (j == std::string_view::npos) j = path.size();
-    if (j > i) parts.emplace_back(path.substr(i, j - i));
-    i = j + 1;
-  }
-  return parts;
-}
+std::vector<std::string> SplitPath(std::string_view path) { return Split(path, '/'); }
 
 // Resolves `path` in the tree; follows a symlink in the last component only if follow_last.
 Result<Attr> Resolve(const Tree& tree, const std::string& path, bool follow_last) {

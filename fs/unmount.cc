@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/fd.h"
+#include "base/text.h"
 #include "fs/fs.h"
 #include "fs/mount_table.h"
 
@@ -33,18 +34,6 @@ std::string Unescape(std::string_view s) {
     } else {
       out += s[i];
     }
-  }
-  return out;
-}
-
-std::vector<std::string_view> Fields(std::string_view line) {
-  std::vector<std::string_view> out;
-  size_t pos = 0;
-  while (pos < line.size()) {
-    size_t end = line.find(' ', pos);
-    if (end == std::string_view::npos) end = line.size();
-    if (end > pos) out.push_back(line.substr(pos, end - pos));
-    pos = end + 1;
   }
   return out;
 }
@@ -106,7 +95,7 @@ std::optional<MountInfo> FindMountIn(std::string_view mountinfo, std::string_vie
     std::string_view line = mountinfo.substr(pos, end - pos);
     pos = end + 1;
     // id parent major:minor root mountpoint options [optional...] - fstype source superopts
-    std::vector<std::string_view> f = Fields(line);
+    const std::vector<std::string> f = Split(line, ' ');
     if (f.size() < 5 || Unescape(f[4]) != path) continue;
     size_t dash = 6;
     while (dash < f.size() && f[dash] != "-") ++dash;

@@ -6,6 +6,8 @@
 #include <memory>
 #include <unordered_map>
 
+#include "base/text.h"
+
 namespace lazyfs::index {
 namespace {
 
@@ -28,17 +30,8 @@ std::shared_ptr<Node> ImplicitDir() {
   return n;
 }
 
-std::vector<std::string> Split(const std::string& path) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos < path.size()) {
-    size_t slash = path.find('/', pos);
-    if (slash == std::string::npos) slash = path.size();
-    out.push_back(path.substr(pos, slash - pos));
-    pos = slash + 1;
-  }
-  return out;
-}
+// Components of a normalised path (never empty ones).
+std::vector<std::string> Split(const std::string& path) { return lazyfs::Split(path, '/'); }
 
 class Merger {
  public:
