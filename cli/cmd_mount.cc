@@ -29,6 +29,7 @@ struct MountArgs {
   std::string mountpoint;
   bool foreground = false;
   bool allow_other = false;
+  bool allow_setuid_and_devices = false;
   std::vector<std::string> fuse_options;
 };
 
@@ -44,6 +45,7 @@ Status MountAndServe(const MountArgs& args, const std::function<void()>& ready) 
   fs::MountOptions mo;
   mo.mountpoint = args.mountpoint;
   mo.allow_other = args.allow_other;
+  mo.allow_setuid_and_devices = args.allow_setuid_and_devices;
   mo.fuse_options = args.fuse_options;
   mo.fsname = image.ref.ToString();
   // SIGINT/SIGTERM/SIGHUP end the session cleanly: blocked here (inherited by every thread the
@@ -134,7 +136,13 @@ void RegisterMount(CLI::App& app, int& exit_code) {
   cmd->add_flag("--allow-other", args->allow_other,
                 "Let other users see the mount; the kernel then enforces the image's modes "
                 "(default_permissions)");
-  cmd->add_option("-o", args->fuse_options, "Extra FUSE mount options")->delimiter(',');
+  cmd->add_flag("--allow-setuid-and-devices", args->allow_setuid_and_devices,
+                "Let the image's setuid/setgid bits and device nodes take effect (suid,dev); "
+                "by default the mount is nosuid,nodev");
+  cmd->add_option("-o", args->fuse_options,
+                  "Extra FUSE mount options; allow_other here also turns on "
+                  "default_permissions, and suid/dev need --allow-setuid-and-devices")
+      ->delimiter(',');
   cmd->add_option("--cache-size", args->image.cache_size,
                   "Content cache limit (e.g. 2G, 500M); least recently used content is evicted "
                   "past it (default: no limit)")

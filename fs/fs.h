@@ -22,8 +22,12 @@ struct MountOptions {
   // Let other users see the mount; implies default_permissions so the kernel enforces the modes
   // the image records.
   bool allow_other = false;
-  // Extra "-o" options passed to FUSE as given (e.g. "debug").
+  // Extra "-o" options passed to FUSE as given (e.g. "debug"). "allow_other" among them has the
+  // effect of `allow_other` above, default_permissions included.
   std::vector<std::string> fuse_options;
+  // Let the image's setuid/setgid bits and device nodes take effect (suid,dev). Off: the mount
+  // is nosuid,nodev whatever the extra options say, and "suid" or "dev" there is an error.
+  bool allow_setuid_and_devices = false;
   // Name shown in /proc/mounts as the source ("lazyfs" if empty).
   std::string fsname;
   // Worker threads for the session loop.

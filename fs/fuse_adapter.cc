@@ -493,7 +493,7 @@ class FuseSession final : public Session {
       real_mp = real;
       std::free(real);
     }
-    const std::string opts = MountOptionString(options_);
+    LAZYFS_ASSIGN_OR_RETURN(const std::string opts, MountOptionString(options_));
     FuseArgs args;
     LAZYFS_RETURN_IF_ERROR(args.Add("lazyfs"));
     LAZYFS_RETURN_IF_ERROR(args.Add("-o"));

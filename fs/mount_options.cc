@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <vector>
 
 #include "base/fd.h"
 #include "base/log.h"
@@ -24,14 +25,48 @@ std::string EscapeOptionValue(std::string_view v) {
   return out;
 }
 
-std::string MountOptionString(const MountOptions& options) {
-  std::string o;
-  for (const auto& extra : options.fuse_options) {
-    if (!extra.empty()) o += extra + ",";
+namespace {
+
+// The options in `text`, split at the commas libfuse splits at (not at an escaped one).
+std::vector<std::string> OptionsIn(std::string_view text) {
+  std::vector<std::string> out(1);
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\\' && i + 1 < text.size()) {
+      out.back() += text.substr(i, 2);
+      ++i;
+    } else if (text[i] == ',') {
+      out.emplace_back();
+    } else {
+      out.back() += text[i];
+    }
   }
+  return out;
+}
+
+}  // namespace
+
+Result<std::string> MountOptionString(const MountOptions& options) {
+  bool others_see = options.allow_other;
+  std::string o;
+  for (const std::string& given : options.fuse_options) {
+    for (const std::string& opt : OptionsIn(given)) {
+      if (opt.empty()) continue;
+      // However the option is spelled, a mount other users can see enforces the image's modes.
+      if (opt == "allow_other" || opt == "allow_root") others_see = true;
+      if ((opt == "suid" || opt == "dev") && !options.allow_setuid_and_devices) {
+        return InvalidArgumentError("mount option \"" + opt +
+                                    "\" would let an image's setuid files or device nodes take "
+                                    "effect; ask for it with --allow-setuid-and-devices");
+      }
+      o += opt + ",";
+    }
+  }
+  // Ours last, so they win over what the extra options say.
   o += "ro,subtype=lazyfs,fsname=" +
        EscapeOptionValue(options.fsname.empty() ? "lazyfs" : options.fsname);
-  if (options.allow_other) o += ",allow_other,default_permissions";
+  if (options.allow_other) o += ",allow_other";
+  if (others_see) o += ",default_permissions";
+  o += options.allow_setuid_and_devices ? ",suid,dev" : ",nosuid,nodev";
   return o;
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "base/status.h"
 #include "fs/fs.h"
 
 namespace lazyfs::fs {
@@ -18,8 +19,11 @@ inline constexpr unsigned kReadaheadCeiling = 1u << 20;
 std::string EscapeOptionValue(std::string_view v);
 
 // The -o string for libfuse: the user's extra options first, so ours win (the mount is
-// read-only whatever they say).
-std::string MountOptionString(const MountOptions& options);
+// read-only and nosuid,nodev whatever they say). The safety rules hold however an option is
+// spelled: allow_other (or allow_root) among the extra options turns on default_permissions as
+// MountOptions::allow_other does, and "suid" or "dev" there is refused (InvalidArgument) unless
+// MountOptions::allow_setuid_and_devices.
+Result<std::string> MountOptionString(const MountOptions& options);
 
 // Widens the readahead window of the lazyfs mount at `real_mountpoint` (resolved before
 // mounting) to `kib` through its backing device in sysfs; best effort.

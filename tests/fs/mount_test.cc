@@ -668,10 +668,17 @@ TEST_F(MountTest, ExitBeforeRunAndDestroyWithoutRunBothUnmount) {
 }
 
 // allow_other makes the mount visible to every user, so the kernel must enforce the image's
-// modes (default_permissions): checked from a child process running as uid/gid 65534.
-class AllowOtherMountTest : public MountTest {
+// modes (default_permissions): checked from a child process running as uid/gid 65534, for
+// every spelling of the option (the flag, -o allow_other, and allow_other inside a list).
+class AllowOtherMountTest : public MountTest, public ::testing::WithParamInterface<int> {
  protected:
-  void Configure(MountOptions& options) override { options.allow_other = true; }
+  void Configure(MountOptions& options) override {
+    switch (GetParam()) {
+      case 0: options.allow_other = true; break;
+      case 1: options.fuse_options = {"allow_other"}; break;
+      case 2: options.fuse_options = {"noatime,allow_other"}; break;
+    }
+  }
 
   // errno of open(path, O_RDONLY) as uid/gid 65534, 0 on success.
   int OpenAsNobody(const std::string& path) {
@@ -692,7 +699,9 @@ class AllowOtherMountTest : public MountTest {
   }
 };
 
-TEST_F(AllowOtherMountTest, OtherUsersAreHeldToTheImagesModes) {
+INSTANTIATE_TEST_SUITE_P(Spellings, AllowOtherMountTest, ::testing::Values(0, 1, 2));
+
+TEST_P(AllowOtherMountTest, OtherUsersAreHeldToTheImagesModes) {
   auto table = ReadFileToString("/proc/self/mountinfo");
   ASSERT_TRUE(table.ok());
   const size_t pos = table->find(" " + mp_ + " ");
@@ -701,6 +710,8 @@ TEST_F(AllowOtherMountTest, OtherUsersAreHeldToTheImagesModes) {
   line = line.substr(0, line.find('\n'));
   EXPECT_NE(line.find("allow_other"), std::string::npos) << line;
   EXPECT_NE(line.find("default_permissions"), std::string::npos) << line;
+  EXPECT_NE(line.find("nosuid"), std::string::npos) << line;
+  EXPECT_NE(line.find("nodev"), std::string::npos) << line;
   EXPECT_EQ(OpenAsNobody(P("/etc/passwd")), 0);
   EXPECT_EQ(OpenAsNobody(P("/nobody")), 0);  // 0600 owned by 65534
   EXPECT_EQ(OpenAsNobody(P("/etc/shadow")), EACCES);  // 0640 root:42
