@@ -32,7 +32,17 @@ struct MaterializeArgs {
   std::string verity = "separate";  // --verity: separate (OUT.verity), append, none
   std::vector<std::string> adds;    // --add HOSTPATH:GUESTPATH[:uid:gid:mode]
   std::vector<std::string> add_tars;  // --add-tar FILE.tar, applied before the --add files
+  std::string file_mode = "0600";     // --file-mode: of OUT and OUT.verity, octal
 };
+
+Result<mode_t> ParseFileMode(const std::string& text) {
+  char* end = nullptr;
+  const unsigned long mode = std::strtoul(text.c_str(), &end, 8);
+  if (text.empty() || *end != '\0' || mode > 0777) {
+    return InvalidArgumentError("bad --file-mode \"" + text + "\": expected octal 0000..0777");
+  }
+  return static_cast<mode_t>(mode);
+}
 
 // Parses one --add and reads the host file.
 Result<index::AddedFile> ParseAdd(const std::string& spec) {
@@ -167,6 +177,7 @@ Status Materialize(const MaterializeArgs& args) {
   plan.ext4.label = args.label;
   plan.ext4.free_fraction = args.free_percent / 100.0;
   plan.ext4.read_only = args.read_only;
+  LAZYFS_ASSIGN_OR_RETURN(plan.ext4.file_mode, ParseFileMode(args.file_mode));
   plan.out_path = args.out;
   LAZYFS_ASSIGN_OR_RETURN(convert::MaterializeReport report,
                           convert::Materialize(plan, RateProgress(args.image.quiet)));
@@ -222,6 +233,9 @@ void RegisterMaterialize(CLI::App& app, int& exit_code) {
                   "OCI whiteouts and opaque directories (repeatable, in order; before any --add)")
       ->check(CLI::ExistingFile)
       ->allow_extra_args(false);  // one file per --add-tar: IMAGE/REF stay positional
+  cmd->add_option("--file-mode", args->file_mode,
+                  "Permissions of OUT and OUT.verity, octal (default 0600: the image holds the "
+                  "image's root-only files)");
   cmd->add_flag("--read-only", args->read_only,
                 "Layout for read-only use: no journal, minimal free space and inodes");
   cmd->callback([args, &exit_code] {

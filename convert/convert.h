@@ -8,6 +8,8 @@
 // differ) live here too, so cli/ only parses options and prints.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -24,6 +26,10 @@
 namespace lazyfs::convert {
 
 struct Ext4Options {
+  // Permission bits of the image file and its verity tree, exactly (the umask does not apply to
+  // an explicit choice). The image holds the image's root-only files (an /etc/shadow) readable
+  // by anyone who can read the file, so by default only its owner may.
+  mode_t file_mode = 0600;
   // Image size in bytes; 0 sizes it from the tree (content + metadata + journal + free space).
   uint64_t size_bytes = 0;
   // Free space left over when sizing automatically, as a fraction of the content.
@@ -100,8 +106,8 @@ struct VerityReport {
 std::string VeritySalt(std::string_view seed);
 
 // Hashes the first data_bytes (a multiple of 4096) of data_path and writes superblock and tree
-// to hash_path at hash_offset (a multiple of 4096; the file is created if absent and cut after
-// the tree). hash_path may be data_path itself (hash_offset >= data_bytes). Fails with
+// to hash_path at hash_offset (a multiple of 4096; the file is created 0600 if absent and cut
+// after the tree). hash_path may be data_path itself (hash_offset >= data_bytes). Fails with
 // InvalidArgument for bad sizes, errno errors naming the file. `progress` gets stage "verity".
 Result<VerityReport> WriteVerity(const std::string& data_path, uint64_t data_bytes,
                                  const std::string& hash_path, uint64_t hash_offset,

@@ -4,14 +4,20 @@
 //
 // Every time comes from the tree or Ext4Options::fs_time (also fs->now, for the journal and the
 // superblock), and the UUID and hash seed from the seed: the same inputs give the same bytes.
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include "base/fd.h"
 #include "convert/ext4_writer.h"
@@ -19,25 +25,32 @@
 namespace lazyfs::convert {
 namespace {
 
-// The temporary image beside out_path; removed on destruction unless committed.
+// The temporary image beside out_path (OUT.tmp-PID-XXXXXXXX); removed on destruction unless
+// committed. Its writer holds an flock on it for its whole life, so a later run can tell the
+// temporaries of a writer that is gone (killed, say) from those of one still at work.
 class TempImage {
  public:
   ~TempImage() {
     if (!path_.empty()) ::unlink(path_.c_str());
   }
-  Status Create(const std::string& out_path, uint64_t bytes) {
+  Status Create(const std::string& out_path, uint64_t bytes, mode_t mode) {
+    RemoveStale(out_path);
     std::random_device rd;
     for (int attempt = 0; attempt < 100; ++attempt) {
-      char suffix[16];
-      std::snprintf(suffix, sizeof(suffix), ".tmp-%08x", static_cast<unsigned>(rd()));
+      char suffix[40];
+      std::snprintf(suffix, sizeof(suffix), ".tmp-%d-%08x", static_cast<int>(::getpid()),
+                    static_cast<unsigned>(rd()));
       std::string path = out_path + suffix;
-      int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      // Owner-only from the start: the content is the image's, root-only files included.
+      int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
       if (fd < 0) {
         if (errno == EEXIST) continue;
         return ErrnoError(errno, "creating " + path);
       }
       fd_.Reset(fd);
       path_ = std::move(path);
+      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) return ErrnoError(errno, "locking " + path_);
+      if (::fchmod(fd, mode) != 0) return ErrnoError(errno, "chmod " + path_);
       if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
         return ErrnoError(errno, "sizing " + path_ + " to " + std::to_string(bytes) + " bytes");
       }
@@ -65,6 +78,30 @@ class TempImage {
   }
 
  private:
+  // Removes OUT.tmp-PID-* siblings whose writer is gone: its process no longer exists and
+  // nobody holds the file's lock (a writer between creating and locking its file has a live
+  // PID; a PID reused by another program only leaves the file for later). Best effort.
+  static void RemoveStale(const std::string& out_path) {
+    const size_t slash = out_path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : out_path.substr(0, slash);
+    const std::string prefix =
+        (slash == std::string::npos ? out_path : out_path.substr(slash + 1)) + ".tmp-";
+    DIR* d = ::opendir(dir.empty() ? "/" : dir.c_str());
+    if (!d) return;
+    std::vector<std::string> stale;
+    while (dirent* de = ::readdir(d)) {
+      const std::string name = de->d_name;
+      if (!name.starts_with(prefix)) continue;
+      const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+      if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+      const std::string path = dir + "/" + name;
+      Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+      if (fd.valid() && ::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) stale.push_back(path);
+    }
+    ::closedir(d);
+    for (const std::string& path : stale) ::unlink(path.c_str());
+  }
+
   std::string path_;
   Fd fd_;
 };
@@ -164,7 +201,7 @@ Result<Ext4Report> WriteExt4(const index::Tree& tree, const std::string& out_pat
   const int64_t fs_time = options.fs_time.value_or(survey.newest_mtime);
 
   TempImage temp;
-  LAZYFS_RETURN_IF_ERROR(temp.Create(out_path, blocks * kBlockSize));
+  LAZYFS_RETURN_IF_ERROR(temp.Create(out_path, blocks * kBlockSize, options.file_mode));
   // Readers start now, so fetching overlaps with laying out the filesystem; they are stopped
   // and joined when `content` goes out of scope, on every return path.
   unsigned threads = options.read_threads;

@@ -106,6 +106,10 @@ Status AddVerity(const MaterializePlan& plan, const std::string& seed, const Pro
   if (!v.ok()) {
     return v.status().WithContext("while writing the dm-verity tree of " + plan.out_path);
   }
+  // The hash tree reveals nothing of the content, but goes with the image: the same mode.
+  if (!append && ::chmod(report.hash_path.c_str(), plan.ext4.file_mode) != 0) {
+    return ErrnoError(errno, "chmod " + report.hash_path);
+  }
   side.verity = Sidecar::Verity{v->data_bytes,  v->data_blocks, BaseName(report.hash_path),
                                 v->hash_offset, v->hash_bytes,  v->salt,
                                 v->root_hash};

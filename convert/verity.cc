@@ -207,7 +207,7 @@ Result<VerityReport> WriteVerity(const std::string& data_path, uint64_t data_byt
   std::memcpy(sb + 88, salt.data(), salt.size());
 
   // O_CREAT without O_TRUNC: with --verity=append the hash goes after the image's data.
-  LAZYFS_ASSIGN_OR_RETURN(Fd out, OpenFile(hash_path, O_WRONLY | O_CREAT, 0644));
+  LAZYFS_ASSIGN_OR_RETURN(Fd out, OpenFile(hash_path, O_WRONLY | O_CREAT, 0600));
   LAZYFS_RETURN_IF_ERROR(PwriteFull(out.get(), sb, kBlock, hash_offset, hash_path));
   uint64_t at = hash_offset + kBlock;
   for (auto it = tree.levels.rbegin(); it != tree.levels.rend(); ++it) {
