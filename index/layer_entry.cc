@@ -59,4 +59,12 @@ bool DecodeLayerEntry(Decoder& dec, LayerEntry* e) {
   return true;
 }
 
+Status CheckDeviceNumbers(uint64_t major, uint64_t minor) {
+  if (major <= kMaxDeviceMajor && minor <= kMaxDeviceMinor) return Status::Ok();
+  return InvalidArgumentError("device number " + std::to_string(major) + ":" +
+                              std::to_string(minor) +
+                              " cannot be represented on Linux (major at most 4095, minor at "
+                              "most 1048575)");
+}
+
 }  // namespace lazyfs::index

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "base/digest.h"
+#include "base/status.h"
 #include "index/codec.h"
 #include "index/tree.h"
 
@@ -45,6 +46,12 @@ struct LayerEntry {
 
 void EncodeLayerEntry(const LayerEntry& e, Encoder& enc);
 bool DecodeLayerEntry(Decoder& dec, LayerEntry* e);
+
+// Linux's device numbers: a 12-bit major and a 20-bit minor. A device entry with more is refused
+// (InvalidArgument naming both numbers) rather than truncated into another device.
+inline constexpr uint64_t kMaxDeviceMajor = 4095;
+inline constexpr uint64_t kMaxDeviceMinor = (uint64_t{1} << 20) - 1;
+Status CheckDeviceNumbers(uint64_t major, uint64_t minor);
 
 // st_mode type bits for an entry kind (0 for whiteouts and opaque markers).
 uint32_t TypeBits(EntryKind kind);

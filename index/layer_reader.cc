@@ -24,7 +24,8 @@ constexpr size_t kMaxPath = 4096;
 
 Result<std::string> NormaliseEntryPath(std::string_view raw) {
   if (raw.empty()) return InvalidArgumentError("empty entry name");
-  if (raw.front() == '/') return InvalidArgumentError("absolute path " + QuoteName(raw));
+  // A leading "/" is taken relative to the image root, as Docker, containerd and umoci take it
+  // (empty components are dropped below); ".." is still refused, at the root as anywhere.
   if (raw.size() > kMaxPath) {
     return InvalidArgumentError("path of " + std::to_string(raw.size()) +
                                 " bytes is longer than " + std::to_string(kMaxPath));
@@ -292,6 +293,8 @@ Status ReadType(archive_entry* ae, LayerEntry* e) {
     case AE_IFBLK:
       e->kind =
           archive_entry_filetype(ae) == AE_IFCHR ? EntryKind::kCharDev : EntryKind::kBlockDev;
+      LAZYFS_RETURN_IF_ERROR(
+          CheckDeviceNumbers(archive_entry_rdevmajor(ae), archive_entry_rdevminor(ae)));
       e->rdev_major = static_cast<uint32_t>(archive_entry_rdevmajor(ae));
       e->rdev_minor = static_cast<uint32_t>(archive_entry_rdevminor(ae));
       break;

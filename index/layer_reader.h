@@ -34,9 +34,10 @@ struct LayerReadOptions {
   uint64_t checkpoint_every_compressed = 512 << 10;
 };
 
-// Normalises a tar entry name: strips "./" and empty components; fails with InvalidArgument on
-// an empty name, an absolute path, a ".." component, a component over 255 bytes or a path over
-// 4096 bytes. Returns "" for the root.
+// Normalises a tar entry name (or a hardlink target): strips "./", empty components and a
+// leading "/" (names are relative to the image root, as other container tools take them);
+// fails with InvalidArgument on an empty name, a ".." component, a component over 255 bytes or
+// a path over 4096 bytes. Returns "" for the root.
 Result<std::string> NormaliseEntryPath(std::string_view raw);
 
 // What a normalised entry name says before the entry's type does: a whiteout (".wh.NAME") or an

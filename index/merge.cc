@@ -67,6 +67,9 @@ class Merger {
     }
 
     Node* parent = MakeParents(parts, layer);
+    if (!parent) {
+      return in_entry("below a non-directory that the same layer put at a parent path");
+    }
     if (e.kind == EntryKind::kHardlink) {
       std::shared_ptr<Node> target = FindShared(Split(e.link));
       if (!target) return in_entry("hardlink to \"" + e.link + "\", which does not exist");
@@ -136,12 +139,19 @@ class Merger {
     return cur;
   }
 
+  // The parent directory of parts, made as needed; null when a parent is a non-directory the
+  // same layer put there (a file "p", then "p/child": no tar tool writes that, and guessing
+  // which entry wins would show a tree the layer never held).
   Node* MakeParents(const std::vector<std::string>& parts, uint32_t layer) {
     Node* cur = root_.get();
     for (size_t i = 0; i + 1 < parts.size(); ++i) {
       auto it = cur->children.find(parts[i]);
+      if (it != cur->children.end() && it->second.node->entry.kind != EntryKind::kDir &&
+          it->second.layer == layer) {
+        return nullptr;
+      }
       if (it == cur->children.end() || it->second.node->entry.kind != EntryKind::kDir) {
-        // Missing, or a non-directory that this layer's path now needs to be a directory.
+        // Missing, or a lower layer's non-directory that this path now needs as a directory.
         it = cur->children.insert_or_assign(parts[i], Child{ImplicitDir(), layer}).first;
       }
       cur = it->second.node.get();
@@ -214,8 +224,19 @@ class Merger {
 
 Result<MergedTree> MergeLayers(const std::vector<std::vector<LayerEntry>>& layers) {
   Merger merger;
+  auto is_marker = [](const LayerEntry& e) {
+    return e.kind == EntryKind::kWhiteout || e.kind == EntryKind::kOpaque;
+  };
   for (uint32_t i = 0; i < layers.size(); ++i) {
-    for (const LayerEntry& e : layers[i]) LAZYFS_RETURN_IF_ERROR(merger.Apply(i, e));
+    // Whiteouts and opaque markers hide what the lower layers hold, wherever they stand in the
+    // layer's tar: they go first, so a directory the layer re-declares before its opaque marker
+    // still loses the lower layers' entries.
+    for (const LayerEntry& e : layers[i]) {
+      if (is_marker(e)) LAZYFS_RETURN_IF_ERROR(merger.Apply(i, e));
+    }
+    for (const LayerEntry& e : layers[i]) {
+      if (!is_marker(e)) LAZYFS_RETURN_IF_ERROR(merger.Apply(i, e));
+    }
   }
   return merger.Finish();
 }

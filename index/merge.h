@@ -1,7 +1,9 @@
 // The merge of an image's layers into one tree, as the OCI image spec's changeset rules say.
 //
-// Applied bottom layer first, entry by entry: ".wh.NAME" removes NAME (and what is below it) from
-// lower layers; ".wh..wh..opq" hides every lower-layer entry of its directory; a non-directory
+// Applied bottom layer first; in each layer its whiteouts and opaque markers first (they act on
+// the lower layers only, wherever they stand in the tar), then its other entries in tar order:
+// ".wh.NAME" removes NAME (and what is below it) from lower layers; ".wh..wh..opq" hides every
+// lower-layer entry of its directory; a non-directory
 // replaces whatever was at its path, a directory over a directory keeps the children; a hardlink
 // shares its target's inode; parents missing from a tar are created 0755 root:root with mtime 0.
 // The result gets dense inode numbers in sorted depth-first order (the root is 1).
@@ -32,7 +34,8 @@ struct MergedTree {
 };
 
 // `layers[i]` are the entries of layer i in archive order. Errors name the layer index and the
-// entry (a hardlink to a missing entry or to a directory).
+// entry (a hardlink to a missing entry or to a directory, an entry below a non-directory of the
+// same layer).
 Result<MergedTree> MergeLayers(const std::vector<std::vector<LayerEntry>>& layers);
 
 }  // namespace lazyfs::index

@@ -201,6 +201,7 @@ class TocBuilder {
       e->kind = type == "char" ? EntryKind::kCharDev : EntryKind::kBlockDev;
       LAZYFS_ASSIGN_OR_RETURN(uint64_t major, Num(j, "devMajor", kMaxU32));
       LAZYFS_ASSIGN_OR_RETURN(uint64_t minor, Num(j, "devMinor", kMaxU32));
+      LAZYFS_RETURN_IF_ERROR(CheckDeviceNumbers(major, minor));
       e->rdev_major = static_cast<uint32_t>(major);
       e->rdev_minor = static_cast<uint32_t>(minor);
     } else if (type == "fifo") {

@@ -165,8 +165,25 @@ std::vector<Case> Corpus() {
   c.push_back(Bad("parent escape in the middle",
                   OneLayer({Raw("a/../../" + std::string(kEscapeName), EntryType::kFile, "x")}),
                   "escapes the root"));
-  c.push_back(Bad("absolute name", OneLayer({Raw("/tmp/" + std::string(kEscapeName))}),
-                  "absolute"));
+  c.push_back(Safe("absolute names are relative to the image root",
+                   OneLayer({Raw("/tmp/" + std::string(kEscapeName), EntryType::kFile, "abs"),
+                             Raw("/etc/passwd", EntryType::kFile, "root:x:0:0\n"),
+                             Raw("/hl", EntryType::kHardlink, "", "/etc/passwd")}),
+                   [](const std::string& root) {
+                     EXPECT_EQ(Read(root + "/tmp/" + kEscapeName), "abs");
+                     EXPECT_EQ(Read(root + "/hl"), "root:x:0:0\n");
+                     EXPECT_EQ(Lstat(root + "/hl"), "100644 0:0 2");
+                     EXPECT_EQ(::access((std::string("/tmp/") + kEscapeName).c_str(), F_OK), -1);
+                   }));
+  c.push_back(Bad("absolute name that climbs", OneLayer({Raw("/../" + std::string(kEscapeName))}),
+                  "escapes the root"));
+  c.push_back(Bad("a member below a file of the same layer",
+                  OneLayer({File("p", "a file"), File("p/child", "x")}),
+                  "below a non-directory that the same layer put"));
+  c.push_back(Bad("a device number Linux cannot represent (major)",
+                  OneLayer({CharDev("dev/big", 4096, 1)}), "cannot be represented"));
+  c.push_back(Bad("a device number Linux cannot represent (minor)",
+                  OneLayer({BlockDev("dev/big", 8, 1u << 20)}), "cannot be represented"));
   c.push_back(Bad("empty name", OneLayer({Raw("", EntryType::kFile, "x")}), "empty"));
   c.push_back(Bad("component over 255 bytes", OneLayer({File(std::string(256, 'n'), "x")}),
                   "longer than 255"));
@@ -401,6 +418,14 @@ std::vector<Case> Corpus() {
   c.push_back(Safe("names with // and ./ are normalised",
                    OneLayer({Raw("./a//b/./c", EntryType::kFile, "abc"), Raw("a/", EntryType::kDir)}),
                    [](const std::string& root) { EXPECT_EQ(Read(root + "/a/b/c"), "abc"); }));
+  c.push_back(Safe("an opaque marker after its directory's entries still hides the lower ones",
+                   Layers({{Dir("d"), Dir("d/sub"), File("d/sub/old", "old"), File("d/gone", "g")},
+                           {Dir("d"), Dir("d/sub"), File("d/sub/new", "new"), Opaque("d")}}),
+                   [](const std::string& root) {
+                     EXPECT_EQ(Lstat(root + "/d/gone"), "missing");
+                     EXPECT_EQ(Lstat(root + "/d/sub/old"), "missing");
+                     EXPECT_EQ(Read(root + "/d/sub/new"), "new");
+                   }));
   c.push_back(Safe("an opaque root hides every lower entry",
                    Layers({{File("lower", "x"), Dir("dir"), File("dir/f", "y")},
                            {Opaque(""), File("upper", "z")}}),

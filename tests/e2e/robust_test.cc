@@ -5,6 +5,7 @@
 // test makes.
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -157,34 +158,95 @@ TEST_F(RobustTest, CommandsStartedTogetherOnOneStoreAllWork) {
   ExpectImage(img, world->big);
 }
 
+// However allow_other is spelled (the flag, -o allow_other, inside an -o list), the kernel
+// enforces the image's modes for other users, and the mount is nosuid,nodev.
 TEST_F(RobustTest, AllowOtherEnforcesTheImagesModes) {
   ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);  // others must reach the mountpoint
+  for (const std::vector<std::string>& spelling :
+       {std::vector<std::string>{"--allow-other"}, {"-o", "allow_other"},
+        {"-o", "noatime,allow_other"}}) {
+    SCOPED_TRACE(spelling.back());
+    const std::string m = NewMountpoint();
+    std::vector<std::string> args = {"mount", "--store", store_, "-q"};
+    args.insert(args.end(), spelling.begin(), spelling.end());
+    args.insert(args.end(), {Ref("perm"), m});
+    CommandResult r = RunLazyfs(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    struct stat st;
+    ASSERT_EQ(::stat(store_.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0700u) << "the store is private to its owner";
+    CommandResult findmnt = RunCommand({"findmnt", "-n", "-o", "OPTIONS", m});
+    EXPECT_NE(findmnt.out.find("nosuid"), std::string::npos) << findmnt.out;
+    EXPECT_NE(findmnt.out.find("nodev"), std::string::npos) << findmnt.out;
+    EXPECT_NE(findmnt.out.find("default_permissions"), std::string::npos) << findmnt.out;
+    // Another user (nobody), through the kernel's default_permissions checks.
+    auto as_nobody = [&](std::vector<std::string> argv) {
+      std::vector<std::string> full = {"setpriv", "--reuid=65534", "--regid=65534",
+                                       "--clear-groups"};
+      full.insert(full.end(), argv.begin(), argv.end());
+      return RunCommand(full);
+    };
+    CommandResult pub = as_nobody({"cat", m + "/public"});
+    EXPECT_EQ(pub.exit_code, 0) << pub.err;
+    EXPECT_EQ(pub.out, "everyone\n");
+    CommandResult secret = as_nobody({"cat", m + "/secret"});
+    EXPECT_NE(secret.exit_code, 0);
+    EXPECT_NE(secret.err.find("Permission denied"), std::string::npos) << secret.err;
+    CommandResult inside = as_nobody({"cat", m + "/private/inside"});
+    EXPECT_NE(inside.exit_code, 0);
+    EXPECT_NE(inside.err.find("Permission denied"), std::string::npos) << inside.err;
+    CommandResult owned = as_nobody({"cat", m + "/owned"});
+    EXPECT_EQ(owned.exit_code, 0) << owned.err;
+    EXPECT_EQ(owned.out, "user 65534 may\n");
+    // Root reads everything, as in the container.
+    EXPECT_EQ(*ReadFileToString(m + "/secret"), "root only\n");
+    EXPECT_EQ(RunLazyfs({"umount", m}).exit_code, 0);
+  }
+  // suid and dev must be asked for by the flag that says what they do.
   const std::string m = NewMountpoint();
-  CommandResult r = RunLazyfs({"mount", "--store", store_, "-q", "--allow-other", Ref("perm"), m});
+  CommandResult suid = RunLazyfs({"mount", "--store", store_, "-q", "-o", "suid", Ref("perm"), m});
+  EXPECT_NE(suid.exit_code, 0);
+  EXPECT_NE(suid.err.find("--allow-setuid-and-devices"), std::string::npos) << suid.err;
+  EXPECT_FALSE(IsMountpoint(m));
+}
+
+// The image holds the image's root-only files: OUT and OUT.verity are the owner's alone unless
+// --file-mode says otherwise.
+TEST_F(RobustTest, MaterializedFilesAreOwnerOnlyByDefault) {
+  const std::string img = dir_ + "/modes.img";
+  CommandResult r = RunLazyfs({"materialize", "--store", store_, "-q", Ref("perm"), img});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   struct stat st;
-  ASSERT_EQ(::stat(store_.c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 07777, 0700u) << "the store is private to its owner";
-  // Another user (nobody), through the kernel's default_permissions checks.
-  auto as_nobody = [&](std::vector<std::string> argv) {
-    std::vector<std::string> full = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
-    full.insert(full.end(), argv.begin(), argv.end());
-    return RunCommand(full);
-  };
-  CommandResult pub = as_nobody({"cat", m + "/public"});
-  EXPECT_EQ(pub.exit_code, 0) << pub.err;
-  EXPECT_EQ(pub.out, "everyone\n");
-  CommandResult secret = as_nobody({"cat", m + "/secret"});
-  EXPECT_NE(secret.exit_code, 0);
-  EXPECT_NE(secret.err.find("Permission denied"), std::string::npos) << secret.err;
-  CommandResult inside = as_nobody({"cat", m + "/private/inside"});
-  EXPECT_NE(inside.exit_code, 0);
-  EXPECT_NE(inside.err.find("Permission denied"), std::string::npos) << inside.err;
-  CommandResult owned = as_nobody({"cat", m + "/owned"});
-  EXPECT_EQ(owned.exit_code, 0) << owned.err;
-  EXPECT_EQ(owned.out, "user 65534 may\n");
-  // Root reads everything, as in the container.
-  EXPECT_EQ(*ReadFileToString(m + "/secret"), "root only\n");
+  ASSERT_EQ(::stat(img.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  ASSERT_EQ(::stat((img + ".verity").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  r = RunLazyfs(
+      {"materialize", "--store", store_, "-q", "--file-mode", "0644", Ref("perm"), img});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(::stat(img.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  ASSERT_EQ(::stat((img + ".verity").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+}
+
+// A materialize killed mid-write leaves its temporary (hundreds of MiB) beside the output; the
+// next run for that output removes the ones whose writer is gone, never a live writer's.
+TEST_F(RobustTest, AStaleTemporaryOfADeadWriterIsRemovedByTheNextRun) {
+  const std::string img = dir_ + "/stale.img";
+  const pid_t gone = ::fork();
+  if (gone == 0) ::_exit(0);
+  ASSERT_GT(gone, 0);
+  ASSERT_EQ(::waitpid(gone, nullptr, 0), gone);
+  const std::string stale = img + ".tmp-" + std::to_string(gone) + "-0badf00d";
+  const std::string live = img + ".tmp-" + std::to_string(::getpid()) + "-0badf00d";
+  ASSERT_TRUE(WriteFileAtomic(stale, std::string(1 << 20, 'x')).ok());
+  ASSERT_TRUE(WriteFileAtomic(live, "a writer still at work").ok());
+  CommandResult r = RunLazyfs({"materialize", "--store", store_, "-q", Ref("perm"), img});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fsys::exists(stale)) << "the dead writer's temporary is still there";
+  EXPECT_TRUE(fsys::exists(live)) << "a live writer's temporary was removed";
+  fsys::remove(live);
 }
 
 TEST_F(RobustTest, CredentialsNeverAppearInOutputOrLogs) {
@@ -260,6 +322,11 @@ TEST_F(RobustTest, KillDuringIndexingOrMaterializeLosesNothing) {
     CommandResult again = RunLazyfs({"materialize", "--store", store, "-q", Ref("big"), img});
     ASSERT_EQ(again.exit_code, 0) << again.err;
     ExpectImage(img, world->big);
+    // Nothing of the killed run is left beside the output: the next run removed it.
+    for (const auto& entry : fsys::directory_iterator(dir_)) {
+      EXPECT_FALSE(entry.path().filename().string().starts_with("out.img.tmp-"))
+          << entry.path() << " left behind";
+    }
     fsys::remove(img);
   }
 }

@@ -241,7 +241,7 @@ TEST_F(IndexTest, HostileNamesAreRefusedAndNothingIsStored) {
   const Case cases[] = {
       {"dotdot", testing::Raw("../etc/passwd"), "escapes the root"},
       {"inner dotdot", testing::Raw("a/../../x"), "escapes the root"},
-      {"absolute", testing::Raw("/etc/passwd"), "absolute path"},
+      {"absolute dotdot", testing::Raw("/../etc/passwd"), "escapes the root"},
       {"bare whiteout", testing::Raw("dir/.wh."), "whiteout without a name"},
       {"hardlink outside", testing::Raw("h", testing::EntryType::kHardlink, "", "../x"),
        "escapes the root"},

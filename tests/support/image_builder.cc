@@ -362,10 +362,10 @@ using Tree = std::map<std::string, NodePtr>;
 NodePtr ImplicitDir() { return std::make_shared<Node>(); }
 
 // Tar name -> absolute path in the image, or InvalidArgument for names the product must reject.
+// A leading "/" is relative to the image root, as container tools take it.
 Result<std::string> CanonicalPath(const std::string& name) {
   std::string_view p = name;
-  if (!p.empty() && p.front() == '/') return InvalidArgumentError("absolute name \"" + name + "\"");
-  while (p.starts_with("./")) p.remove_prefix(2);
+  while (p.starts_with("/") || p.starts_with("./")) p.remove_prefix(p.front() == '/' ? 1 : 2);
   while (!p.empty() && p.back() == '/') p.remove_suffix(1);
   if (p.empty() || p == ".") return std::string("/");
   std::string out;
@@ -495,11 +495,18 @@ Status ApplyLayer(Tree& t, const Layer& layer) {
       EraseChildren(t, c.path);
     }
   }
+  std::set<std::string> put_here;  // paths this layer put a non-directory at
   for (size_t i = 0; i < layer.entries.size(); ++i) {
     const Entry& e = layer.entries[i];
     const Classified& c = roles[i];
     if (c.role != Role::kNormal) continue;
     const std::string& path = c.path;
+    for (std::string up = path; up != "/";) {
+      up = ParentOf(up);
+      if (put_here.contains(up)) {
+        return InvalidArgumentError("\"" + path + "\" is below a non-directory of its layer");
+      }
+    }
     if (path != "/") EnsureDir(t, ParentOf(path));
     NodePtr node;
     if (e.type == EntryType::kHardlink) {
@@ -523,6 +530,11 @@ Status ApplyLayer(Tree& t, const Layer& layer) {
     auto existing = t.find(path);
     if (existing != t.end() && existing->second->type == 'd' && node->type != 'd') {
       EraseSubtree(t, path);
+    }
+    if (node->type == 'd') {
+      put_here.erase(path);
+    } else {
+      put_here.insert(path);
     }
     t[path] = std::move(node);
   }

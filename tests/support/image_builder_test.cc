@@ -590,20 +590,30 @@ TEST(ExpectedListingTest, HardlinkCountsFollowReplacementAndWhiteouts) {
 TEST(ExpectedListingTest, RejectsWhatTheProductMustReject) {
   const std::vector<std::pair<Entry, std::string>> kCases = {
       {Raw("../etc/passwd"), "non-canonical"},
-      {Raw("/abs"), "absolute"},
       {Raw("a//b"), "non-canonical"},
       {Raw("a/./b"), "non-canonical"},
       {Hardlink("h", "missing"), "does not exist"},
       {Hardlink("h", "dir"), "is a directory"},
       {Raw("link", EntryType::kHardlink, "", "../x"), "non-canonical"},
+      {File("dirfile/child", "x"), "below a non-directory of its layer"},
   };
   for (const auto& [entry, message] : kCases) {
     ImageSpec spec;
-    spec.layers.push_back(Layer{.entries = {Dir("dir"), entry}});
+    spec.layers.push_back(Layer{.entries = {Dir("dir"), File("dirfile", "f"), entry}});
     auto got = ExpectedListing(spec);
     EXPECT_EQ(got.status().code(), StatusCode::kInvalidArgument) << entry.path;
     EXPECT_NE(got.status().message().find(message), std::string::npos) << got.status().ToString();
   }
+}
+
+TEST(ExpectedListingTest, AbsoluteNamesAreRelativeToTheRoot) {
+  ImageSpec spec;
+  spec.layers.push_back(
+      Layer{.entries = {Raw("/abs/f", EntryType::kFile, "A"), Raw("/l", EntryType::kHardlink, "", "/abs/f")}});
+  auto got = ExpectedListing(spec);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->count("/abs/f"), 1u);
+  EXPECT_EQ(got->count("/l"), 1u);
 }
 
 // ----- JSON specs and lazyfs-fixture ----------------------------------------------------------
