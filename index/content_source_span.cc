@@ -82,8 +82,7 @@ class SpanSource final : public ContentSource {
   Result<Span> SpanFor(uint64_t u0, uint64_t u1) const;
   Status FetchSpan(const FileLocation& loc, uint64_t c0, uint64_t c1, const Deadline& deadline);
   Result<uint64_t> Decode(const Span& span, uint64_t u1, const std::string& what,
-                          const Deadline& deadline,
-                          const std::function<void(const char*, size_t)>& sink);
+                          const Deadline& deadline, const InflateSink& sink);
   void CacheNeighbours(uint64_t from, std::string_view bytes);
   void NoteFetched(uint64_t offset, std::string_view bytes);
 
@@ -132,6 +131,7 @@ Status SpanSource::FetchSpan(const FileLocation& loc, uint64_t c0, uint64_t c1,
                             const uint64_t to = std::min(at + n, keep_to);
                             if (from < to) kept.append(p + (from - at), to - from);
                             at += n;
+                            return at < keep_to;  // nothing past the kept bytes is of use
                           }));
   if (decoded < u1) return DataLossError(what + ": the layer ends before the file does");
   for (uint64_t c = c0; c <= c1; ++c) {
@@ -152,15 +152,15 @@ Status SpanSource::FetchSpan(const FileLocation& loc, uint64_t c0, uint64_t c1,
 // decoded output ended.
 Result<uint64_t> SpanSource::Decode(const Span& span, uint64_t u1, const std::string& what,
                                     const Deadline& deadline,
-                                    const std::function<void(const char*, size_t)>& sink) {
+                                    const InflateSink& sink) {
   const uint64_t limit = span.end.value_or(layer_.size);
   if (limit > layer_.size || span.start > limit) return Corrupt("of layer " + layer_.digest.Short());
   LAZYFS_ASSIGN_OR_RETURN(auto inflater, Inflater::Open(lazy_.compression,
                                                         span.before ? &*span.before : nullptr, false));
   uint64_t decoded = span.region_start;
   auto counted = [&](const char* p, size_t n) {
-    sink(p, n);
     decoded += n;
+    return sink(p, n);
   };
   uint64_t piece = span.end ? limit - span.start : kFirstProbe;
   for (uint64_t pos = span.start; decoded < u1 && pos < limit;) {

@@ -49,11 +49,15 @@ class TocSource final : public ContentSource {
         layer_.digest,
         [&](const std::vector<TocChunk>& chunks) { all.insert(all.end(), chunks.begin(), chunks.end()); }));
     LAZYFS_ASSIGN_OR_RETURN(uint64_t bytes, FetchAll(Missing(all), deadline));
-    if (toc_.payload_end < layer_.size) {
-      LAZYFS_ASSIGN_OR_RETURN(std::string tail,
-                              FetchRange(*ctx_.blobs, layer_, toc_.payload_end,
-                                         layer_.size - toc_.payload_end, deadline));
-      NoteFetched(toc_.payload_end, tail);
+    // What no chunk fetch brought (tar headers, chunks whose content was cached already under
+    // the same digest, the TOC and footer) is fetched as it is, so the layer can be checked whole.
+    static constexpr uint64_t kPiece = 16 << 20;
+    for (const auto& [start, end] : ctx_.check->Gaps(layer_)) {
+      for (uint64_t at = start; at < end; at += kPiece) {
+        const uint64_t len = std::min(kPiece, end - at);
+        LAZYFS_ASSIGN_OR_RETURN(std::string bytes_in, FetchRange(*ctx_.blobs, layer_, at, len, deadline));
+        NoteFetched(at, bytes_in);
+      }
     }
     return bytes;
   }

@@ -165,7 +165,7 @@ Status InflateAll(Inflater& inflater, std::string_view input, const InflateSink&
   for (;;) {
     LAZYFS_ASSIGN_OR_RETURN(InflateStep step, inflater.Inflate(input, buf));
     input.remove_prefix(step.consumed);
-    if (step.produced) sink(buf.data(), step.produced);
+    if (step.produced && !sink(buf.data(), step.produced)) return Status::Ok();
     // Done once the input is used and the output no longer fills the buffer (nothing pending).
     if (input.empty() && step.produced < buf.size()) return Status::Ok();
     if (step.consumed == 0 && step.produced == 0 && inflater.complete()) {
@@ -188,6 +188,7 @@ Result<std::string> InflateSpan(LayerCompression compression, const Checkpoint* 
       out.append(p + from, std::min<uint64_t>(n - from, want - out.size()));
     }
     seen = end;
+    return out.size() < want;
   }).WithContext("layer span"));
   if (out.size() < want) {
     return DataLossError("layer span: ends " + std::to_string(want - out.size()) + " bytes early");

@@ -49,8 +49,10 @@ class Inflater {
   virtual std::string_view format() const = 0;
 };
 
-// Inflates all of `input` (the next piece of a stream) and hands the output to `sink`.
-using InflateSink = std::function<void(const char* data, size_t len)>;
+// Inflates all of `input` (the next piece of a stream) and hands the output to `sink`, which
+// returns false once it wants no more: inflating stops there (a span that decompresses to far
+// more than its reader needs costs no more than what was needed).
+using InflateSink = std::function<bool(const char* data, size_t len)>;
 Status InflateAll(Inflater& inflater, std::string_view input, const InflateSink& sink);
 
 // A whole span at once (an eStargz chunk's gzip member, a zstd:chunked frame): returns `want`

@@ -4,12 +4,13 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "index/layer_indexer.h"
 #include "index/layer_reader.h"
 
 namespace lazyfs::index {
 
-LayerCheck::LayerCheck(std::string verified_dir, std::string tmp_dir)
-    : verified_dir_(std::move(verified_dir)), tmp_dir_(std::move(tmp_dir)) {}
+LayerCheck::LayerCheck(std::string verified_dir, std::string tmp_dir, const IndexOptions& options)
+    : verified_dir_(std::move(verified_dir)), tmp_dir_(std::move(tmp_dir)), options_(options) {}
 
 std::string LayerCheck::MarkerPath(const Digest& layer) const {
   return verified_dir_ + "/" + layer.Hex();
@@ -18,6 +19,21 @@ std::string LayerCheck::MarkerPath(const Digest& layer) const {
 bool LayerCheck::IsBad(const Digest& layer) {
   MutexLock lock(mu_);
   return bad_.count(layer) != 0;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> LayerCheck::Gaps(const LayerDescriptor& layer) {
+  std::shared_ptr<Coverage> c = CoverageOf(layer.digest);
+  std::vector<std::pair<uint64_t, uint64_t>> gaps;
+  if (!c) return gaps;
+  MutexLock lock(c->mu);
+  if (c->done) return gaps;
+  uint64_t at = 0;
+  for (const auto& [start, end] : c->intervals) {
+    if (start > at) gaps.emplace_back(at, std::min(start, layer.size));
+    at = std::max(at, end);
+  }
+  if (at < layer.size) gaps.emplace_back(at, layer.size);
+  return gaps;
 }
 
 std::shared_ptr<LayerCheck::Coverage> LayerCheck::CoverageOf(const Digest& layer) {
@@ -99,8 +115,10 @@ Status LayerCheck::CheckWhole(const LayerDescriptor& layer, const Digest& diff_i
   LAZYFS_ASSIGN_OR_RETURN(Digest got, Sha256OfFd(fd));
   if (got != layer.digest) return DataLossError("its bytes hash to " + got.ToString());
   LAZYFS_ASSIGN_OR_RETURN(LayerCompression compression, CompressionOfMediaType(layer.media_type));
-  LAZYFS_ASSIGN_OR_RETURN(auto reader, LayerReader::Open(fd, layer.size, compression,
-                                                         LayerReadOptions{}, layer.digest.Short()));
+  LAZYFS_ASSIGN_OR_RETURN(auto reader,
+                          LayerReader::Open(fd, layer.size, compression,
+                                            StreamReadOptions(options_, layer.size),
+                                            layer.digest.Short()));
   LAZYFS_ASSIGN_OR_RETURN(Digest uncompressed, reader->Finish());
   if (uncompressed != diff_id) {
     return DataLossError("it decompresses to " + uncompressed.ToString() + ", not diff_id " +

@@ -16,18 +16,22 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "base/digest.h"
 #include "base/fd.h"
 #include "base/image.h"
 #include "base/thread_annotations.h"
+#include "index/tree.h"
 
 namespace lazyfs::index {
 
 class LayerCheck {
  public:
-  // `verified_dir`: where pass markers live.
-  explicit LayerCheck(std::string verified_dir, std::string tmp_dir);
+  // `verified_dir`: where pass markers live; `options` caps the check's decompression as
+  // indexing is capped (a registry serving other bytes may serve a bomb).
+  LayerCheck(std::string verified_dir, std::string tmp_dir, const IndexOptions& options);
 
   // Records that blob bytes [offset, offset + bytes.size()) of `layer` were fetched (and
   // produced chunks that matched their digests). When the layer's every byte has been seen, it
@@ -36,6 +40,10 @@ class LayerCheck {
            std::string_view bytes, const std::function<void()>& drop_chunks)
       LAZYFS_EXCLUDES(mu_);
   bool IsBad(const Digest& layer) LAZYFS_EXCLUDES(mu_);
+  // The blob ranges [start, end) of `layer` no fetch has shown yet (none once it was checked):
+  // what a caller that wants the layer checked whole must still fetch.
+  std::vector<std::pair<uint64_t, uint64_t>> Gaps(const LayerDescriptor& layer)
+      LAZYFS_EXCLUDES(mu_);
 
  private:
   struct Coverage {
@@ -54,6 +62,7 @@ class LayerCheck {
   std::string MarkerPath(const Digest& layer) const;
 
   const std::string verified_dir_, tmp_dir_;
+  const IndexOptions options_;
   Mutex mu_;
   std::map<Digest, std::shared_ptr<Coverage>> coverage_ LAZYFS_GUARDED_BY(mu_);
   std::set<Digest> bad_ LAZYFS_GUARDED_BY(mu_);

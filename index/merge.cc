@@ -223,6 +223,12 @@ class Merger {
 }  // namespace
 
 Result<MergedTree> MergeLayers(const std::vector<std::vector<LayerEntry>>& layers) {
+  std::vector<const std::vector<LayerEntry>*> borrowed;
+  for (const auto& l : layers) borrowed.push_back(&l);
+  return MergeLayers(borrowed);
+}
+
+Result<MergedTree> MergeLayers(const std::vector<const std::vector<LayerEntry>*>& layers) {
   Merger merger;
   auto is_marker = [](const LayerEntry& e) {
     return e.kind == EntryKind::kWhiteout || e.kind == EntryKind::kOpaque;
@@ -231,10 +237,10 @@ Result<MergedTree> MergeLayers(const std::vector<std::vector<LayerEntry>>& layer
     // Whiteouts and opaque markers hide what the lower layers hold, wherever they stand in the
     // layer's tar: they go first, so a directory the layer re-declares before its opaque marker
     // still loses the lower layers' entries.
-    for (const LayerEntry& e : layers[i]) {
+    for (const LayerEntry& e : *layers[i]) {
       if (is_marker(e)) LAZYFS_RETURN_IF_ERROR(merger.Apply(i, e));
     }
-    for (const LayerEntry& e : layers[i]) {
+    for (const LayerEntry& e : *layers[i]) {
       if (!is_marker(e)) LAZYFS_RETURN_IF_ERROR(merger.Apply(i, e));
     }
   }

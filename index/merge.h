@@ -37,5 +37,7 @@ struct MergedTree {
 // entry (a hardlink to a missing entry or to a directory, an entry below a non-directory of the
 // same layer).
 Result<MergedTree> MergeLayers(const std::vector<std::vector<LayerEntry>>& layers);
+// The same over borrowed layers: a layer listed several times in a manifest is held once.
+Result<MergedTree> MergeLayers(const std::vector<const std::vector<LayerEntry>*>& layers);
 
 }  // namespace lazyfs::index

@@ -32,22 +32,33 @@ Status StoredIndex::AddImage(const ImageDescriptor& image, BlobSource& blobs,
   LAZYFS_ASSIGN_OR_RETURN(bool has, HasImage(image.manifest_digest));
   if (has) return Status::Ok();
   RecordBatch layer_records;
-  LAZYFS_ASSIGN_OR_RETURN(auto layers, IndexLayers(image, blobs, progress, layer_records));
-  LAZYFS_ASSIGN_OR_RETURN(MergedTree merged, MergeLayers(layers));
+  IndexedLayers layers;
+  LAZYFS_RETURN_IF_ERROR(IndexLayers(image, blobs, progress, layer_records, &layers));
+  LAZYFS_ASSIGN_OR_RETURN(MergedTree merged, MergeLayers(layers.listed));
   // New layer records are written together, before the tree, so a failed image (a hostile
   // entry in its third layer, say) leaves the index exactly as it was.
   LAZYFS_RETURN_IF_ERROR(db_->Write(layer_records.rocks()));
   return StoreTree(image, merged);
 }
 
-Result<std::vector<std::vector<LayerEntry>>> StoredIndex::IndexLayers(
-    const ImageDescriptor& image, BlobSource& blobs, const ProgressFn& progress,
-    RecordBatch& records) {
+Status StoredIndex::IndexLayers(const ImageDescriptor& image, BlobSource& blobs,
+                                const ProgressFn& progress, RecordBatch& records,
+                                IndexedLayers* out) {
+  // A layer listed several times (a manifest may list one blob a thousand times) is indexed,
+  // and held, once.
+  std::vector<size_t> distinct;  // index in image.layers of each layer's first listing
+  std::map<Digest, size_t> slot;
+  std::vector<size_t> slot_of(image.layers.size());
+  for (size_t i = 0; i < image.layers.size(); ++i) {
+    auto [it, fresh] = slot.emplace(image.layers[i].digest, distinct.size());
+    if (fresh) distinct.push_back(i);
+    slot_of[i] = it->second;
+  }
   // Layers are independent until they are merged: each is indexed on its own thread into a
   // batch of its own. The error reported is that of the first failing layer in layer order: a
   // failure stops the layers after it early, never those before it (one of them may fail too,
   // and its error wins).
-  const size_t n = image.layers.size();
+  const size_t n = distinct.size();
   std::vector<RecordBatch> batches(n);
   std::vector<std::optional<Result<std::vector<LayerEntry>>>> results(n);
   std::atomic<size_t> first_failed{n};
@@ -58,23 +69,36 @@ Result<std::vector<std::vector<LayerEntry>>> StoredIndex::IndexLayers(
         progress(p);
       })
                : ProgressFn();
-  ParallelFor(n, options_.index_threads, [&](size_t i) {
-    auto stopped = [&] { return first_failed.load() < i; };
+  ParallelFor(n, options_.index_threads, [&](size_t k) {
+    auto stopped = [&] { return first_failed.load() < k; };
     if (stopped()) return;
-    results[i] = LayerEntries(image.layers[i], blobs, serial_progress, batches[i], stopped);
-    // Lower first_failed to i. A layer that stopped is after first_failed: no change.
-    if (!results[i]->ok()) {
-      for (size_t f = first_failed.load(); i < f && !first_failed.compare_exchange_weak(f, i);) {
+    results[k] =
+        LayerEntries(image.layers[distinct[k]], blobs, serial_progress, batches[k], stopped);
+    // Lower first_failed to k. A layer that stopped is after first_failed: no change.
+    if (!results[k]->ok()) {
+      for (size_t f = first_failed.load(); k < f && !first_failed.compare_exchange_weak(f, k);) {
       }
     }
   });
   if (first_failed.load() < n) return results[first_failed.load()]->status();
-  std::vector<std::vector<LayerEntry>> layers;
-  for (size_t i = 0; i < n; ++i) {
-    layers.push_back(std::move(**results[i]));
-    LAZYFS_RETURN_IF_ERROR(records.Append(batches[i].rocks()));
+  out->distinct.clear();
+  for (size_t k = 0; k < n; ++k) {
+    out->distinct.push_back(std::move(**results[k]));
+    LAZYFS_RETURN_IF_ERROR(records.Append(batches[k].rocks()));
   }
-  return layers;
+  // The whole image is capped too: what the merge will walk, every listing counted.
+  uint64_t total = 0;
+  for (size_t i = 0; i < image.layers.size(); ++i) {
+    out->listed.push_back(&out->distinct[slot_of[i]]);
+    total += out->listed.back()->size();
+  }
+  if (total > options_.max_entries_per_image) {
+    return ResourceExhaustedError("image " + image.manifest_digest.Short() + " lists " +
+                                  std::to_string(total) + " entries over its " +
+                                  std::to_string(image.layers.size()) + " layers, more than " +
+                                  std::to_string(options_.max_entries_per_image));
+  }
+  return Status::Ok();
 }
 
 Result<std::vector<LayerEntry>> StoredIndex::LayerEntries(const LayerDescriptor& layer,
@@ -164,7 +188,7 @@ Result<std::unique_ptr<Index>> Index::Open(const IndexOptions& options) {
   LAZYFS_RETURN_IF_ERROR(MakeDirs(options.store.verified_layers(), 0700));
   auto cache = std::make_shared<ContentCache>(std::move(cas), options.cache_size_bytes);
   auto check = std::make_shared<LayerCheck>(options.store.verified_layers(),
-                                            options.store.content() + "/tmp");
+                                            options.store.content() + "/tmp", options);
   return std::unique_ptr<Index>(
       new StoredIndex(options, std::move(db), std::move(cache), std::move(check)));
 }

@@ -43,12 +43,17 @@ class StoredIndex final : public Index {
   Result<std::vector<LayerEntry>> LayerEntries(const LayerDescriptor& layer, BlobSource& blobs,
                                                const ProgressFn& progress, RecordBatch& batch,
                                                const std::function<bool()>& stopped);
-  // Every layer indexed (in parallel, each into a batch of its own); the error of the first
-  // failing layer in layer order.
-  Result<std::vector<std::vector<LayerEntry>>> IndexLayers(const ImageDescriptor& image,
-                                                           BlobSource& blobs,
-                                                           const ProgressFn& progress,
-                                                           RecordBatch& records);
+  // The entries of each distinct layer of an image, and of each listing (borrowed from the
+  // former, in manifest order).
+  struct IndexedLayers {
+    std::vector<std::vector<LayerEntry>> distinct;
+    std::vector<const std::vector<LayerEntry>*> listed;
+  };
+  // Every distinct layer indexed (in parallel, each into a batch of its own, appended to
+  // `records`); the error of the first failing layer in layer order. ResourceExhausted when the
+  // listings hold more than max_entries_per_image entries in all.
+  Status IndexLayers(const ImageDescriptor& image, BlobSource& blobs, const ProgressFn& progress,
+                     RecordBatch& records, IndexedLayers* out);
   Status StoreTree(const ImageDescriptor& image, const MergedTree& tree);
   // Every content object a stored image can read (gc).
   Result<std::set<Digest>> ReferencedContent();

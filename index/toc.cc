@@ -125,12 +125,23 @@ class TocBuilder {
 
   Result<Toc> Finish() {
     LAZYFS_RETURN_IF_ERROR(EndFile());
-    // A chunk's member (frame) runs until the next one starts, or the TOC.
+    // A chunk's member (frame) runs until the next one starts, or the TOC. That span is what a
+    // read of the chunk fetches: one a TOC stretches far past the chunk's own bytes is refused
+    // (Unimplemented: the layer is then indexed as a plain stream).
     std::vector<uint64_t> starts(starts_.begin(), starts_.end());
     for (auto& [digest, chunks] : toc_.files) {
       for (TocChunk& c : chunks) {
         auto next = std::upper_bound(starts.begin(), starts.end(), c.compressed_offset);
         c.compressed_end = next == starts.end() ? footer_.payload_end : *next;
+        const uint64_t span = c.compressed_end - c.compressed_offset;
+        if (span > c.inner_offset + c.size + limits_.max_chunk_span_slack) {
+          return Status(StatusCode::kUnimplemented,
+                        "chunk " + c.digest.Short() + " at blob offset " +
+                            std::to_string(c.compressed_offset) + " spans " +
+                            std::to_string(span) + " compressed bytes for " +
+                            std::to_string(c.size) + " (more than " +
+                            std::to_string(limits_.max_chunk_span_slack) + " over)");
+        }
       }
     }
     if (landmark_) toc_.prefetch = std::move(before_landmark_);
@@ -386,9 +397,11 @@ Result<std::string> DecompressToc(const TocFooter& footer, std::string_view comp
   if (footer.format == TocFormat::kZstdChunked) {
     LAZYFS_ASSIGN_OR_RETURN(auto z, Inflater::Open(LayerCompression::kZstd, nullptr, false));
     bool over = false;
+    // Decompression stops at the cap: a TOC frame may claim any size.
     LAZYFS_RETURN_IF_ERROR(InflateAll(*z, compressed, [&](const char* p, size_t n) {
                               if (out.size() + n > limits.max_toc_bytes) over = true;
                               if (!over) out.append(p, n);
+                              return !over;
                             }).WithContext("TOC"));
     if (over)
       return Status(

@@ -59,6 +59,10 @@ struct TocLimits {
   // A chunk is decompressed in memory to be verified: larger ones make the TOC unusable
   // (Unimplemented), and the layer is indexed as a plain stream instead.
   uint64_t max_chunk_bytes = 64 << 20;
+  // What a chunk's compressed span (its member or frame, up to where the next chunk starts)
+  // may hold beyond the chunk's own bytes (tar headers of entries without content sit there);
+  // more makes the TOC unusable (Unimplemented) and the layer is indexed as a plain stream.
+  uint64_t max_chunk_span_slack = 16 << 20;
 };
 
 // Finds the footer in `tail`, the last min(blob_size, kTocTailSize) bytes of a blob. Fails with

@@ -103,6 +103,9 @@ struct IndexOptions {
   bool writable = false;
   // Caps applied while indexing untrusted layers.
   uint64_t max_entries_per_layer = 1'000'000;
+  // Entries of the whole image, every listing of a layer counted (a manifest may list one small
+  // layer thousands of times): what the merge walks.
+  uint64_t max_entries_per_image = 4'000'000;
   uint64_t max_xattr_bytes_per_entry = 64 * 1024;
   // A decompression bomb stops here: a layer may decompress to at most max_expansion times the
   // compressed size its descriptor declares, or min_expansion_cap bytes if that is more. gzip

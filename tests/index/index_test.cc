@@ -398,3 +398,39 @@ TEST_F(IndexTest, TreeErrorsCarryErrno) {
 
 }  // namespace
 }  // namespace lazyfs::index
+
+namespace lazyfs::index {
+namespace {
+
+// One small layer listed many times in a manifest is indexed (and held) once; an image whose
+// listings hold more entries in all than the image-wide cap is refused before any merge.
+TEST_F(IndexTest, ALayerListedManyTimesIsIndexedOnceAndTheImageIsCapped) {
+  ImageSpec spec;
+  testing::Layer l;
+  for (int i = 0; i < 50'000; ++i) l.entries.push_back(testing::File("f/" + std::to_string(i), ""));
+  l.entries.push_back(testing::File("hello", "hi\n"));
+  spec.layers = {l};
+  auto img = BuildImage(spec);
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  MemoryBlobs blobs;
+  blobs.AddImage(*img);
+  ImageDescriptor few = DescriptorOf(*img);
+  few.layers.assign(3, few.layers[0]);
+  auto idx = OpenIndex(true);
+  ASSERT_TRUE(idx->AddImage(few, blobs, nullptr).ok());
+  EXPECT_EQ(blobs.opens(), 1) << "a layer listed three times was read more than once";
+  auto tree = idx->OpenTree(few.manifest_digest, blobs);
+  ASSERT_TRUE(tree.ok());
+  EXPECT_EQ((*tree)->Stats().regular_files, 50'001u);
+
+  ImageDescriptor many = DescriptorOf(*img);
+  many.manifest_digest = Sha256Of("another manifest");
+  many.layers.assign(300, many.layers[0]);
+  Status s = idx->AddImage(many, blobs, nullptr);
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted) << s.ToString();
+  EXPECT_NE(s.message().find("entries over its 300 layers"), std::string::npos) << s.ToString();
+  EXPECT_FALSE(*idx->HasImage(many.manifest_digest));
+}
+
+}  // namespace
+}  // namespace lazyfs::index

@@ -1,5 +1,6 @@
 // LayerReader and NormaliseEntryPath: names, dialects and damaged streams.
 #include "index/layer_reader.h"
+#include "index/inflate.h"
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
@@ -143,6 +144,36 @@ TEST(LayerReader, NamesAreBytesWhateverTheirCharset) {
     const std::vector<std::pair<std::string, std::string>> want = {
         {utf8, ""}, {latin1, ""}, {"s", utf8}, {"h", latin1}};
     EXPECT_EQ(got, want) << "format " << static_cast<int>(format);
+  }
+}
+
+}  // namespace
+}  // namespace lazyfs::index
+
+namespace lazyfs::index {
+namespace {
+
+// A sink that wants no more stops the inflater: a span or a TOC that claims a huge output costs
+// only what was read of it.
+TEST(InflateTest, ASinkThatWantsNoMoreStopsTheInflater) {
+  for (auto comp : {testing::Compression::kGzip, testing::Compression::kZstd}) {
+    auto blob = testing::Compress(std::string(64 << 20, '\0'), comp);
+    ASSERT_TRUE(blob.ok());
+    const LayerCompression lc =
+        comp == testing::Compression::kGzip ? LayerCompression::kGzip : LayerCompression::kZstd;
+    auto inflater = Inflater::Open(lc, nullptr, false);
+    ASSERT_TRUE(inflater.ok());
+    uint64_t seen = 0;
+    int calls = 0;
+    ASSERT_TRUE(InflateAll(**inflater, *blob, [&](const char*, size_t n) {
+                  seen += n;
+                  ++calls;
+                  return seen < (1 << 20);
+                }).ok());
+    EXPECT_LT(seen, uint64_t{2} << 20) << "inflated past what the sink wanted";
+    auto span = InflateSpan(lc, nullptr, *blob, 100, 1000);
+    ASSERT_TRUE(span.ok());
+    EXPECT_EQ(*span, std::string(1000, '\0'));
   }
 }
 

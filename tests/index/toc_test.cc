@@ -94,6 +94,10 @@ class TocTest : public ::testing::Test {
     o.writable = writable;
     o.read_timeout = std::chrono::milliseconds(2000);
     o.prefetch = prefetch_;
+    if (small_expansion_cap_) {
+      o.max_expansion = 4;
+      o.min_expansion_cap = 1 << 20;
+    }
     return o;
   }
 
@@ -153,6 +157,7 @@ class TocTest : public ::testing::Test {
   ImageDescriptor desc_;
   std::unique_ptr<Index> index_;
   PrefetchMode prefetch_ = PrefetchMode::kNone;
+  bool small_expansion_cap_ = false;
   Status last_read_;
 };
 
@@ -394,6 +399,68 @@ TEST_F(TocTest, PrefetchAllFetchesEveryFileAndChecksTheWholeLayers) {
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(blobs_.ranges(), ranges) << "prefetch all left something to fetch";
   EXPECT_EQ(blobs_.opens(), 0);
+}
+
+// A TOC layer is indexed without decompressing it, so its whole-layer check is the first pass
+// over all of it: that pass has the same expansion cap as a streamed layer. Here an eStargz
+// layer of 8 MiB of zeros (a few KiB compressed) under a cap of 4 times its size: the check
+// stops at the cap and fails, and the layer is refused from then on.
+TEST_F(TocTest, TheWholeLayerCheckOfATocLayerHasTheExpansionCap) {
+  small_expansion_cap_ = true;
+  prefetch_ = PrefetchMode::kAll;
+  ImageSpec spec;
+  spec.layers.push_back(
+      StargzLayerOf({File("zeros", std::string(8 << 20, '\0'))}, StargzFormat::kEstargz));
+  auto tree = Open(spec);
+  ASSERT_NE(tree, nullptr);
+  const Digest layer = desc_.layers[0].digest;
+  // Prefetch fetches every chunk (each inflated alone, within its chunk size), then the check.
+  EXPECT_TRUE(Eventually([&] {
+    last_read_ = Status::Ok();
+    ReadAll(*tree, "zeros", false);
+    return last_read_.code() == StatusCode::kDataLoss;
+  })) << "the layer was never refused: " << last_read_.ToString();
+  EXPECT_NE(::access((store_ + "/content/verified/" + layer.Hex()).c_str(), F_OK), 0);
+}
+
+}  // namespace
+}  // namespace lazyfs::index
+
+namespace lazyfs::index {
+namespace {
+
+// A TOC whose chunk's span (from its member to the next chunk, or the TOC) stretches far past
+// the chunk's own bytes would make every read of it fetch that much: refused as Unimplemented,
+// so the layer is indexed as a plain stream instead.
+TEST(TocLimitsTest, AChunkWhoseSpanStretchesFarPastItsBytesIsRefused) {
+  const std::string data = "hello", other = "world";
+  auto toc_json = [&](uint64_t second_offset) {
+    return std::string(R"({"version":1,"entries":[)") +
+           R"({"name":"a","type":"reg","size":5,"digest":")" + Sha256Of(data).ToString() +
+           R"(","offset":100,"chunkOffset":0,"chunkSize":0,"innerOffset":0,"chunkDigest":")" +
+           Sha256Of(data).ToString() + R"("},)" +
+           R"({"name":"b","type":"reg","size":5,"digest":")" + Sha256Of(other).ToString() +
+           R"(","offset":)" + std::to_string(second_offset) +
+           R"(,"chunkOffset":0,"chunkSize":0,"innerOffset":0,"chunkDigest":")" +
+           Sha256Of(other).ToString() + R"("}]})";
+  };
+  TocFooter footer;
+  footer.format = TocFormat::kZstdChunked;
+  footer.payload_end = uint64_t{1} << 40;
+  TocLimits limits;
+  // Neighbouring chunks: fine.
+  auto ok = ParseToc(toc_json(200), footer, limits);
+  ASSERT_FALSE(ok.ok());  // the second chunk runs to the TOC, a TiB away
+  EXPECT_EQ(ok.status().code(), StatusCode::kUnimplemented) << ok.status().ToString();
+  EXPECT_NE(ok.status().message().find("spans"), std::string::npos) << ok.status().ToString();
+  footer.payload_end = 300;
+  ok = ParseToc(toc_json(200), footer, limits);
+  EXPECT_TRUE(ok.ok()) << ok.status().ToString();
+  // The first chunk runs to the second, 64 MiB on: too far.
+  footer.payload_end = (uint64_t{64} << 20) + 300;
+  auto far = ParseToc(toc_json(uint64_t{64} << 20), footer, limits);
+  ASSERT_FALSE(far.ok());
+  EXPECT_EQ(far.status().code(), StatusCode::kUnimplemented) << far.status().ToString();
 }
 
 }  // namespace
