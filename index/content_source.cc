@@ -5,6 +5,7 @@ namespace lazyfs::index {
 Result<uint64_t> ContentSource::FetchFile(const Digest&, const Deadline&) { return uint64_t{0}; }
 Result<uint64_t> ContentSource::FetchRest(const Deadline&) { return uint64_t{0}; }
 std::vector<Digest> ContentSource::LandmarkFiles() const { return {}; }
+bool ContentSource::TrustsCached(const Digest&) { return true; }
 
 Result<std::unique_ptr<ContentSource>> OpenContentSource(const LayerDescriptor& layer,
                                                          const SourceContext& ctx) {
@@ -49,14 +50,13 @@ Result<size_t> ReadCachedChunks(ContentCache& cache, const Digest& file,
 
 Status FetchMissingChunks(const SourceContext& ctx, const LayerDescriptor& layer,
                           const std::vector<Digest>& wanted,
+                          const std::function<bool(const Digest&)>& have,
                           std::function<Status(const std::vector<Digest>&)> fetch,
                           const Deadline& deadline) {
   // A fetch stores its chunks before it leaves the flight: checked under the flight's lock, a
-  // chunk is either cached or in flight, never fetched twice.
-  ContentCache* cache = ctx.cache;
-  return ctx.flights->DoAll(
-      wanted, [cache](const Digest& d) { return cache->Contains(d); }, std::move(fetch),
-      *ctx.pool, deadline, "layer " + layer.digest.Short());
+  // chunk is either had or in flight, never fetched twice.
+  return ctx.flights->DoAll(wanted, have, std::move(fetch), *ctx.pool, deadline,
+                            "layer " + layer.digest.Short());
 }
 
 Result<std::string> FetchRange(BlobSource& blobs, const LayerDescriptor& layer, uint64_t offset,

@@ -63,6 +63,10 @@ class ContentSource {
   virtual Result<uint64_t> FetchRest(const Deadline& deadline);
   // Files a workload reads first (an eStargz prefetch landmark), by sha256.
   virtual std::vector<Digest> LandmarkFiles() const;
+  // Whether a cached object named `digest` may be served as this layer's content without a
+  // fetch: true when the layer's digests are lazyfs's own (computed while indexing); for a TOC
+  // layer, whose digests are the TOC's claims, only once this layer's own bytes produced it.
+  virtual bool TrustsCached(const Digest& digest);
 };
 
 // The source for `layer`, from its records.
@@ -99,10 +103,12 @@ Result<size_t> ReadCachedChunks(ContentCache& cache, const Digest& file,
                                 std::span<std::byte> out,
                                 const std::function<Status()>& fetch_missing);
 
-// Fetches the chunks among `wanted` the cache lacks: those another read is fetching are waited
-// for, the rest claimed by one `fetch(claimed)` run in the tree's pool. Errors name the layer.
+// Fetches the chunks among `wanted` that are not `have` (asked under the flight's lock): those
+// another read is fetching are waited for, the rest claimed by one `fetch(claimed)` run in the
+// tree's pool. Errors name the layer.
 Status FetchMissingChunks(const SourceContext& ctx, const LayerDescriptor& layer,
                           const std::vector<Digest>& wanted,
+                          const std::function<bool(const Digest&)>& have,
                           std::function<Status(const std::vector<Digest>&)> fetch,
                           const Deadline& deadline);
 

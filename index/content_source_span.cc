@@ -58,7 +58,7 @@ class SpanSource final : public ContentSource {
       if (missing.empty()) return Status::Ok();
       *fetched = true;
       return FetchMissingChunks(
-          ctx_, layer_, missing,
+          ctx_, layer_, missing, [this](const Digest& d) { return ctx_.cache->Contains(d); },
           [this, loc = *loc, first, fetch_last, deadline](const std::vector<Digest>& claimed) {
             // One request for the run from the first claimed chunk to the last.
             uint64_t c0 = fetch_last, c1 = first;

@@ -1,8 +1,15 @@
 // The TOC-chunk source (content_source.h): eStargz and zstd:chunked layers read chunk by chunk.
 #include <algorithm>
 
+#include <fcntl.h>
+
+#include <set>
+
+#include "base/thread_annotations.h"
 #include "index/content_source.h"
 #include "index/inflate.h"
+#include "index/layer_indexer.h"
+#include "index/toc_check.h"
 
 namespace lazyfs::index {
 namespace {
@@ -11,7 +18,26 @@ class TocSource final : public ContentSource {
  public:
   TocSource(LayerDescriptor layer, const LayerRecord& record, TocLayerRecord toc,
             const SourceContext& ctx)
-      : layer_(std::move(layer)), diff_id_(record.diff_id), toc_(std::move(toc)), ctx_(ctx) {}
+      : layer_(std::move(layer)), diff_id_(record.diff_id), toc_(std::move(toc)), ctx_(ctx),
+        trusted_path_(ctx.options->store.verified_layers() + "/" + layer_.digest.Hex() +
+                      ".chunks") {
+    // The chunks this layer's own bytes produced, in earlier processes too.
+    auto known = ReadFileToString(trusted_path_, size_t{64} << 20);
+    if (known.ok()) {
+      MutexLock lock(trusted_mu_);
+      for (size_t i = 0; i + 32 <= known->size(); i += 32) {
+        std::array<uint8_t, 32> b;
+        std::memcpy(b.data(), known->data() + i, 32);
+        trusted_.insert(Digest::FromBytes(b));
+      }
+    }
+  }
+
+  bool TrustsCached(const Digest& digest) override {
+    if (ctx_.check->Passed(layer_.digest)) return true;
+    MutexLock lock(trusted_mu_);
+    return trusted_.count(digest) != 0;
+  }
 
   Result<size_t> Read(const Digest& file, uint64_t, uint64_t offset, std::span<std::byte> out,
                       const Deadline& deadline, bool* fetched) override {
@@ -71,12 +97,26 @@ class TocSource final : public ContentSource {
     return std::move(*chunks);
   }
 
-  std::vector<TocChunk> Missing(const std::vector<TocChunk>& chunks) const {
+  // A chunk this read can take from the cache: cached, and produced by this layer's bytes (a
+  // TOC may name any digest, the content of another image's file among them).
+  bool Have(const Digest& d) { return ctx_.cache->Contains(d) && TrustsCached(d); }
+
+  std::vector<TocChunk> Missing(const std::vector<TocChunk>& chunks) {
     std::vector<TocChunk> out;
     for (const TocChunk& c : chunks) {
-      if (!ctx_.cache->Contains(c.digest)) out.push_back(c);
+      if (!Have(c.digest)) out.push_back(c);
     }
     return out;
+  }
+
+  // Records that this layer's bytes produced chunk `d` (after checking it).
+  void Trust(const Digest& d) {
+    MutexLock lock(trusted_mu_);
+    if (!trusted_.insert(d).second) return;
+    auto fd = OpenFile(trusted_path_, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd.ok()) {
+      WriteAll(fd->get(), d.bytes().data(), d.bytes().size()).IgnoreError();
+    }
   }
 
   Result<uint64_t> FetchAll(const std::vector<TocChunk>& missing, const Deadline& deadline) {
@@ -90,7 +130,7 @@ class TocSource final : public ContentSource {
     std::vector<Digest> keys;
     for (const TocChunk& c : missing) keys.push_back(c.digest);
     return FetchMissingChunks(
-        ctx_, layer_, keys,
+        ctx_, layer_, keys, [this](const Digest& d) { return Have(d); },
         [this, missing, deadline](const std::vector<Digest>& claimed) {
           std::vector<TocChunk> mine;
           for (const Digest& d : claimed) {
@@ -111,6 +151,9 @@ class TocSource final : public ContentSource {
   const Digest diff_id_;
   const TocLayerRecord toc_;
   const SourceContext ctx_;
+  const std::string trusted_path_;  // StoreLayout::verified_layers()/<hex>.chunks
+  Mutex trusted_mu_;
+  std::set<Digest> trusted_ LAZYFS_GUARDED_BY(trusted_mu_);
 };
 
 // One range request per run of chunks whose members (frames) are adjacent in the blob; each
@@ -156,27 +199,38 @@ Status TocSource::InflateRun(const std::vector<TocChunk>& chunks, size_t i, size
       return DataLossError(what + ": chunk " + c.digest.Short() + " at blob offset " +
                            std::to_string(c.compressed_offset) + ": " + data.status().message());
     }
-    Status s = ctx_.cache->Put(c.digest, *data);
-    if (!s.ok()) {
-      if (s.code() != StatusCode::kDataLoss) return s;
+    // Checked here whether or not the cache holds an object of that name already: that this
+    // layer's bytes produce the chunk is what makes the cached copy this layer's content.
+    if (Sha256Of(*data) != c.digest) {
       return DataLossError(what + ": chunk at blob offset " + std::to_string(c.compressed_offset) +
                            " does not match its chunkDigest " + c.digest.ToString());
     }
+    LAZYFS_RETURN_IF_ERROR(ctx_.cache->PutHashed(c.digest, *data));
+    Trust(c.digest);
   }
   return Status::Ok();
 }
 
 void TocSource::NoteFetched(uint64_t offset, std::string_view bytes) {
-  ctx_.check->Saw(layer_, diff_id_, offset, bytes, [&] {
-    // The layer as a whole does not match what the manifest says: none of its chunks is
-    // trusted any more.
-    ctx_.records
-        ->ForEachTocFile(layer_.digest,
-                         [&](const std::vector<TocChunk>& chunks) {
-                           for (const TocChunk& c : chunks) ctx_.cache->Remove(c.digest).IgnoreError();
-                         })
-        .IgnoreError();
-  });
+  ctx_.check->Saw(
+      layer_, diff_id_, offset, bytes,
+      [&] {
+        // The layer as a whole does not match what the manifest says: none of its chunks is
+        // trusted any more.
+        ctx_.records
+            ->ForEachTocFile(layer_.digest,
+                             [&](const std::vector<TocChunk>& chunks) {
+                               for (const TocChunk& c : chunks) {
+                                 ctx_.cache->Remove(c.digest).IgnoreError();
+                               }
+                             })
+            .IgnoreError();
+      },
+      // And the TOC's claims must be the tar stream's.
+      [&](int fd) {
+        return CheckTocAgainstStream(fd, layer_, *ctx_.records,
+                                     StreamReadOptions(*ctx_.options, layer_.size));
+      });
 }
 
 }  // namespace

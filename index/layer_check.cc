@@ -16,9 +16,31 @@ std::string LayerCheck::MarkerPath(const Digest& layer) const {
   return verified_dir_ + "/" + layer.Hex();
 }
 
+std::string LayerCheck::BadPath(const Digest& layer) const {
+  return verified_dir_ + "/" + layer.Hex() + ".bad";
+}
+
 bool LayerCheck::IsBad(const Digest& layer) {
   MutexLock lock(mu_);
-  return bad_.count(layer) != 0;
+  auto it = bad_.find(layer);
+  if (it == bad_.end()) {
+    it = bad_.emplace(layer, ::access(BadPath(layer).c_str(), F_OK) == 0).first;
+  }
+  return it->second;
+}
+
+std::string LayerCheck::WhyBad(const Digest& layer) const {
+  auto why = ReadFileToString(BadPath(layer), 4096);
+  return why.ok() && !why->empty() ? *why : std::string("(no reason recorded)");
+}
+
+bool LayerCheck::Passed(const Digest& layer) {
+  MutexLock lock(mu_);
+  auto it = passed_.find(layer);
+  if (it == passed_.end()) {
+    it = passed_.emplace(layer, ::access(MarkerPath(layer).c_str(), F_OK) == 0).first;
+  }
+  return it->second;
 }
 
 std::vector<std::pair<uint64_t, uint64_t>> LayerCheck::Gaps(const LayerDescriptor& layer) {
@@ -37,8 +59,8 @@ std::vector<std::pair<uint64_t, uint64_t>> LayerCheck::Gaps(const LayerDescripto
 }
 
 std::shared_ptr<LayerCheck::Coverage> LayerCheck::CoverageOf(const Digest& layer) {
+  if (IsBad(layer)) return nullptr;
   MutexLock lock(mu_);
-  if (bad_.count(layer)) return nullptr;
   std::shared_ptr<Coverage>& slot = coverage_[layer];
   if (!slot) {
     slot = std::make_shared<Coverage>();
@@ -79,7 +101,8 @@ bool LayerCheck::Add(Coverage& c, const LayerDescriptor& layer, uint64_t offset,
 }
 
 void LayerCheck::Saw(const LayerDescriptor& layer, const Digest& diff_id, uint64_t offset,
-                     std::string_view bytes, const std::function<void()>& drop_chunks) {
+                     std::string_view bytes, const std::function<void()>& drop_chunks,
+                     const ClaimsCheck& claims) {
   std::shared_ptr<Coverage> c = CoverageOf(layer.digest);
   if (!c || bytes.empty()) return;
   Status s;
@@ -87,7 +110,7 @@ void LayerCheck::Saw(const LayerDescriptor& layer, const Digest& diff_id, uint64
     MutexLock lock(c->mu);
     if (c->done || !Add(*c, layer, offset, bytes, tmp_dir_)) return;
     c->done = true;
-    s = CheckWhole(layer, diff_id, c->file.get());
+    s = CheckWhole(layer, diff_id, c->file.get(), claims);
     c->file.Reset();
     c->intervals.clear();
   }
@@ -95,23 +118,30 @@ void LayerCheck::Saw(const LayerDescriptor& layer, const Digest& diff_id, uint64
     auto marker =
         OpenFile(MarkerPath(layer.digest), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (marker.ok()) WriteAll(marker->get(), "ok\n", 3).IgnoreError();
+    {
+      MutexLock lock(mu_);
+      passed_[layer.digest] = true;
+    }
     LAZYFS_LOG(kInfo, "index", "layer %s: every byte fetched; digest and diff_id verified",
                layer.digest.Short().c_str());
     return;
   }
   {
     MutexLock lock(mu_);
-    bad_.insert(layer.digest);
+    bad_[layer.digest] = true;
   }
+  auto marker = OpenFile(BadPath(layer.digest), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (marker.ok()) WriteAll(marker->get(), s.message().data(), s.message().size()).IgnoreError();
   LAZYFS_LOG(kError, "index",
              "LAYER %s FAILED ITS WHOLE-LAYER CHECK: %s. Its cached content is dropped and "
-             "reads from it fail until lazyfs restarts; the registry serves bytes that differ "
-             "from what was indexed.",
+             "reads from it fail from now on: what the registry serves, or what the layer's "
+             "table of contents claims, differs from what the manifest vouches for.",
              layer.digest.ToString().c_str(), s.message().c_str());
   drop_chunks();
 }
 
-Status LayerCheck::CheckWhole(const LayerDescriptor& layer, const Digest& diff_id, int fd) {
+Status LayerCheck::CheckWhole(const LayerDescriptor& layer, const Digest& diff_id, int fd,
+                              const ClaimsCheck& claims) {
   LAZYFS_ASSIGN_OR_RETURN(Digest got, Sha256OfFd(fd));
   if (got != layer.digest) return DataLossError("its bytes hash to " + got.ToString());
   LAZYFS_ASSIGN_OR_RETURN(LayerCompression compression, CompressionOfMediaType(layer.media_type));
@@ -124,7 +154,7 @@ Status LayerCheck::CheckWhole(const LayerDescriptor& layer, const Digest& diff_i
     return DataLossError("it decompresses to " + uncompressed.ToString() + ", not diff_id " +
                          diff_id.ToString());
   }
-  return Status::Ok();
+  return claims ? claims(fd) : Status::Ok();
 }
 
 }  // namespace lazyfs::index

@@ -13,7 +13,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -33,13 +32,23 @@ class LayerCheck {
   // indexing is capped (a registry serving other bytes may serve a bomb).
   LayerCheck(std::string verified_dir, std::string tmp_dir, const IndexOptions& options);
 
+  // What else a whole layer must agree with, given its complete blob (a TOC's claims about the
+  // tar stream, say); empty: nothing else.
+  using ClaimsCheck = std::function<Status(int blob_fd)>;
   // Records that blob bytes [offset, offset + bytes.size()) of `layer` were fetched (and
   // produced chunks that matched their digests). When the layer's every byte has been seen, it
-  // is checked; a failure calls `drop_chunks` to remove what the layer put in the cache.
+  // is checked (digest, diff_id, then `claims`); a failure calls `drop_chunks` to remove what
+  // the layer put in the cache, and is recorded (StoreLayout::verified_layers()/<hex>.bad) so
+  // the layer stays refused in later processes too.
   void Saw(const LayerDescriptor& layer, const Digest& diff_id, uint64_t offset,
-           std::string_view bytes, const std::function<void()>& drop_chunks)
-      LAZYFS_EXCLUDES(mu_);
+           std::string_view bytes, const std::function<void()>& drop_chunks,
+           const ClaimsCheck& claims = nullptr) LAZYFS_EXCLUDES(mu_);
+  // Failed its check, in this process or an earlier one.
   bool IsBad(const Digest& layer) LAZYFS_EXCLUDES(mu_);
+  // Why it failed (the recorded message), for errors.
+  std::string WhyBad(const Digest& layer) const;
+  // Passed its check, in this process or an earlier one.
+  bool Passed(const Digest& layer) LAZYFS_EXCLUDES(mu_);
   // The blob ranges [start, end) of `layer` no fetch has shown yet (none once it was checked):
   // what a caller that wants the layer checked whole must still fetch.
   std::vector<std::pair<uint64_t, uint64_t>> Gaps(const LayerDescriptor& layer)
@@ -58,14 +67,18 @@ class LayerCheck {
   // Adds the bytes; true when the layer is now whole.
   static bool Add(Coverage& c, const LayerDescriptor& layer, uint64_t offset,
                   std::string_view bytes, const std::string& tmp_dir) LAZYFS_REQUIRES(c.mu);
-  Status CheckWhole(const LayerDescriptor& layer, const Digest& diff_id, int fd);
+  Status CheckWhole(const LayerDescriptor& layer, const Digest& diff_id, int fd,
+                    const ClaimsCheck& claims);
   std::string MarkerPath(const Digest& layer) const;
+  std::string BadPath(const Digest& layer) const;
 
   const std::string verified_dir_, tmp_dir_;
   const IndexOptions options_;
   Mutex mu_;
   std::map<Digest, std::shared_ptr<Coverage>> coverage_ LAZYFS_GUARDED_BY(mu_);
-  std::set<Digest> bad_ LAZYFS_GUARDED_BY(mu_);
+  // Layers whose failure marker was looked for: true when it is there (or they failed here).
+  std::map<Digest, bool> bad_ LAZYFS_GUARDED_BY(mu_);
+  std::map<Digest, bool> passed_ LAZYFS_GUARDED_BY(mu_);  // likewise for the pass marker
 };
 
 }  // namespace lazyfs::index

@@ -59,6 +59,8 @@ class StoredIndex final : public Index {
   Result<std::set<Digest>> ReferencedContent();
   // Layers whose missing files are worth reading the layer whole (WarmContent).
   Result<std::vector<size_t>> LayersToWarm(const ImageDescriptor& image);
+  // Every TOC layer of an image fetched whole and checked (WarmContent).
+  Status CheckTocLayers(const ImageDescriptor& image, BlobSource& blobs, unsigned threads);
 
   const IndexOptions options_;
   const std::shared_ptr<Db> db_;

@@ -86,12 +86,15 @@ Result<size_t> StoredTree::ReadContent(const InodeRecord& r, uint64_t offset,
   if (r.layer >= image_.layers.size()) return Corrupt("of inode " + std::to_string(r.attr.ino));
   const LayerDescriptor& layer = image_.layers[r.layer];
   if (check_->IsBad(layer.digest)) {
-    return DataLossError("layer " + layer.digest.Short() + " failed its whole-layer check");
+    return DataLossError("layer " + layer.digest.Short() +
+                         " failed its whole-layer check: " + check_->WhyBad(layer.digest));
   }
-  // A whole-file object: a file of one chunk, or one stored with its whole layer.
-  auto n = cache_->Read(r.digest, offset, out);
-  if (n.ok() || n.status().code() != StatusCode::kNotFound) return n;
   LAZYFS_ASSIGN_OR_RETURN(ContentSource * source, SourceOf(r.layer));
+  // A whole-file object: a file of one chunk, or one stored with its whole layer.
+  if (source->TrustsCached(r.digest)) {
+    auto n = cache_->Read(r.digest, offset, out);
+    if (n.ok() || n.status().code() != StatusCode::kNotFound) return n;
+  }
   return source->Read(r.digest, r.attr.size, offset, out,
                       cancel_.In(options_.read_timeout), fetched);
 }
@@ -100,14 +103,8 @@ Result<ContentSource*> StoredTree::SourceOf(size_t layer) const {
   MutexLock lock(sources_mu_);
   std::unique_ptr<ContentSource>& slot = sources_.at(layer);
   if (!slot) {
-    SourceContext ctx;
-    ctx.records = &records_;
-    ctx.cache = cache_.get();
-    ctx.blobs = &blobs_;
-    ctx.check = check_.get();
-    ctx.flights = &flights_;
-    ctx.pool = &pool_;
-    ctx.options = &options_;
+    const SourceContext ctx{&records_, cache_.get(), &blobs_, check_.get(), &flights_, &pool_,
+                            &options_};
     LAZYFS_ASSIGN_OR_RETURN(slot, OpenContentSource(image_.layers[layer], ctx));
   }
   return slot.get();

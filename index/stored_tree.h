@@ -38,9 +38,10 @@ class StoredTree final : public Tree {
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override;
   TreeStats Stats() const override { return stats_; }
 
- private:
   // Chunk fetches that run in the pool end at this many readers' deadlines at once.
   static constexpr unsigned kFetchThreads = 16;
+
+ private:
 
   Result<InodeRecord> Inode(uint64_t ino) const;
   Result<size_t> ReadContent(const InodeRecord& r, uint64_t offset, std::span<std::byte> out,

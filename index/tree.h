@@ -192,7 +192,10 @@ class Index {
   // will read them all (materialize): every stream-indexed layer whose files miss enough
   // content that one pass over the layer costs less than reading them one by one is read
   // whole, `threads` layers at a time (0: the number of CPUs). What it leaves out is fetched by
-  // reads as usual. Errors name the layer; the cache keeps what was stored before a failure.
+  // reads as usual. Every eStargz or zstd:chunked layer not checked whole before is fetched
+  // whole and checked (digest, diff_id, and its TOC against its tar stream): DataLoss naming
+  // the layer when it fails, so nothing a TOC merely claims is written out. Errors name the
+  // layer; the cache keeps what was stored before a failure.
   virtual Status WarmContent(const Digest& manifest, BlobSource& blobs, unsigned threads,
                              const ProgressFn& progress) = 0;
   // fsck of the index: every image's tree is complete (root, inode count, every layer indexed),

@@ -3,8 +3,12 @@
 #include <mutex>
 
 #include "base/parallel.h"
+#include "base/single_flight.h"
 #include "base/thread_annotations.h"
+#include "base/work_pool.h"
+#include "index/content_source.h"
 #include "index/stored_index.h"
+#include "index/stored_tree.h"
 
 namespace lazyfs::index {
 
@@ -62,10 +66,54 @@ Result<std::vector<size_t>> StoredIndex::LayersToWarm(const ImageDescriptor& img
   return pick;
 }
 
+// A TOC layer's files are read chunk by chunk, each chunk checked against the TOC; but the TOC
+// itself is checked against the tar stream only once every byte of the layer was seen. A reader
+// that writes the whole image out (materialize) must not write what a TOC claims before that:
+// each TOC layer not checked yet is fetched whole here (which also brings in every chunk its
+// files need), and one that fails is an error naming it.
+Status StoredIndex::CheckTocLayers(const ImageDescriptor& img, BlobSource& blobs,
+                                   unsigned threads) {
+  std::vector<const LayerDescriptor*> todo;
+  for (const LayerDescriptor& layer : img.layers) {
+    bool again = false;
+    for (const LayerDescriptor* t : todo) again = again || t->digest == layer.digest;
+    if (again || check_->Passed(layer.digest)) continue;
+    LAZYFS_ASSIGN_OR_RETURN(bool toc, records_.HasTocFiles(layer.digest));
+    if (toc) todo.push_back(&layer);
+  }
+  if (todo.empty()) return Status::Ok();
+  SingleFlight<Digest> flights;
+  WorkPool pool(StoredTree::kFetchThreads);
+  const SourceContext ctx{&records_, cache_.get(), &blobs, check_.get(),
+                          &flights,  &pool,        &options_};
+  std::vector<Status> results(todo.size());
+  ParallelFor(todo.size(), threads, [&](size_t k) {
+    const LayerDescriptor& layer = *todo[k];
+    results[k] = [&]() -> Status {
+      if (!check_->IsBad(layer.digest)) {
+        LAZYFS_ASSIGN_OR_RETURN(auto source, OpenContentSource(layer, ctx));
+        LAZYFS_RETURN_IF_ERROR(source->FetchRest(Deadline::Never()).status());
+      }
+      if (check_->IsBad(layer.digest)) {
+        return DataLossError("layer " + layer.digest.Short() +
+                             " failed its whole-layer check: " + check_->WhyBad(layer.digest));
+      }
+      if (!check_->Passed(layer.digest)) {
+        return InternalError("layer " + layer.digest.Short() +
+                             " was fetched whole but not checked");
+      }
+      return Status::Ok();
+    }();
+  });
+  for (const Status& s : results) LAZYFS_RETURN_IF_ERROR(s);
+  return Status::Ok();
+}
+
 Status StoredIndex::WarmContent(const Digest& manifest, BlobSource& blobs, unsigned threads,
                                 const ProgressFn& progress) {
   TreeStats st;
   LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor img, records_.Image(manifest, &st));
+  LAZYFS_RETURN_IF_ERROR(CheckTocLayers(img, blobs, threads));
   LAZYFS_ASSIGN_OR_RETURN(std::vector<size_t> pick, LayersToWarm(img));
   std::vector<Status> results(pick.size());
   Mutex progress_mu;

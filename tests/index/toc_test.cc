@@ -62,10 +62,11 @@ std::vector<testing::Entry> RichEntries() {
 
 // The layer of an image spec, as a blob written by mkstargz with its TOC annotation.
 testing::Layer StargzLayerOf(const std::vector<testing::Entry>& entries, StargzFormat format,
-                             StargzLayer* out = nullptr, const std::string& prioritized = "") {
+                             StargzLayer* out = nullptr, const std::string& prioritized = "",
+                             const std::string& toc_lie = "") {
   auto tar = testing::BuildLayerTar(entries);
   EXPECT_TRUE(tar.ok()) << tar.status().ToString();
-  auto z = testing::MakeStargz(*tar, format, prioritized);
+  auto z = testing::MakeStargz(*tar, format, prioritized, toc_lie);
   EXPECT_TRUE(z.ok()) << z.status().ToString();
   testing::Layer l;
   l.entries = entries;
@@ -421,6 +422,108 @@ TEST_F(TocTest, TheWholeLayerCheckOfATocLayerHasTheExpansionCap) {
     return last_read_.code() == StatusCode::kDataLoss;
   })) << "the layer was never refused: " << last_read_.ToString();
   EXPECT_NE(::access((store_ + "/content/verified/" + layer.Hex()).c_str(), F_OK), 0);
+}
+
+// A TOC is the manifest's word only by its digest: one that disagrees with its own tar stream
+// (a file under another name, a setuid bit the tar header does not give) is found out once the
+// layer is fetched whole. materialize (WarmContent) fetches every TOC layer whole before it
+// writes anything, fails naming the layer, and the layer stays refused in later processes too.
+TEST_F(TocTest, ATocThatLiesAboutItsTarStreamIsRefusedForGood) {
+  struct Lie {
+    std::string spec, shown, error;
+  };
+  const Lie lies[] = {{"rename:etc/hosts=etc/shadow", "etc/shadow", "\"etc/hosts\""},
+                      {"mode:etc/hosts=4755", "etc/hosts", "mode 0644 in the tar stream, 04755"}};
+  for (StargzFormat f : kFormats) {
+    for (const Lie& lie : lies) {
+      SCOPED_TRACE(std::string(f == StargzFormat::kEstargz ? "estargz " : "zstd:chunked ") +
+                   lie.spec);
+      ImageSpec spec;
+      spec.layers.push_back(StargzLayerOf(RichEntries(), f, nullptr, "", lie.spec));
+      auto tree = Open(spec);
+      ASSERT_NE(tree, nullptr);
+      const Digest layer = desc_.layers[0].digest;
+      // What the TOC claims is what was indexed: the lie is real.
+      auto etc = tree->Lookup(kRootIno, "etc");
+      ASSERT_TRUE(etc.ok());
+      auto shown = tree->Lookup(etc->ino, lie.shown.substr(4));
+      ASSERT_TRUE(shown.ok()) << shown.status().ToString();
+      if (lie.spec.starts_with("mode")) EXPECT_EQ(shown->mode & 07777, 04755u);
+      Status s = index_->WarmContent(desc_.manifest_digest, blobs_, 0, nullptr);
+      EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
+      EXPECT_NE(s.message().find("layer " + layer.Short()), std::string::npos) << s.ToString();
+      EXPECT_NE(s.message().find("TOC lies about"), std::string::npos) << s.ToString();
+      EXPECT_NE(s.message().find(lie.error), std::string::npos) << s.ToString();
+      ReadAll(*tree, lie.shown, false);
+      EXPECT_EQ(last_read_.code(), StatusCode::kDataLoss) << last_read_.ToString();
+      EXPECT_NE(::access((store_ + "/content/verified/" + layer.Hex()).c_str(), F_OK), 0);
+      // Another process over the same store: still refused, without fetching it again.
+      tree.reset();
+      index_.reset();
+      auto idx = Index::Open(Options(false));
+      ASSERT_TRUE(idx.ok());
+      index_ = std::move(*idx);
+      auto again = index_->OpenTree(desc_.manifest_digest, blobs_);
+      ASSERT_TRUE(again.ok());
+      const int ranges = blobs_.ranges();
+      ReadAll(**again, "etc/passwd", false);
+      EXPECT_EQ(last_read_.code(), StatusCode::kDataLoss) << last_read_.ToString();
+      EXPECT_NE(last_read_.message().find("TOC lies about"), std::string::npos)
+          << last_read_.ToString();
+      s = index_->WarmContent(desc_.manifest_digest, blobs_, 0, nullptr);
+      EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
+      EXPECT_EQ(blobs_.ranges(), ranges);
+      again->reset();
+      index_.reset();
+      RemoveTree(store_).IgnoreError();
+      ASSERT_EQ(::mkdir(store_.c_str(), 0700), 0);
+    }
+    // The same layer without the lie passes, and is then trusted without another fetch.
+    ImageSpec spec;
+    spec.layers.push_back(StargzLayerOf(RichEntries(), f));
+    auto tree = Open(spec);
+    ASSERT_NE(tree, nullptr);
+    Status s = index_->WarmContent(desc_.manifest_digest, blobs_, 0, nullptr);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    const int ranges = blobs_.ranges();
+    EXPECT_EQ(ReadAll(*tree, "etc/passwd"), Text(3000, 1));
+    EXPECT_EQ(blobs_.ranges(), ranges);
+    tree.reset();
+    index_.reset();
+    RemoveTree(store_).IgnoreError();
+    ASSERT_EQ(::mkdir(store_.c_str(), 0700), 0);
+  }
+}
+
+// A TOC may name any digest, the digest of a file of another image in the same store among
+// them. A cached object is served as a TOC layer's file only once that layer's own bytes
+// produced it: here the TOC names the content of an earlier layer's secret for a file whose
+// bytes are something else, and the read fetches those bytes and fails instead of serving the
+// secret.
+TEST_F(TocTest, ACachedObjectIsServedForATocFileOnlyFromThatLayersOwnBytes) {
+  const std::string secret = Text(5000, 7), other = Text(5000, 8);
+  for (StargzFormat f : kFormats) {
+    SCOPED_TRACE(f == StargzFormat::kEstargz ? "estargz" : "zstd:chunked");
+    ImageSpec spec;
+    testing::Layer plain;
+    plain.entries = {File("secret", secret, 0600)};
+    spec.layers.push_back(plain);
+    spec.layers.push_back(StargzLayerOf({File("f", other)}, f, nullptr, "",
+                                        "digest:f=" + Sha256Of(secret).ToString()));
+    auto tree = Open(spec);
+    ASSERT_NE(tree, nullptr);
+    EXPECT_EQ(ReadAll(*tree, "secret"), secret);
+    ASSERT_TRUE(Cached(Sha256Of(secret)));
+    const int ranges = blobs_.ranges();
+    const std::string got = ReadAll(*tree, "f", false);
+    EXPECT_EQ(last_read_.code(), StatusCode::kDataLoss) << last_read_.ToString();
+    EXPECT_NE(got, secret);
+    EXPECT_GT(blobs_.ranges(), ranges) << "served from the cache without fetching the layer's bytes";
+    tree.reset();
+    index_.reset();
+    RemoveTree(store_).IgnoreError();
+    ASSERT_EQ(::mkdir(store_.c_str(), 0700), 0);
+  }
 }
 
 }  // namespace

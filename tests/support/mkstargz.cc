@@ -60,7 +60,7 @@ Result<std::string> MkstargzBinary() {
 }
 
 Result<StargzLayer> MakeStargz(std::string_view tar, StargzFormat format,
-                               const std::string& prioritized) {
+                               const std::string& prioritized, const std::string& toc_lie) {
   LAZYFS_ASSIGN_OR_RETURN(std::string tool, MkstargzBinary());
   const std::string dir = TempDir();
   if (dir.empty()) return InternalError("mkdtemp failed");
@@ -72,7 +72,7 @@ Result<StargzLayer> MakeStargz(std::string_view tar, StargzFormat format,
   std::string out;
   const int rc =
       Run(tool + (format == StargzFormat::kEstargz ? " estargz " : " zstdchunked ") + dir +
-              "/in.tar " + dir + "/out" + (prioritized.empty() ? "" : " '" + prioritized + "'"),
+              "/in.tar " + dir + "/out '" + prioritized + "' '" + toc_lie + "'",
           &out);
   StargzLayer layer;
   std::ifstream f(dir + "/out", std::ios::binary);

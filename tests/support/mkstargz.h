@@ -22,8 +22,11 @@ struct StargzLayer {
 // Path of the built mkstargz (built once per process into a temporary directory).
 Result<std::string> MkstargzBinary();
 // Converts an uncompressed layer tar (64 KiB chunks). `prioritized`: comma-separated tar names
-// put first, before a prefetch landmark; empty: a .no.prefetch.landmark.
+// put first, before a prefetch landmark; empty: a .no.prefetch.landmark. `toc_lie`, when set,
+// makes the TOC disagree with the tar stream it describes ("rename:OLD=NEW", "mode:NAME=OCTAL",
+// or "digest:NAME=sha256:HEX" for a file of one chunk); the blob is otherwise well-formed.
 Result<StargzLayer> MakeStargz(std::string_view tar, StargzFormat format,
-                               const std::string& prioritized = "");
+                               const std::string& prioritized = "",
+                               const std::string& toc_lie = "");
 
 }  // namespace lazyfs::testing
