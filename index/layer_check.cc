@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <filesystem>
+
 #include "base/log.h"
 #include "index/layer_indexer.h"
 #include "index/layer_reader.h"
@@ -32,6 +34,19 @@ bool LayerCheck::IsBad(const Digest& layer) {
 std::string LayerCheck::WhyBad(const Digest& layer) const {
   auto why = ReadFileToString(BadPath(layer), 4096);
   return why.ok() && !why->empty() ? *why : std::string("(no reason recorded)");
+}
+
+void LayerCheck::Forget(const std::function<bool(const Digest&)>& in_use) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(verified_dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    auto layer = Digest::Parse("sha256:" + name.substr(0, name.find('.')));
+    if (!layer.ok() || in_use(*layer)) continue;
+    ::unlink((verified_dir_ + "/" + name).c_str());
+    MutexLock lock(mu_);
+    bad_.erase(*layer);
+    passed_.erase(*layer);
+  }
 }
 
 bool LayerCheck::Passed(const Digest& layer) {
@@ -106,11 +121,12 @@ void LayerCheck::Saw(const LayerDescriptor& layer, const Digest& diff_id, uint64
   std::shared_ptr<Coverage> c = CoverageOf(layer.digest);
   if (!c || bytes.empty()) return;
   Status s;
+  bool of_the_blob = false;  // the bytes are the blob's: a failure holds for good
   {
     MutexLock lock(c->mu);
     if (c->done || !Add(*c, layer, offset, bytes, tmp_dir_)) return;
     c->done = true;
-    s = CheckWhole(layer, diff_id, c->file.get(), claims);
+    s = CheckWhole(layer, diff_id, c->file.get(), claims, &of_the_blob);
     c->file.Reset();
     c->intervals.clear();
   }
@@ -130,8 +146,16 @@ void LayerCheck::Saw(const LayerDescriptor& layer, const Digest& diff_id, uint64
     MutexLock lock(mu_);
     bad_[layer.digest] = true;
   }
-  auto marker = OpenFile(BadPath(layer.digest), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (marker.ok()) WriteAll(marker->get(), s.message().data(), s.message().size()).IgnoreError();
+  // Bytes that do not match the layer's digest say something of what served them, not of the
+  // layer, and a cap is the user's to raise: both refused in this process only. A blob that
+  // fails anything else always will.
+  if (of_the_blob && s.code() == StatusCode::kDataLoss) {
+    auto marker =
+        OpenFile(BadPath(layer.digest), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (marker.ok()) {
+      WriteAll(marker->get(), s.message().data(), s.message().size()).IgnoreError();
+    }
+  }
   LAZYFS_LOG(kError, "index",
              "LAYER %s FAILED ITS WHOLE-LAYER CHECK: %s. Its cached content is dropped and "
              "reads from it fail from now on: what the registry serves, or what the layer's "
@@ -141,9 +165,10 @@ void LayerCheck::Saw(const LayerDescriptor& layer, const Digest& diff_id, uint64
 }
 
 Status LayerCheck::CheckWhole(const LayerDescriptor& layer, const Digest& diff_id, int fd,
-                              const ClaimsCheck& claims) {
+                              const ClaimsCheck& claims, bool* of_the_blob) {
   LAZYFS_ASSIGN_OR_RETURN(Digest got, Sha256OfFd(fd));
   if (got != layer.digest) return DataLossError("its bytes hash to " + got.ToString());
+  *of_the_blob = true;
   LAZYFS_ASSIGN_OR_RETURN(LayerCompression compression, CompressionOfMediaType(layer.media_type));
   LAZYFS_ASSIGN_OR_RETURN(auto reader,
                           LayerReader::Open(fd, layer.size, compression,

@@ -38,13 +38,17 @@ class LayerCheck {
   // Records that blob bytes [offset, offset + bytes.size()) of `layer` were fetched (and
   // produced chunks that matched their digests). When the layer's every byte has been seen, it
   // is checked (digest, diff_id, then `claims`); a failure calls `drop_chunks` to remove what
-  // the layer put in the cache, and is recorded (StoreLayout::verified_layers()/<hex>.bad) so
-  // the layer stays refused in later processes too.
+  // the layer put in the cache. A blob that matched its digest and failed the rest is recorded
+  // (StoreLayout::verified_layers()/<hex>.bad) so the layer stays refused in later processes
+  // too; bytes that did not match their digest, or a cap, refuse it in this process only.
   void Saw(const LayerDescriptor& layer, const Digest& diff_id, uint64_t offset,
            std::string_view bytes, const std::function<void()>& drop_chunks,
            const ClaimsCheck& claims = nullptr) LAZYFS_EXCLUDES(mu_);
   // Failed its check, in this process or an earlier one.
   bool IsBad(const Digest& layer) LAZYFS_EXCLUDES(mu_);
+  // Removes what is recorded of layers `in_use` says no stored image holds (gc): a layer
+  // indexed again later is checked again.
+  void Forget(const std::function<bool(const Digest&)>& in_use) LAZYFS_EXCLUDES(mu_);
   // Why it failed (the recorded message), for errors.
   std::string WhyBad(const Digest& layer) const;
   // Passed its check, in this process or an earlier one.
@@ -68,7 +72,7 @@ class LayerCheck {
   static bool Add(Coverage& c, const LayerDescriptor& layer, uint64_t offset,
                   std::string_view bytes, const std::string& tmp_dir) LAZYFS_REQUIRES(c.mu);
   Status CheckWhole(const LayerDescriptor& layer, const Digest& diff_id, int fd,
-                    const ClaimsCheck& claims);
+                    const ClaimsCheck& claims, bool* of_the_blob);
   std::string MarkerPath(const Digest& layer) const;
   std::string BadPath(const Digest& layer) const;
 

@@ -36,6 +36,13 @@ Result<GcReport> StoredIndex::Gc() {
       ContentCache::EvictReport r,
       cache_->Evict(options_.cache_size_bytes,
                     [&](const Digest& d) { return referenced.count(d) == 0; }));
+  // What was recorded of whole-layer checks, for layers no stored image holds any more.
+  std::set<Digest> layers;
+  LAZYFS_RETURN_IF_ERROR(records_.ForEachImage([&](const ImageDescriptor& img, const TreeStats&) {
+    for (const LayerDescriptor& l : img.layers) layers.insert(l.digest);
+    return Status::Ok();
+  }));
+  check_->Forget([&](const Digest& d) { return layers.count(d) != 0; });
   return GcReport{r.objects_removed, r.bytes_removed, r.objects_kept, r.bytes_kept};
 }
 

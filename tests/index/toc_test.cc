@@ -473,8 +473,17 @@ TEST_F(TocTest, ATocThatLiesAboutItsTarStreamIsRefusedForGood) {
       s = index_->WarmContent(desc_.manifest_digest, blobs_, 0, nullptr);
       EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
       EXPECT_EQ(blobs_.ranges(), ranges);
+      const std::string bad = store_ + "/content/verified/" + layer.Hex() + ".bad";
+      EXPECT_EQ(::access(bad.c_str(), F_OK), 0);
+      // Once no stored image holds the layer, gc forgets the verdict with it.
       again->reset();
       index_.reset();
+      idx = Index::Open(Options(true));
+      ASSERT_TRUE(idx.ok());
+      ASSERT_TRUE((*idx)->RemoveImage(desc_.manifest_digest).ok());
+      ASSERT_TRUE((*idx)->Gc().ok());
+      EXPECT_NE(::access(bad.c_str(), F_OK), 0);
+      idx->reset();
       RemoveTree(store_).IgnoreError();
       ASSERT_EQ(::mkdir(store_.c_str(), 0700), 0);
     }
