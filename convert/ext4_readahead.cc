@@ -22,7 +22,10 @@ uint64_t RoundUpToBlock(uint64_t bytes) { return (bytes + kBlockSize - 1) / kBlo
 
 // One file being read: the hash runs over its pieces in order, so a file is read by one thread.
 struct ContentReader::FileState {
-  explicit FileState(size_t index, const FileToRead& f) : index(index), ino(f.ino), size(f.size) {}
+  explicit FileState(size_t index, const FileToRead& f)
+      : index(index), ino(f.ino), size(f.size), sparse(f.sparse), data(f.data) {
+    SkipHoles();
+  }
   size_t index;
   uint64_t ino;
   uint64_t size;
@@ -30,6 +33,23 @@ struct ContentReader::FileState {
   bool started = false;
   Digest want;
   Sha256 hash;
+  // Sparse files: off is always at a data chunk (or the end); each chunk's digest so far.
+  bool sparse;
+  index::Extents data;
+  size_t extent = 0;
+  std::vector<Digest> chunks;
+
+  // Moves off past the chunks no data extent touches, counting them as zero chunks.
+  void SkipHoles() {
+    if (!sparse) return;
+    while (off < size) {
+      const uint64_t len = std::min(index::kContentChunkSize, size - off);
+      while (extent < data.size() && data[extent].second <= off) ++extent;
+      if (extent < data.size() && data[extent].first < off + len) return;
+      chunks.push_back(index::ZeroChunkDigest(len));
+      off += len;
+    }
+  }
 };
 
 ContentReader::ContentReader(const index::Tree& tree, std::vector<FileToRead> files,
@@ -76,8 +96,43 @@ std::unique_ptr<std::byte[]> ContentReader::TakeBuffer(size_t capacity, size_t* 
   return std::unique_ptr<std::byte[]>(new std::byte[capacity]);
 }
 
+void ContentReader::ReadSparsePiece(FileState& st, ContentPiece& p) const {
+  p.offset = st.off;
+  const size_t len = static_cast<size_t>(std::min(index::kContentChunkSize, st.size - st.off));
+  size_t got = 0;
+  while (got < len) {
+    Result<size_t> n = tree_.Read(st.ino, st.off + got,
+                                  std::span<std::byte>(p.data.get() + got, len - got));
+    if (!n.ok() || *n == 0) {
+      p.status = n.ok() ? DataLossError("content ends at byte " + std::to_string(st.off + got))
+                        : n.status();
+      p.needs_path = n.ok();
+      p.last = true;
+      return;
+    }
+    got += *n;
+  }
+  st.chunks.push_back(Sha256Of(std::string_view(reinterpret_cast<const char*>(p.data.get()), len)));
+  std::memset(p.data.get() + len, 0, RoundUpToBlock(len) - len);
+  p.bytes = len;
+  st.off += len;
+  st.SkipHoles();
+}
+
 void ContentReader::ReadPiece(FileState& st, ContentPiece& p) const {
   p.offset = st.off;
+  if (st.sparse && st.started) {
+    if (st.off < st.size) ReadSparsePiece(st, p);
+    if (st.off < st.size || !p.status.ok()) return;
+    p.last = true;
+    const Digest read = index::SparseFileDigest(st.size, st.chunks);
+    if (read != st.want) {
+      p.status = DataLossError("content does not match its digest (expected " +
+                               st.want.ToString() + ", read " + read.ToString() + ")");
+      p.needs_path = true;
+    }
+    return;
+  }
   if (!st.started) {
     st.started = true;
     Result<Digest> want = tree_.ContentDigest(st.ino);
@@ -87,6 +142,7 @@ void ContentReader::ReadPiece(FileState& st, ContentPiece& p) const {
       return;
     }
     st.want = *want;
+    if (st.sparse) return ReadPiece(st, p);
   }
   const size_t want_bytes = PieceBytes(st);
   size_t got = 0;

@@ -25,10 +25,14 @@
 
 namespace lazyfs::convert {
 
-// A regular file to read: its tree inode and the size the survey saw.
+// A regular file to read: its tree inode and the size the survey saw. A sparse file (see
+// index/sparse.h) is read only where `data` says, chunk by chunk, and checked against its
+// chunk-list digest; its holes are neither read nor handed to the writer.
 struct FileToRead {
   uint64_t ino = 0;
   uint64_t size = 0;
+  bool sparse = false;
+  index::Extents data;  // sparse files: where the bytes may be other than zero
 };
 
 // A piece of one file's content, in file order.
@@ -76,6 +80,8 @@ class ContentReader {
   void ReaderLoop();
   // Reads the next piece of st's file into p (its buffer already reserved or absent).
   void ReadPiece(FileState& st, ContentPiece& p) const;
+  // A sparse file's next data chunk into p (holes before it only counted).
+  void ReadSparsePiece(FileState& st, ContentPiece& p) const;
   static uint64_t PieceCost(uint64_t bytes);
   // How many bytes the next piece of st holds.
   static size_t PieceBytes(const FileState& st);

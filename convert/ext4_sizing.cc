@@ -140,14 +140,29 @@ class Surveyor {
   }
 
   Status VisitFile(uint64_t ino, const Attr& a, const std::string& path) {
-    const uint64_t blocks = DivCeil(a.size, kBlockSize);
-    if (blocks > kMaxFileBlocks) {
+    if (DivCeil(a.size, kBlockSize) > kMaxFileBlocks) {
       return InvalidArgumentError(path + ": " + std::to_string(a.size) +
                                   " bytes is more than ext4 holds in one file");
     }
+    FileToRead f{ino, a.size, false, {}};
+    // A sparse file costs the blocks of its data only: its holes stay holes in the image.
+    uint64_t blocks = DivCeil(a.size, kBlockSize), bytes = a.size;
+    if (a.size > index::kContentChunkSize) {
+      LAZYFS_ASSIGN_OR_RETURN(index::Tree::ContentLayout layout, tree_.Layout(ino));
+      if (layout.sparse) {
+        f.sparse = true;
+        f.data = std::move(layout.data);
+        blocks = bytes = 0;
+        for (const auto& [start, end] : f.data) {
+          blocks += DivCeil(end, kBlockSize) - start / kBlockSize;
+          bytes += end - start;
+        }
+        s_.needs.other_blocks += 1 + f.data.size() / 340;  // an extent per data run, at most
+      }
+    }
     s_.needs.content_blocks += blocks;
-    s_.content_bytes += a.size;
-    s_.files.push_back({ino, a.size});
+    s_.content_bytes += bytes;
+    s_.files.push_back(std::move(f));
     // Extent tree blocks: none up to 4 extents in the inode, else at most one leaf per 340
     // extents, and a fragmented file has at most one extent per two blocks.
     if (blocks > 4) s_.needs.other_blocks += 1 + blocks / 680;

@@ -124,6 +124,38 @@ class Ext4Tree : public index::Tree {
     return hash.Finish();
   }
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override;
+  // The file's mapped blocks (initialised extents): what is not mapped is a hole.
+  Result<ContentLayout> Layout(uint64_t ino) const override {
+    MutexLock lock(mu_);
+    LAZYFS_ASSIGN_OR_RETURN(ext2_inode_large in, ReadInode(ino));
+    if (!LINUX_S_ISREG(in.i_mode)) return NotARegularFileError(Name(ino));
+    const uint64_t size = EXT2_I_SIZE(&in);
+    ContentLayout l;
+    if (!(in.i_flags & EXT4_EXTENTS_FL)) {
+      if (size > 0) l.data.emplace_back(0, size);
+      return l;
+    }
+    ExtentHandle h;
+    const std::string what = "while mapping " + Name(ino);
+    LAZYFS_EXT2_CHECK(
+        ext2fs_extent_open2(fs_.get(), Ext(ino), reinterpret_cast<ext2_inode*>(&in), h.out()),
+        what);
+    ext2fs_extent e;
+    for (errcode_t err = ext2fs_extent_get(h.get(), EXT2_EXTENT_ROOT, &e); err == 0;
+         err = ext2fs_extent_get(h.get(), EXT2_EXTENT_NEXT, &e)) {
+      if (!(e.e_flags & EXT2_EXTENT_FLAGS_LEAF) || (e.e_flags & EXT2_EXTENT_FLAGS_UNINIT)) continue;
+      const uint64_t start = e.e_lblk * uint64_t{fs_->blocksize};
+      const uint64_t end =
+          std::min<uint64_t>(size, (e.e_lblk + uint64_t{e.e_len}) * fs_->blocksize);
+      if (start >= end) continue;
+      if (!l.data.empty() && l.data.back().second == start) {
+        l.data.back().second = end;
+      } else {
+        l.data.emplace_back(start, end);
+      }
+    }
+    return l;
+  }
   index::TreeStats Stats() const override {
     MutexLock lock(mu_);
     index::TreeStats s;  // only the inode count: the rest would take a pass over the image

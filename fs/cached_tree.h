@@ -104,6 +104,7 @@ class CachedTree final : public index::Tree {
   Result<std::string> ReadLink(uint64_t ino) const override;
   Result<std::vector<index::Xattr>> ListXattrs(uint64_t ino) const override;
   Result<Digest> ContentDigest(uint64_t ino) const override { return tree_.ContentDigest(ino); }
+  Result<ContentLayout> Layout(uint64_t ino) const override { return tree_.Layout(ino); }
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override {
     return tree_.Read(ino, offset, out);
   }

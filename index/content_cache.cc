@@ -155,6 +155,27 @@ Status ContentCache::ExtractLayer(const LayerDescriptor& layer, BlobSource& blob
   return extractions_.Do(layer.digest, [&] { return DoExtract(layer, blobs, indexed, options); });
 }
 
+// A sparse file: its data chunks stored, each under the digest the reader computed; its holes
+// never.
+Status ContentCache::ExtractSparse(LayerReader& reader, const LayerEntry& indexed,
+                                   const LayerDescriptor& layer) {
+  uint64_t stored = 0;
+  LAZYFS_ASSIGN_OR_RETURN(
+      Digest got, reader.ReadSparseData(
+                      [&](uint64_t, const Digest& d, std::string_view bytes) -> Status {
+                        if (IsZeroChunk(d, bytes.size()) || cas_->Contains(d)) return Status::Ok();
+                        stored += bytes.size();
+                        return cas_->PutHashed(d, bytes);
+                      },
+                      nullptr));
+  if (got != indexed.digest) {
+    return DataLossError("layer " + layer.digest.Short() + ": sparse file \"" + indexed.path +
+                         "\" no longer matches its index");
+  }
+  MaybeEvict(stored);
+  return Status::Ok();
+}
+
 Status ContentCache::DoExtract(const LayerDescriptor& layer, BlobSource& blobs,
                                const std::vector<LayerEntry>& indexed,
                                const LayerReadOptions& options) {
@@ -171,6 +192,10 @@ Status ContentCache::DoExtract(const LayerDescriptor& layer, BlobSource& blobs,
                            " no longer matches its index at entry \"" + e.path + "\"");
     }
     if (e.kind != EntryKind::kFile || e.size == 0 || cas_->Contains(indexed[i].digest)) continue;
+    if (reader->CurrentIsSparse()) {
+      LAZYFS_RETURN_IF_ERROR(ExtractSparse(*reader, indexed[i], layer));
+      continue;
+    }
     // The reader hashes the file as it hands it out: the writer need not hash it again.
     LAZYFS_ASSIGN_OR_RETURN(auto writer, cas_->BeginWrite(indexed[i].digest,
                                                           static_cast<int64_t>(e.size), true));

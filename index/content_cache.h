@@ -54,7 +54,8 @@ class ContentCache {
   // is the layer's entry list from the index, in archive order: each file's bytes must match the
   // digest recorded there, so what lands in the cache chains up to the manifest. Concurrent
   // calls for one layer share one extraction. The fallback for layers indexed without
-  // checkpoints and for sparse files; `options` caps the pass as indexing did.
+  // checkpoints and for sparse files (whose data chunks it stores, never
+  // their holes); `options` caps the pass as indexing did.
   Status ExtractLayer(const LayerDescriptor& layer, BlobSource& blobs,
                       const std::vector<LayerEntry>& indexed, const LayerReadOptions& options);
 
@@ -74,6 +75,8 @@ class ContentCache {
   };
   Status DoExtract(const LayerDescriptor& layer, BlobSource& blobs,
                    const std::vector<LayerEntry>& indexed, const LayerReadOptions& options);
+  Status ExtractSparse(LayerReader& reader, const LayerEntry& indexed,
+                       const LayerDescriptor& layer);
   void MaybeEvict(uint64_t added) LAZYFS_EXCLUDES(mu_);
   Result<EvictReport> EvictLocked(uint64_t limit, const std::function<bool(const Digest&)>& drop)
       LAZYFS_REQUIRES(evict_mu_);

@@ -1,5 +1,7 @@
 #include "index/content_source.h"
 
+#include <cstring>
+
 namespace lazyfs::index {
 
 Result<uint64_t> ContentSource::FetchFile(const Digest&, const Deadline&) { return uint64_t{0}; }
@@ -31,6 +33,11 @@ Result<size_t> ReadCachedChunks(ContentCache& cache, const Digest& file,
     for (const FileChunk& c : chunks) {
       const uint64_t from = std::max(offset, c.offset);
       const uint64_t to = std::min(end, c.offset + c.size);
+      if (IsZeroChunk(c.digest, c.size)) {  // a hole: zeros, whatever the cache holds
+        std::memset(out.data() + done, 0, to - from);
+        done += to - from;
+        continue;
+      }
       auto n = cache.Read(c.digest, from - c.offset, out.subspan(done, to - from));
       if (!n.ok()) {
         if (n.status().code() != StatusCode::kNotFound) return n.status();

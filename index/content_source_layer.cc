@@ -13,24 +13,26 @@ class WholeLayerSource final : public ContentSource {
   Result<size_t> Read(const Digest& file, uint64_t, uint64_t offset, std::span<std::byte> out,
                       const Deadline&, bool* fetched) override {
     *fetched = true;
-    LAZYFS_RETURN_IF_ERROR(Fill(file));
+    LAZYFS_RETURN_IF_ERROR(FetchFile(file, Deadline::Never()).status());
+    if (!ctx_.cache->Contains(file)) {
+      return DataLossError("layer " + layer_.digest.Short() + " does not hold content " +
+                           file.Short());
+    }
     return ctx_.cache->Read(file, offset, out);
   }
 
- private:
-  // Brings the file into the cache by reading its layer whole (once, however many ask).
-  Status Fill(const Digest& file) {
+  // Brings the layer's files into the cache by reading it whole (once, however many ask): whole
+  // files, and the data chunks of sparse ones.
+  Result<uint64_t> FetchFile(const Digest&, const Deadline&) override {
     LAZYFS_ASSIGN_OR_RETURN(auto rec, ctx_.records->Layer(layer_.digest));
     if (!rec) return Corrupt("of layer " + layer_.digest.Short() + " (missing)");
     LAZYFS_ASSIGN_OR_RETURN(auto entries, ctx_.records->Entries(layer_.digest, *rec));
     LAZYFS_RETURN_IF_ERROR(ctx_.cache->ExtractLayer(layer_, *ctx_.blobs, entries,
                                                     StreamReadOptions(*ctx_.options, layer_.size)));
-    if (!ctx_.cache->Contains(file)) {
-      return DataLossError("layer " + layer_.digest.Short() + " does not hold content " +
-                           file.Short());
-    }
-    return Status::Ok();
+    return layer_.size;
   }
+
+ private:
 
   const LayerDescriptor layer_;
   const SourceContext ctx_;

@@ -36,9 +36,10 @@ class SpanSource final : public ContentSource {
                       std::span<std::byte> out, const Deadline& deadline,
                       bool* fetched) override {
     LAZYFS_ASSIGN_OR_RETURN(auto loc, ctx_.records->Location(layer_.digest, file));
-    // A sparse file's bytes are not contiguous in the tar: the whole layer, once.
+    // A file indexed before its location was recorded: the whole layer, once.
     if (!loc) return whole_->Read(file, size, offset, out, deadline, fetched);
     if (loc->size != size) return Corrupt("of file " + file.Short() + " (size)");
+    if (loc->sparse) return ReadSparse(*loc, offset, out, deadline, fetched);
     const uint64_t first = offset / kContentChunkSize;
     const uint64_t last = (offset + out.size() - 1) / kContentChunkSize;
     // Sequential readahead: a read at the start of a file, or right after a chunk already
@@ -74,6 +75,23 @@ class SpanSource final : public ContentSource {
   }
 
  private:
+  // A sparse file's data is not contiguous in the tar: its holes read as zeros, and its data
+  // chunks, when one is missing, come from reading the whole layer once.
+  Result<size_t> ReadSparse(const FileLocation& loc, uint64_t offset, std::span<std::byte> out,
+                            const Deadline& deadline, bool* fetched) {
+    std::vector<FileChunk> chunks;
+    const uint64_t last = (offset + out.size() - 1) / kContentChunkSize;
+    for (uint64_t c = offset / kContentChunkSize; c <= last; ++c) chunks.push_back(ChunkOf(loc, c));
+    return ReadCachedChunks(*ctx_.cache, loc.digest, chunks, offset, out, [&]() -> Status {
+      for (const FileChunk& c : chunks) {
+        if (IsZeroChunk(c.digest, c.size) || ctx_.cache->Contains(c.digest)) continue;
+        *fetched = true;
+        return whole_->FetchFile(loc.digest, deadline).status();
+      }
+      return Status::Ok();
+    });
+  }
+
   static FileChunk ChunkOf(const FileLocation& loc, uint64_t c) {
     const uint64_t start = c * kContentChunkSize;
     return FileChunk{loc.chunk(c), start, std::min(kContentChunkSize, loc.size - start)};

@@ -69,7 +69,9 @@ class StreamIndexer final : public LayerIndexer {
       LayerEntry e;
       LAZYFS_ASSIGN_OR_RETURN(bool more, reader.Next(&e));
       if (!more) break;
-      if (e.kind == EntryKind::kFile) {
+      if (e.kind == EntryKind::kFile && reader.CurrentIsSparse()) {
+        LAZYFS_RETURN_IF_ERROR(ReadSparse(reader, &e, facts));
+      } else if (e.kind == EntryKind::kFile) {
         const std::optional<uint64_t> offset = reader.DataOffset();
         FileLocation loc;
         const bool capturing = options_.cache_content_while_indexing && e.size > 0 &&
@@ -102,6 +104,30 @@ class StreamIndexer final : public LayerIndexer {
     return entries;
   }
 
+  // A sparse file: its chunks recorded (those that hold data captured when asked), its holes
+  // neither hashed nor stored.
+  Status ReadSparse(LayerReader& reader, LayerEntry* e, StreamFacts* facts) const {
+    FileLocation loc;
+    loc.size = e->size;
+    loc.sparse = true;
+    const bool capturing = options_.cache_content_while_indexing;
+    auto digest = reader.ReadSparseData(
+        [&](uint64_t, const Digest& d, std::string_view bytes) -> Status {
+          if (capturing && !IsZeroChunk(d, bytes.size()) && !cache_.Contains(d)) {
+            cache_.PutHashed(d, bytes).IgnoreError();
+          }
+          return Status::Ok();
+        },
+        &loc.chunks);
+    if (!digest.ok()) {
+      return Status(digest.status().code(),
+                    digest.status().message() + " (in entry \"" + e->path + "\")");
+    }
+    e->digest = loc.digest = *digest;
+    facts->locations.emplace(e->digest, std::move(loc));
+    return Status::Ok();
+  }
+
   const IndexOptions options_;
   ContentCache& cache_;
 };
@@ -112,6 +138,7 @@ LayerReadOptions StreamReadOptions(const IndexOptions& options, uint64_t declare
   LayerReadOptions ro;
   ro.max_entries = options.max_entries_per_layer;
   ro.max_xattr_bytes_per_entry = options.max_xattr_bytes_per_entry;
+  ro.max_file_size = options.max_file_size;
   ro.checkpoint_every_uncompressed = options.checkpoint_every_uncompressed;
   ro.checkpoint_every_compressed = options.checkpoint_every_compressed;
   // Capped against the size the manifest declares for the layer (the bytes just verified).

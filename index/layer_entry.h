@@ -8,13 +8,11 @@
 #include "base/digest.h"
 #include "base/status.h"
 #include "index/codec.h"
+#include "index/sparse.h"
 #include "index/tree.h"
 
 namespace lazyfs::index {
 
-// Regular file contents are verified, fetched and cached in chunks of this size (the last one
-// shorter); a file of at most one chunk has a single chunk whose digest is the file's sha256.
-inline constexpr uint64_t kContentChunkSize = uint64_t{1} << 20;
 
 enum class EntryKind : uint8_t {
   kFile = 1,

@@ -194,6 +194,7 @@ class LayeredTree : public Tree {
     return m->digest;
   }
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override;
+  Result<ContentLayout> Layout(uint64_t ino) const override;
   TreeStats Stats() const override { return stats_; }
 
  private:
@@ -237,6 +238,29 @@ Result<size_t> LayeredTree::Read(uint64_t ino, uint64_t offset, std::span<std::b
   return len;
 }
 
+Result<Tree::ContentLayout> LayeredTree::Layout(uint64_t ino) const {
+  LAZYFS_ASSIGN_OR_RETURN(const MergedInode* m, Get(ino));
+  if (!m->attr.is_reg()) return NotARegularFileError(Name(ino));
+  if (m->layer == 0) {
+    auto it = base_content_.find(m->digest);
+    if (it == base_content_.end()) return InternalError("no base inode for " + m->digest.ToString());
+    return base_.Layout(it->second);
+  }
+  // An added file is held whole in memory; a sparse one (its digest the chunk list's) is
+  // told by its digest.
+  ContentLayout l;
+  if (m->attr.size > 0) l.data.emplace_back(0, m->attr.size);
+  auto it = added_content_.find(m->digest);
+  if (m->attr.size > kContentChunkSize && it != added_content_.end() && it->second) {
+    std::vector<Digest> chunks;
+    for (uint64_t at = 0; at < it->second->size(); at += kContentChunkSize) {
+      chunks.push_back(Sha256Of(std::string_view(*it->second).substr(at, kContentChunkSize)));
+    }
+    l.sparse = SparseFileDigest(m->attr.size, chunks) == m->digest;
+  }
+  return l;
+}
+
 // The top of a stack of trees, keeping the trees below it alive.
 class Owning : public Tree {
  public:
@@ -252,6 +276,7 @@ class Owning : public Tree {
     return top_->ListXattrs(ino);
   }
   Result<Digest> ContentDigest(uint64_t ino) const override { return top_->ContentDigest(ino); }
+  Result<ContentLayout> Layout(uint64_t ino) const override { return top_->Layout(ino); }
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override {
     return top_->Read(ino, offset, out);
   }

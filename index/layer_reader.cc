@@ -78,12 +78,25 @@ struct LayerReader::Impl {
   bool current_is_file = false;
   uint64_t current_size = 0;
   std::optional<uint64_t> current_offset;
+  std::optional<Extents> current_map;  // a sparse file's data extents, checked
 
   ~Impl() {
     if (ar) archive_read_free(ar);
   }
 
   Status Fail(std::string what) { return DataLossError("layer " + name + ": " + what); }
+
+  // The current file's next data block (at its offset in the file); false at its end.
+  Result<bool> NextBlock(const char** data, size_t* len, int64_t* offset) {
+    const void* buf;
+    la_int64_t off;
+    const int rc = archive_read_data_block(ar, &buf, len, &off);
+    if (rc == ARCHIVE_EOF) return false;
+    if (rc < ARCHIVE_WARN) return ArchiveError("while reading file data");
+    *data = static_cast<const char*>(buf);
+    *offset = off;
+    return true;
+  }
 
   Status FillInput() {
     if (in_pos < in_len || in_eof) return Status::Ok();
@@ -308,6 +321,18 @@ Status ReadType(archive_entry* ae, LayerEntry* e) {
   return Status::Ok();
 }
 
+// The sparse map the entry declares, checked (a claim: the data blocks must then lie in it).
+Result<Extents> ReadSparseMap(archive_entry* ae, uint64_t size) {
+  Extents map;
+  archive_entry_sparse_reset(ae);
+  la_int64_t offset, length;
+  while (archive_entry_sparse_next(ae, &offset, &length) == ARCHIVE_OK) {
+    if (offset < 0 || length < 0) return InvalidArgumentError("negative sparse map entry");
+    map.emplace_back(static_cast<uint64_t>(offset), static_cast<uint64_t>(length));
+  }
+  return CheckSparseMap(std::move(map), size);
+}
+
 }  // namespace
 
 Result<bool> LayerReader::Next(LayerEntry* e) {
@@ -325,6 +350,7 @@ Result<bool> LayerReader::Next(LayerEntry* e) {
     m.current = ae;
     m.current_is_file = false;
     m.current_offset.reset();
+    m.current_map.reset();
 
     const char* raw = archive_entry_pathname(ae);
     if (!raw) raw = archive_entry_pathname_utf8(ae);
@@ -345,6 +371,16 @@ Result<bool> LayerReader::Next(LayerEntry* e) {
     if (Status s = ReadFacts(ae, m.options, e); !s.ok()) return in_entry(s);
     if (Status s = ReadType(ae, e); !s.ok()) return in_entry(s);
     if (e->kind == EntryKind::kFile) {
+      if (e->size > m.options.max_file_size) {
+        return in_entry(InvalidArgumentError(
+            "declares a size of " + std::to_string(e->size) + " bytes, over the cap of " +
+            std::to_string(m.options.max_file_size) + " bytes (max_file_size) for one file"));
+      }
+      if (archive_entry_sparse_count(ae) > 0) {
+        auto map = ReadSparseMap(ae, e->size);
+        if (!map.ok()) return in_entry(map.status());
+        m.current_map = std::move(*map);
+      }
       m.current_is_file = true;
       m.current_size = e->size;
       // The tar reader has consumed the header blocks and none of the data: the bytes it
@@ -366,10 +402,68 @@ std::vector<Checkpoint> LayerReader::TakeCheckpoints() {
   return impl_->checkpoints->Take(impl_->out_eof ? impl_->total_out : UINT64_MAX);
 }
 
+bool LayerReader::CurrentIsSparse() const {
+  return impl_->current_is_file && impl_->current_map && impl_->current_size > kContentChunkSize;
+}
+
+Result<Digest> LayerReader::ReadSparseData(const SparseChunker::ChunkFn& chunk,
+                                           std::vector<Digest>* chunks) {
+  Impl& m = *impl_;
+  if (!CurrentIsSparse()) return InternalError("ReadSparseData on a file that is not sparse");
+  m.current_is_file = false;
+  SparseChunker chunker(m.current_size, chunk);
+  const Extents& map = *m.current_map;
+  size_t extent = 0;
+  for (;;) {
+    const char* buf;
+    size_t len;
+    int64_t off;
+    LAZYFS_ASSIGN_OR_RETURN(bool more, m.NextBlock(&buf, &len, &off));
+    if (!more) break;
+    if (len == 0) continue;
+    // Data only where the map says (the blocks come in map order).
+    while (extent < map.size() && map[extent].second <= static_cast<uint64_t>(off)) ++extent;
+    if (off < 0 || extent == map.size() || static_cast<uint64_t>(off) < map[extent].first ||
+        static_cast<uint64_t>(off) + len > map[extent].second) {
+      return m.Fail("sparse file data outside its sparse map");
+    }
+    Status s = chunker.Data(static_cast<uint64_t>(off),
+                            std::string_view(static_cast<const char*>(buf), len));
+    if (!s.ok()) return m.Fail(s.message());
+  }
+  return chunker.Finish(chunks);
+}
+
+// A sparse file for a caller that wants every byte: holes as zeros to the sink; the digest from
+// the chunks.
+Result<Digest> LayerReader::ReadSparseExpanded(const Sink& sink, std::vector<Digest>* chunks) {
+  static const char kZeros[64 * 1024] = {};
+  uint64_t at = 0;
+  auto zeros_to = [&](uint64_t end) -> Status {
+    while (at < end) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(sizeof(kZeros), end - at));
+      LAZYFS_RETURN_IF_ERROR(sink(kZeros, n));
+      at += n;
+    }
+    return Status::Ok();
+  };
+  const uint64_t size = impl_->current_size;
+  auto data = [&](uint64_t index, const Digest&, std::string_view bytes) -> Status {
+    if (!sink) return Status::Ok();
+    LAZYFS_RETURN_IF_ERROR(zeros_to(index * kContentChunkSize));
+    at += bytes.size();
+    return sink(bytes.data(), bytes.size());
+  };
+  LAZYFS_ASSIGN_OR_RETURN(Digest d, ReadSparseData(data, chunks));
+  if (sink) LAZYFS_RETURN_IF_ERROR(zeros_to(size));
+  return d;
+}
+
 Result<Digest> LayerReader::ReadData(const Sink& sink, std::vector<Digest>* out_chunks) {
   std::vector<Digest>* chunks = out_chunks;
   Impl& m = *impl_;
   if (!m.current_is_file) return InternalError("ReadData on a non-file entry");
+  if (CurrentIsSparse()) return ReadSparseExpanded(sink, out_chunks);
   m.current_is_file = false;
   static const char kZeros[64 * 1024] = {};
   Sha256 h, chunk_hash;
@@ -399,12 +493,11 @@ Result<Digest> LayerReader::ReadData(const Sink& sink, std::vector<Digest>* out_
     return Status::Ok();
   };
   for (;;) {
-    const void* buf;
+    const char* buf;
     size_t len;
-    la_int64_t off;
-    const int rc = archive_read_data_block(m.ar, &buf, &len, &off);
-    if (rc == ARCHIVE_EOF) break;
-    if (rc < ARCHIVE_WARN) return m.ArchiveError("while reading file data");
+    int64_t off;
+    LAZYFS_ASSIGN_OR_RETURN(bool more, m.NextBlock(&buf, &len, &off));
+    if (!more) break;
     if (off < 0 || static_cast<uint64_t>(off) < pos ||
         static_cast<uint64_t>(off) + len > m.current_size) {
       return m.Fail("file data outside its declared size");

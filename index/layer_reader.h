@@ -17,6 +17,7 @@
 #include "base/status.h"
 #include "index/layer_entry.h"
 #include "index/checkpoint.h"
+#include "index/sparse.h"
 
 namespace lazyfs::index {
 
@@ -25,6 +26,8 @@ struct LayerReadOptions {
   uint64_t max_xattr_bytes_per_entry = 64 * 1024;
   // Decompressed bytes accepted from one layer (a gzip bomb stops here).
   uint64_t max_uncompressed_bytes = uint64_t{1} << 40;
+  // A regular file's apparent size (a sparse file's holes count): past it the entry is refused.
+  uint64_t max_file_size = kDefaultMaxFileSize;
   // Record decompression checkpoints (checkpoint.h) for later random access: one at the first
   // block (gzip) or frame (zstd) boundary after either this much output or this much input
   // since the previous one. The input distance bounds what a read fetches; the output distance
@@ -66,6 +69,12 @@ class LayerReader {
   // content; nothing for a file of at most one chunk (its one chunk digest is the file's).
   using Sink = std::function<Status(const char* data, size_t len)>;
   Result<Digest> ReadData(const Sink& sink, std::vector<Digest>* chunks = nullptr);
+  // Whether the current regular file is sparse (sparse.h): a tar sparse entry of more than one
+  // chunk. ReadData then returns its SparseFileDigest, not the sha256 of its bytes, and still
+  // hands `sink` every byte, holes as zeros (for callers that keep small files in memory);
+  // ReadSparseData hands over only the chunks that hold data.
+  bool CurrentIsSparse() const;
+  Result<Digest> ReadSparseData(const SparseChunker::ChunkFn& chunk, std::vector<Digest>* chunks);
   // The offset of the current regular file's content in the uncompressed tar, when the content
   // is stored there contiguously (not for sparse files).
   std::optional<uint64_t> DataOffset() const;
@@ -83,6 +92,7 @@ class LayerReader {
  private:
   struct Impl;
   explicit LayerReader(std::unique_ptr<Impl> impl);
+  Result<Digest> ReadSparseExpanded(const Sink& sink, std::vector<Digest>* chunks);
   std::unique_ptr<Impl> impl_;
 };
 

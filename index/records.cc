@@ -146,7 +146,7 @@ bool DecodeLayer(std::string_view v, LayerRecord* r) {
 
 std::string EncodeLocation(const FileLocation& l) {
   Encoder e;
-  e.U8(1);
+  e.U8(l.sparse ? 2 : 1);  // 2: sparse
   e.Varint(l.offset);
   e.Varint(l.size);
   e.Varint(l.chunks.size());
@@ -159,10 +159,12 @@ bool DecodeLocation(std::string_view v, const Digest& digest, FileLocation* l) {
   uint8_t version;
   uint64_t n;
   l->digest = digest;
-  if (!d.U8(&version) || version != 1 || !d.Varint(&l->offset) || !d.Varint(&l->size) ||
-      !d.Varint(&n) || (n != 0 && n != l->chunk_count()) || (n == 0 && l->chunk_count() > 1)) {
+  if (!d.U8(&version) || (version != 1 && version != 2) || !d.Varint(&l->offset) ||
+      !d.Varint(&l->size) || !d.Varint(&n) || (n != 0 && n != l->chunk_count()) ||
+      (n == 0 && l->chunk_count() > 1)) {
     return false;
   }
+  l->sparse = version == 2;
   l->chunks.resize(n);
   for (Digest& c : l->chunks) {
     if (!d.DigestBytes(&c)) return false;

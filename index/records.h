@@ -56,12 +56,14 @@ struct LazyLayerRecord {
   uint64_t checkpoints = 0;
 };
 
-// 'O': where a regular file's content lies in a stream-indexed layer.
+// 'O': where a regular file's content lies in a stream-indexed layer; for a sparse file
+// (sparse.h), only its chunks (its data is not contiguous in the tar).
 struct FileLocation {
-  uint64_t offset = 0;  // in the uncompressed tar
+  uint64_t offset = 0;  // in the uncompressed tar (0 for a sparse file)
   uint64_t size = 0;
   Digest digest;               // of the whole content (the key)
   std::vector<Digest> chunks;  // kContentChunkSize pieces; empty when the file is one chunk
+  bool sparse = false;         // digest is the SparseFileDigest of chunks
 
   uint64_t chunk_count() const { return (size + kContentChunkSize - 1) / kContentChunkSize; }
   const Digest& chunk(uint64_t i) const { return chunks.empty() ? digest : chunks[i]; }

@@ -66,6 +66,22 @@ Result<Digest> StoredTree::ContentDigest(uint64_t ino) const {
   return r.digest;
 }
 
+Result<Tree::ContentLayout> StoredTree::Layout(uint64_t ino) const {
+  LAZYFS_ASSIGN_OR_RETURN(InodeRecord r, Inode(ino));
+  if (!r.attr.is_reg()) return NotARegularFileError("inode " + std::to_string(ino));
+  ContentLayout l;
+  if (r.attr.size > kContentChunkSize && r.layer < image_.layers.size()) {
+    LAZYFS_ASSIGN_OR_RETURN(auto loc, records_.Location(image_.layers[r.layer].digest, r.digest));
+    if (loc && loc->sparse) {
+      l.sparse = true;
+      l.data = DataOfChunks(loc->size, loc->chunks);
+      return l;
+    }
+  }
+  if (r.attr.size > 0) l.data.emplace_back(0, r.attr.size);
+  return l;
+}
+
 Result<size_t> StoredTree::Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const {
   LAZYFS_ASSIGN_OR_RETURN(InodeRecord r, Inode(ino));
   if (r.attr.is_dir()) return IsADirectoryError("inode " + std::to_string(ino));

@@ -35,6 +35,7 @@ class StoredTree final : public Tree {
   Result<std::string> ReadLink(uint64_t ino) const override;
   Result<std::vector<Xattr>> ListXattrs(uint64_t ino) const override;
   Result<Digest> ContentDigest(uint64_t ino) const override;
+  Result<ContentLayout> Layout(uint64_t ino) const override;
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override;
   TreeStats Stats() const override { return stats_; }
 

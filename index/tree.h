@@ -26,6 +26,7 @@
 #include "base/image.h"
 #include "base/status.h"
 #include "base/store_layout.h"
+#include "index/sparse.h"
 
 namespace lazyfs::index {
 
@@ -81,13 +82,32 @@ class Tree {
   virtual Result<std::string> ReadLink(uint64_t ino) const = 0;
   // Sorted by name.
   virtual Result<std::vector<Xattr>> ListXattrs(uint64_t ino) const = 0;
-  // sha256 of a regular file's content (recorded while indexing).
+  // sha256 of a regular file's content (recorded while indexing); for a sparse file, its
+  // SparseFileDigest (sparse.h, and see Layout).
   virtual Result<Digest> ContentDigest(uint64_t ino) const = 0;
+  // Where a regular file's bytes may be other than zero, for readers that skip holes (the ext4
+  // writer, verify): `data` in order; the rest reads as zeros. `sparse`: ContentDigest is a
+  // SparseFileDigest. By default, the whole file and a sha256.
+  struct ContentLayout {
+    bool sparse = false;
+    Extents data;
+  };
+  virtual Result<ContentLayout> Layout(uint64_t ino) const {
+    LAZYFS_ASSIGN_OR_RETURN(Attr a, GetAttr(ino));
+    ContentLayout l;
+    if (a.size > 0) l.data.emplace_back(0, a.size);
+    return l;
+  }
   // Reads up to out.size() bytes at offset; fewer only at end of file. Every byte returned has
   // been verified against the file's sha256 (or a digest that chains to it).
   virtual Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const = 0;
   virtual TreeStats Stats() const = 0;
 };
+
+// A regular file's digest computed from its bytes in `tree`: their sha256, or when `sparse` the
+// SparseFileDigest, reading only what tree.Layout says may be data. For comparing a file of one
+// tree with another tree's ContentDigest of the same kind (verify).
+Result<Digest> DigestOfFile(const Tree& tree, uint64_t ino, uint64_t size, bool sparse);
 
 // What a tree fetches in the background, at low priority (one thread that waits while reads
 // run): nothing; the files before the prefetch landmark of eStargz layers (none when a layer
@@ -107,6 +127,9 @@ struct IndexOptions {
   // layer thousands of times): what the merge walks.
   uint64_t max_entries_per_image = 4'000'000;
   uint64_t max_xattr_bytes_per_entry = 64 * 1024;
+  // A regular file's apparent size, holes of sparse files included: past it the layer is
+  // refused at once, naming the cap.
+  uint64_t max_file_size = kDefaultMaxFileSize;
   // A decompression bomb stops here: a layer may decompress to at most max_expansion times the
   // compressed size its descriptor declares, or min_expansion_cap bytes if that is more. gzip
   // cannot pass 1032:1; zstd can pass 40000:1 with runs of zeros.

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <map>
 
+#include "index/layer_entry.h"
 #include "index/tree.h"
 
 namespace lazyfs::index {
@@ -110,6 +111,30 @@ class Differ {
   }
 
   // The facts of one path in both trees.
+  // Both files' digests, of one kind: when one side's is a sparse file's chunk-list digest and
+  // the other's a sha256 (an ext4 image's file, a file sparse in one image's tar only), the
+  // latter's is computed as a sparse digest from its bytes, skipping its holes.
+  Status Digests(const Attr& a, const Attr& b, TreeDifference* d) const {
+    bool sparse_a = false, sparse_b = false;
+    if (a.size == b.size && a.size > kContentChunkSize) {
+      LAZYFS_ASSIGN_OR_RETURN(Tree::ContentLayout la, a_.Layout(a.ino));
+      LAZYFS_ASSIGN_OR_RETURN(Tree::ContentLayout lb, b_.Layout(b.ino));
+      sparse_a = la.sparse;
+      sparse_b = lb.sparse;
+    }
+    if (sparse_b && !sparse_a) {
+      LAZYFS_ASSIGN_OR_RETURN(d->digest_a, DigestOfFile(a_, a.ino, a.size, true));
+    } else {
+      LAZYFS_ASSIGN_OR_RETURN(d->digest_a, a_.ContentDigest(a.ino));
+    }
+    if (sparse_a && !sparse_b) {
+      LAZYFS_ASSIGN_OR_RETURN(d->digest_b, DigestOfFile(b_, b.ino, b.size, true));
+    } else {
+      LAZYFS_ASSIGN_OR_RETURN(d->digest_b, b_.ContentDigest(b.ino));
+    }
+    return Status::Ok();
+  }
+
   Status Compare(const TreeEntry& ea, const TreeEntry& eb) {
     const Attr& a = ea.attr;
     const Attr& b = eb.attr;
@@ -125,10 +150,11 @@ class Differ {
     field(TreeField::kUid, a.uid != b.uid);
     field(TreeField::kGid, a.gid != b.gid);
     field(TreeField::kSize, a.size != b.size);
-    if (a.is_reg()) {
+    if (a.is_reg() && b.is_reg()) {
+      LAZYFS_RETURN_IF_ERROR(Digests(a, b, &d));
+    } else if (a.is_reg()) {
       LAZYFS_ASSIGN_OR_RETURN(d.digest_a, a_.ContentDigest(a.ino));
-    }
-    if (b.is_reg()) {
+    } else if (b.is_reg()) {
       LAZYFS_ASSIGN_OR_RETURN(d.digest_b, b_.ContentDigest(b.ino));
     }
     field(TreeField::kDigest, d.digest_a != d.digest_b);

@@ -28,7 +28,8 @@ Result<std::vector<size_t>> StoredIndex::LayersToWarm(const ImageDescriptor& img
           LAZYFS_ASSIGN_OR_RETURN(auto loc, records_.Location(img.layers[r.layer].digest, r.digest));
           bool all = loc.has_value() && loc->chunk_count() > 0;
           for (uint64_t c = 0; all && c < loc->chunk_count(); ++c) {
-            all = cache_->Contains(loc->chunk(c));
+            const uint64_t len = std::min(kContentChunkSize, loc->size - c * kContentChunkSize);
+            all = IsZeroChunk(loc->chunk(c), len) || cache_->Contains(loc->chunk(c));
           }
           if (all) return true;
         }

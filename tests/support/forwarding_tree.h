@@ -21,6 +21,7 @@ class ForwardingTree : public index::Tree {
     return base_.ListXattrs(ino);
   }
   Result<Digest> ContentDigest(uint64_t ino) const override { return base_.ContentDigest(ino); }
+  Result<ContentLayout> Layout(uint64_t ino) const override { return base_.Layout(ino); }
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override {
     return base_.Read(ino, offset, out);
   }

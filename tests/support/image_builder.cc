@@ -1,5 +1,7 @@
 #include "tests/support/image_builder.h"
 
+#include <sys/mman.h>
+
 #include <archive.h>
 #include <archive_entry.h>
 #include <sys/stat.h>
@@ -151,6 +153,44 @@ la_ssize_t AppendToString(archive*, void* client, const void* buf, size_t len) {
   return static_cast<la_ssize_t>(len);
 }
 
+// A sparse file: libarchive's pax writer takes the whole content and skips the holes
+// without reading them, so holes are handed over as views of untouched anonymous memory.
+Status WriteSparseEntry(archive* a, archive_entry* x, const Entry& e, const std::string& name) {
+  archive_entry_set_size(x, static_cast<la_int64_t>(e.sparse_size));
+  for (const auto& [offset, bytes] : e.sparse_data) {
+    archive_entry_sparse_add_entry(x, static_cast<la_int64_t>(offset),
+                                   static_cast<la_int64_t>(bytes.size()));
+  }
+  if (archive_write_header(a, x) < ARCHIVE_WARN) {
+    return InvalidArgumentError(ArchiveError(a, "writing tar header for \"" + name + "\""));
+  }
+  static constexpr size_t kHoleView = size_t{1} << 30;
+  static const char* zeros = static_cast<const char*>(
+      ::mmap(nullptr, kHoleView, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+  if (zeros == MAP_FAILED) return InternalError("mmap failed");
+  auto write = [&](const char* p, uint64_t len) -> Status {
+    while (len > 0) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(len, kHoleView));
+      la_ssize_t w = archive_write_data(a, p, n);
+      if (w <= 0) return InternalError(ArchiveError(a, "writing data of \"" + name + "\""));
+      len -= static_cast<uint64_t>(w);
+      if (p != zeros) p += w;
+    }
+    return Status::Ok();
+  };
+  uint64_t at = 0;
+  for (const auto& [offset, bytes] : e.sparse_data) {
+    LAZYFS_RETURN_IF_ERROR(write(zeros, offset - at));
+    LAZYFS_RETURN_IF_ERROR(write(bytes.data(), bytes.size()));
+    at = offset + bytes.size();
+  }
+  LAZYFS_RETURN_IF_ERROR(write(zeros, e.sparse_size - at));
+  if (archive_write_finish_entry(a) < ARCHIVE_WARN) {
+    return InternalError(ArchiveError(a, "finishing \"" + name + "\""));
+  }
+  return Status::Ok();
+}
+
 Status WriteOneEntry(archive* a, const Entry& e, TarFormat format) {
   std::string name = TarName(e);
   if (!e.xattrs.empty() && format != TarFormat::kPax &&
@@ -204,6 +244,7 @@ Status WriteOneEntry(archive* a, const Entry& e, TarFormat format) {
   for (const auto& [k, v] : e.xattrs) {
     archive_entry_xattr_add_entry(x, k.c_str(), v.data(), v.size());
   }
+  if (e.sparse_size > 0) return WriteSparseEntry(a, x, e, name);
   if (archive_write_header(a, x) < ARCHIVE_WARN) {
     return InvalidArgumentError(ArchiveError(a, "writing tar header for \"" + name + "\""));
   }
@@ -762,6 +803,14 @@ Entry File(std::string path, std::string data, uint32_t mode, uint32_t uid, uint
   e.mode = mode;
   e.uid = uid;
   e.gid = gid;
+  return e;
+}
+
+Entry SparseFile(std::string path, uint64_t size, std::map<uint64_t, std::string> data,
+                 uint32_t mode) {
+  Entry e = File(std::move(path), "", mode);
+  e.sparse_size = size;
+  e.sparse_data = std::move(data);
   return e;
 }
 

@@ -63,10 +63,17 @@ struct Entry {
   // '/' for directories, no ".wh." prefixes (kWhiteout/kOpaque then behave like kFile). For
   // hostile inputs; see Raw().
   bool raw_name = false;
+  // kFile: a sparse file of this apparent size (written as a PAX sparse 1.0 entry) holding
+  // `sparse_data` (offset -> bytes, in order, not overlapping) and holes elsewhere; `data` is
+  // unused. Holes cost nothing to write, so the size may be hundreds of GiB.
+  uint64_t sparse_size = 0;
+  std::map<uint64_t, std::string> sparse_data{};
 };
 
 Entry File(std::string path, std::string data, uint32_t mode = 0, uint32_t uid = 0,
            uint32_t gid = 0);
+Entry SparseFile(std::string path, uint64_t size, std::map<uint64_t, std::string> data,
+                 uint32_t mode = 0);
 Entry Dir(std::string path, uint32_t mode = 0, uint32_t uid = 0, uint32_t gid = 0);
 Entry Symlink(std::string path, std::string target, uint32_t uid = 0, uint32_t gid = 0);
 // A hardlink named `path` to the earlier entry `target` (same or lower layer).
