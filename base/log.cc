@@ -6,6 +6,8 @@
 #include <cstring>
 #include <ctime>
 
+#include "base/text.h"
+
 namespace lazyfs {
 namespace {
 
@@ -40,8 +42,9 @@ void LogMessage(LogLevel level, const char* tag, const char* format, ...) {
     std::vsnprintf(line + n, sizeof(line) - n, format, ap);
   }
   va_end(ap);
-  // One write per line so concurrent threads do not interleave within a line.
-  std::fprintf(stderr, "%s\n", line);
+  // One write per line so concurrent threads do not interleave within a line; what a message
+  // quotes from an image or a registry cannot break the line or steer a terminal.
+  std::fprintf(stderr, "%s\n", EscapeBytes(line, Escape::kMessage).c_str());
 }
 
 }  // namespace lazyfs

@@ -5,7 +5,6 @@
 // cat follows it. Nothing here touches the host's filesystem beyond the store.
 #include <cinttypes>
 #include <cstdio>
-#include <ctime>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -13,6 +12,7 @@
 #include "base/text.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/output.h"
 #include "index/tree.h"
 
 namespace lazyfs::cli {
@@ -65,101 +65,6 @@ Result<Attr> Resolve(const Tree& tree, const std::string& path, bool follow_last
   return stack.back();
 }
 
-char TypeChar(uint32_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFDIR:
-      return 'd';
-    case S_IFLNK:
-      return 'l';
-    case S_IFCHR:
-      return 'c';
-    case S_IFBLK:
-      return 'b';
-    case S_IFIFO:
-      return 'p';
-    case S_IFSOCK:
-      return 's';
-    default:
-      return '-';
-  }
-}
-
-// "drwxr-sr-t" as ls -l prints it.
-std::string ModeString(uint32_t mode) {
-  std::string s(10, '-');
-  s[0] = TypeChar(mode);
-  const char* rwx = "rwxrwxrwx";
-  for (int i = 0; i < 9; ++i) {
-    if (mode & (0400u >> i)) s[1 + i] = rwx[i];
-  }
-  auto special = [&](int pos, uint32_t bit, char set_exec, char set_noexec) {
-    if (mode & bit) s[pos] = s[pos] == 'x' ? set_exec : set_noexec;
-  };
-  special(3, S_ISUID, 's', 'S');
-  special(6, S_ISGID, 's', 'S');
-  special(9, S_ISVTX, 't', 'T');
-  return s;
-}
-
-std::string TimeString(int64_t sec) {
-  const time_t t = static_cast<time_t>(sec);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
-  return buf;
-}
-
-bool IsDevice(uint32_t mode) { return S_ISCHR(mode) || S_ISBLK(mode); }
-
-nlohmann::json AttrJson(const Tree& tree, const Attr& a, const std::string& path) {
-  nlohmann::json j;
-  j["path"] = path;
-  j["type"] = std::string(1, TypeChar(a.mode));
-  char mode[8];
-  std::snprintf(mode, sizeof mode, "%04o", a.mode & 07777);
-  j["mode"] = mode;
-  j["uid"] = a.uid;
-  j["gid"] = a.gid;
-  j["size"] = a.size;
-  j["nlink"] = a.nlink;
-  j["mtime"] = a.mtime_sec;
-  j["mtime_nsec"] = a.mtime_nsec;
-  j["ino"] = a.ino;
-  if (IsDevice(a.mode)) j["rdev"] = {a.rdev_major, a.rdev_minor};
-  if (a.is_symlink()) {
-    if (auto t = tree.ReadLink(a.ino); t.ok()) j["target"] = *t;
-  }
-  if (a.is_reg()) {
-    if (auto d = tree.ContentDigest(a.ino); d.ok()) j["digest"] = d->ToString();
-  }
-  if (auto xs = tree.ListXattrs(a.ino); xs.ok() && !xs->empty()) {
-    nlohmann::json xj = nlohmann::json::object();
-    // Values are bytes; JSON strings must be UTF-8, so they are given in hex.
-    for (const auto& x : *xs) xj[x.name] = HexEncode(x.value);
-    j["xattrs_hex"] = xj;
-  }
-  return j;
-}
-
-// One `ls -ln` line.
-std::string LongLine(const Tree& tree, const Attr& a, const std::string& name) {
-  char size[48];
-  if (IsDevice(a.mode)) {
-    std::snprintf(size, sizeof size, "%u, %u", a.rdev_major, a.rdev_minor);
-  } else {
-    std::snprintf(size, sizeof size, "%" PRIu64, a.size);
-  }
-  char head[160];
-  std::snprintf(head, sizeof head, "%s %3u %5u %5u %10s %s ", ModeString(a.mode).c_str(), a.nlink,
-                a.uid, a.gid, size, TimeString(a.mtime_sec).c_str());
-  std::string line = head + name;
-  if (a.is_symlink()) {
-    if (auto t = tree.ReadLink(a.ino); t.ok()) line += " -> " + *t;
-  }
-  return line;
-}
-
 struct OpenImage {
   PreparedImage image;
   OpenedTree opened;
@@ -193,7 +98,7 @@ void ListEntry(const Tree& tree, const TreeEntry& e, const LsArgs& args, nlohman
   } else if (args.long_format) {
     std::printf("%s\n", LongLine(tree, e.attr, e.name).c_str());
   } else {
-    std::printf("%s\n", e.name.c_str());
+    std::printf("%s\n", TextName(e.name).c_str());
   }
 }
 
@@ -206,7 +111,7 @@ Status ListDir(const Tree& tree, const TreeEntry& dir, const LsArgs& args, nlohm
   }
   bool first = true;
   return index::WalkTree(tree, dir, [&](const TreeEntry& d, const std::vector<TreeEntry>& entries) {
-    if (!args.json) std::printf("%s%s:\n", first ? "" : "\n", d.path.c_str());
+    if (!args.json) std::printf("%s%s:\n", first ? "" : "\n", TextName(d.path).c_str());
     first = false;
     for (const TreeEntry& e : entries) ListEntry(tree, e, args, out);
     return Status::Ok();
@@ -227,12 +132,13 @@ Status Ls(const LsArgs& args) {
       out.push_back(AttrJson(tree, a, path));
     } else {
       const std::string name = path.substr(path.rfind('/') + 1);
-      std::printf("%s\n", args.long_format ? LongLine(tree, a, name).c_str() : name.c_str());
+      std::printf("%s\n",
+                  args.long_format ? LongLine(tree, a, name).c_str() : TextName(name).c_str());
     }
   } else {
     LAZYFS_RETURN_IF_ERROR(ListDir(tree, TreeEntry{path, "", a}, args, &out));
   }
-  if (args.json) std::printf("%s\n", out.dump(2).c_str());
+  if (args.json) PrintJson(out);
   return Status::Ok();
 }
 
@@ -273,22 +179,28 @@ Status Stat(const StatArgs& args) {
   const Tree& tree = *o.opened.tree;
   const std::string path = Normalised(args.path);
   LAZYFS_ASSIGN_OR_RETURN(Attr a, Resolve(tree, path, args.dereference));
-  nlohmann::json j = AttrJson(tree, a, path);
   if (args.json) {
-    std::printf("%s\n", j.dump(2).c_str());
+    PrintJson(AttrJson(tree, a, path));
     return Status::Ok();
   }
-  std::printf("  Path: %s%s\n", path.c_str(),
-              j.contains("target") ? (" -> " + j["target"].get<std::string>()).c_str() : "");
+  std::string target;
+  if (a.is_symlink()) {
+    LAZYFS_ASSIGN_OR_RETURN(std::string t, tree.ReadLink(a.ino));
+    target = " -> " + TextName(t);
+  }
+  std::printf("  Path: %s%s\n", TextName(path).c_str(), target.c_str());
   std::printf("  Size: %-12" PRIu64 " Inode: %-10" PRIu64 " Links: %u\n", a.size, a.ino, a.nlink);
-  std::printf("Access: (%s/%s)  Uid: %u  Gid: %u\n", j["mode"].get<std::string>().c_str(),
+  std::printf("Access: (%s/%s)  Uid: %u  Gid: %u\n", OctalMode(a.mode).c_str(),
               ModeString(a.mode).c_str(), a.uid, a.gid);
   if (IsDevice(a.mode)) std::printf("Device: %u,%u\n", a.rdev_major, a.rdev_minor);
-  std::printf("Modify: %s.%09u UTC\n", TimeString(a.mtime_sec).c_str(), a.mtime_nsec);
-  if (j.contains("digest")) std::printf("Digest: %s\n", j["digest"].get<std::string>().c_str());
-  if (j.contains("xattrs_hex")) {
-    for (const auto& [name, value] : j["xattrs_hex"].items()) {
-      std::printf(" Xattr: %s=0x%s\n", name.c_str(), value.get<std::string>().c_str());
+  std::printf("Modify: %s.%09u UTC\n", TimeText(a.mtime().sec).c_str(), a.mtime().nsec);
+  if (a.is_reg()) {
+    if (auto d = tree.ContentDigest(a.ino); d.ok())
+      std::printf("Digest: %s\n", d->ToString().c_str());
+  }
+  if (auto xs = tree.ListXattrs(a.ino); xs.ok()) {
+    for (const index::Xattr& x : *xs) {
+      std::printf(" Xattr: %s=0x%s\n", TextName(x.name).c_str(), HexEncode(x.value).c_str());
     }
   }
   return Status::Ok();
@@ -333,42 +245,62 @@ const char* FieldName(index::TreeField f) {
   return "?";
 }
 
-struct DiffReport {
-  const DiffArgs& args;
-  nlohmann::json out = nlohmann::json::array();
-  uint64_t added = 0, removed = 0, changed = 0;
-
-  void Report(char what, const std::string& path, const std::vector<std::string>& fields,
-              const nlohmann::json* before, const nlohmann::json* after) {
-    (what == 'A' ? added : what == 'D' ? removed : changed)++;
-    if (args.json) {
-      nlohmann::json j;
-      j["change"] = what == 'A' ? "added" : what == 'D' ? "removed" : "modified";
-      j["path"] = path;
-      if (!fields.empty()) j["fields"] = fields;
-      if (before) j["before"] = *before;
-      if (after) j["after"] = *after;
-      out.push_back(j);
-      return;
-    }
-    std::string line(1, what);
-    line += " " + path;
-    const nlohmann::json& shown = after ? *after : *before;
-    line += "  (" + shown["mode"].get<std::string>() + " " +
-            std::to_string(shown["uid"].get<uint32_t>()) + ":" +
-            std::to_string(shown["gid"].get<uint32_t>());
-    if (!fields.empty()) {
-      line += "; changed:";
-      for (const auto& f : fields) {
-        line += " " + f;
-        if (f == "mode" || f == "uid" || f == "gid" || f == "size" || f == "target") {
-          line += " " + before->at(f).dump() + "->" + after->at(f).dump();
-        }
-      }
-    }
-    std::printf("%s)\n", line.c_str());
+const char* ChangeName(index::TreeChange c) {
+  switch (c) {
+    case index::TreeChange::kAdded:
+      return "added";
+    case index::TreeChange::kRemoved:
+      return "removed";
+    default:
+      return "modified";
   }
-};
+}
+
+// One difference as --json gives it: the path, the fields, and the entries before and after.
+nlohmann::json DiffJson(const index::TreeDifference& d, const Tree& t1, const Tree& t2) {
+  JsonObject o;
+  nlohmann::json& j = o.json();
+  j["change"] = ChangeName(d.change);
+  o.Text("path", d.path);
+  if (!d.fields.empty()) {
+    std::vector<std::string> fields;
+    for (index::TreeField f : d.fields) fields.emplace_back(FieldName(f));
+    j["fields"] = fields;
+  }
+  if (d.change != index::TreeChange::kAdded) j["before"] = AttrJson(t1, d.a, d.path);
+  if (d.change != index::TreeChange::kRemoved) j["after"] = AttrJson(t2, d.b, d.path);
+  return std::move(o).Take();
+}
+
+// "A /etc/new  (0644 0:0)", "M /etc/f  (0600 7:8; changed: mode "0644"->"0600" size 3->4)".
+std::string DiffLine(const index::TreeDifference& d) {
+  const char what = d.change == index::TreeChange::kAdded     ? 'A'
+                    : d.change == index::TreeChange::kRemoved ? 'D'
+                                                              : 'M';
+  const Attr& shown = d.change == index::TreeChange::kRemoved ? d.a : d.b;
+  std::string line = std::string(1, what) + " " + TextName(d.path) + "  (" + OctalMode(shown.mode) +
+                     " " + std::to_string(shown.uid) + ":" + std::to_string(shown.gid);
+  if (!d.fields.empty()) line += "; changed:";
+  const auto target = [](const std::optional<std::string>& t) {
+    return t ? QuoteName(*t) : std::string("(none)");
+  };
+  for (index::TreeField f : d.fields) {
+    line += " ";
+    line += FieldName(f);
+    if (f == index::TreeField::kMode) {
+      line += " \"" + OctalMode(d.a.mode) + "\"->\"" + OctalMode(d.b.mode) + "\"";
+    } else if (f == index::TreeField::kUid) {
+      line += " " + std::to_string(d.a.uid) + "->" + std::to_string(d.b.uid);
+    } else if (f == index::TreeField::kGid) {
+      line += " " + std::to_string(d.a.gid) + "->" + std::to_string(d.b.gid);
+    } else if (f == index::TreeField::kSize) {
+      line += " " + std::to_string(d.a.size) + "->" + std::to_string(d.b.size);
+    } else if (f == index::TreeField::kTarget) {
+      line += " " + target(d.target_a) + "->" + target(d.target_b);
+    }
+  }
+  return line + ")";
+}
 
 // Exit code of diff: 0 when the trees are the same, 1 when they differ (as diff(1)).
 Result<int> Diff(const DiffArgs& args) {
@@ -379,28 +311,25 @@ Result<int> Diff(const DiffArgs& args) {
   index::TreeDiffOptions o;
   o.compare_mtime = args.times;
   LAZYFS_ASSIGN_OR_RETURN(index::TreeDiff diff, index::DiffTrees(t1, t2, o));
-  DiffReport r{args};
+  nlohmann::json out = nlohmann::json::array();
+  uint64_t counts[3] = {0, 0, 0};  // by TreeChange: removed, added, modified
   for (const index::TreeDifference& d : diff.differences) {
-    if (d.change == index::TreeChange::kAdded) {
-      const nlohmann::json j = AttrJson(t2, d.b, d.path);
-      r.Report('A', d.path, {}, nullptr, &j);
-    } else if (d.change == index::TreeChange::kRemoved) {
-      const nlohmann::json j = AttrJson(t1, d.a, d.path);
-      r.Report('D', d.path, {}, &j, nullptr);
+    ++counts[static_cast<size_t>(d.change)];
+    if (args.json) {
+      out.push_back(DiffJson(d, t1, t2));
     } else {
-      std::vector<std::string> fields;
-      for (index::TreeField f : d.fields) fields.emplace_back(FieldName(f));
-      const nlohmann::json ja = AttrJson(t1, d.a, d.path), jb = AttrJson(t2, d.b, d.path);
-      r.Report('M', d.path, fields, &ja, &jb);
+      std::printf("%s\n", DiffLine(d).c_str());
     }
   }
   if (args.json) {
-    std::printf("%s\n", r.out.dump(2).c_str());
+    PrintJson(out);
   } else if (!args.image.quiet) {
-    std::fprintf(stderr, "%" PRIu64 " added, %" PRIu64 " removed, %" PRIu64 " modified\n", r.added,
-                 r.removed, r.changed);
+    std::fprintf(stderr, "%" PRIu64 " added, %" PRIu64 " removed, %" PRIu64 " modified\n",
+                 counts[static_cast<size_t>(index::TreeChange::kAdded)],
+                 counts[static_cast<size_t>(index::TreeChange::kRemoved)],
+                 counts[static_cast<size_t>(index::TreeChange::kModified)]);
   }
-  return r.added + r.removed + r.changed == 0 ? 0 : 1;
+  return diff.differences.empty() ? 0 : 1;
 }
 
 template <typename Args, typename Fn>

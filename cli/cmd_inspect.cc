@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/output.h"
 
 namespace lazyfs::cli {
 namespace {
@@ -14,6 +15,7 @@ struct InspectArgs {
   ImageOptions image;
   std::string ref;
   bool raw = false;
+  bool json = false;  // the output is JSON either way
 };
 
 Status Inspect(const InspectArgs& args) {
@@ -30,20 +32,24 @@ Status Inspect(const InspectArgs& args) {
   LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor d, idx->GetImage(image.manifest));
   LAZYFS_ASSIGN_OR_RETURN(auto tree, idx->OpenTree(image.manifest, *image.source));
   const index::TreeStats st = tree->Stats();
-  nlohmann::json j;
-  j["reference"] = image.ref.ToString();
+  // The reference may name a host path (oci:DIR), media types and the platform come from the
+  // registry: outside strings, escaped as cli/output.h says.
+  JsonObject o;
+  nlohmann::json& j = o.json();
+  o.Text("reference", image.ref.ToString());
   j["manifest_digest"] = d.manifest_digest.ToString();
-  j["manifest_media_type"] = d.manifest_media_type;
+  o.Text("manifest_media_type", d.manifest_media_type);
   j["config_digest"] = d.config_digest.ToString();
-  j["platform"] = d.platform;
+  o.Text("platform", d.platform);
   uint64_t total = 0;
+  j["layers"] = nlohmann::json::array();
   for (const auto& l : d.layers) {
-    nlohmann::json lj;
-    lj["digest"] = l.digest.ToString();
-    lj["media_type"] = l.media_type;
-    lj["size"] = l.size;
-    if (l.diff_id) lj["diff_id"] = l.diff_id->ToString();
-    j["layers"].push_back(lj);
+    JsonObject lo;
+    lo.json()["digest"] = l.digest.ToString();
+    lo.Text("media_type", l.media_type);
+    lo.json()["size"] = l.size;
+    if (l.diff_id) lo.json()["diff_id"] = l.diff_id->ToString();
+    j["layers"].push_back(std::move(lo).Take());
     total += l.size;
   }
   j["compressed_size"] = total;
@@ -51,7 +57,7 @@ Status Inspect(const InspectArgs& args) {
                {"directories", st.directories},
                {"regular_files", st.regular_files},
                {"content_bytes", st.content_bytes}};
-  std::printf("%s\n", j.dump(2).c_str());
+  PrintJson(std::move(o).Take());
   return Status::Ok();
 }
 
@@ -68,6 +74,8 @@ void RegisterInspect(CLI::App& app, int& exit_code) {
   AddImageOptions(*cmd, args->image);
   cmd->add_option("REF", args->ref, "Image reference")->required();
   cmd->add_flag("--raw", args->raw, "Print the raw manifest bytes");
+  // Accepted as ls, stat and diff take it, so scripts can pass --json to every command.
+  cmd->add_flag("--json", args->json, "JSON (the default output; there is no other)");
   cmd->callback([args, &exit_code] {
     Status s = Inspect(*args);
     exit_code = s.ok() ? 0 : ReportError(s);

@@ -13,6 +13,7 @@
 #include "base/stats.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/output.h"
 #include "fs/fs.h"
 
 namespace lazyfs::cli {
@@ -107,7 +108,7 @@ Status Stats(const StatsArgs& args) {
   }
   const nlohmann::json j = Summary(args.mountpoint, raw);
   if (args.json) {
-    std::printf("%s\n", j.dump(2).c_str());
+    PrintJson(j);
   } else {
     PrintText(j);
   }

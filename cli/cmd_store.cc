@@ -11,6 +11,7 @@
 #include "base/cas_dir.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/output.h"
 
 namespace lazyfs::cli {
 namespace {
@@ -44,10 +45,11 @@ Status Images(const ImagesArgs& args) {
   if (args.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& img : images) {
-      nlohmann::json j;
-      j["reference"] = img.descriptor.reference;
+      JsonObject o;
+      nlohmann::json& j = o.json();
+      o.Text("reference", img.descriptor.reference);
       j["manifest_digest"] = img.descriptor.manifest_digest.ToString();
-      j["platform"] = img.descriptor.platform;
+      o.Text("platform", img.descriptor.platform);
       j["layers"] = img.descriptor.layers.size();
       j["compressed_size"] = CompressedSize(img.descriptor);
       j["inodes"] = img.stats.inodes;
@@ -55,18 +57,19 @@ Status Images(const ImagesArgs& args) {
       j["content_bytes"] = img.stats.content_bytes;
       std::vector<std::string> refs;
       for (const auto& r : img.refs) refs.push_back(RefPart(r));
-      j["refs"] = refs;
-      out.push_back(j);
+      o.TextArray("refs", std::move(refs));
+      out.push_back(std::move(o).Take());
     }
-    std::printf("%s\n", out.dump(2).c_str());
+    PrintJson(out);
     return Status::Ok();
   }
   std::printf("%-50s %-19s %-12s %6s %10s %8s %10s\n", "REFERENCE", "DIGEST", "PLATFORM", "LAYERS",
               "SIZE", "FILES", "CONTENT");
   for (const auto& img : images) {
     std::printf("%-50s %-19s %-12s %6zu %10s %8" PRIu64 " %10s\n",
-                img.descriptor.reference.c_str(), img.descriptor.manifest_digest.Short().c_str(),
-                img.descriptor.platform.c_str(), img.descriptor.layers.size(),
+                TextName(img.descriptor.reference).c_str(),
+                img.descriptor.manifest_digest.Short().c_str(),
+                TextName(img.descriptor.platform).c_str(), img.descriptor.layers.size(),
                 HumanBytes(CompressedSize(img.descriptor)).c_str(), img.stats.regular_files,
                 HumanBytes(img.stats.content_bytes).c_str());
   }

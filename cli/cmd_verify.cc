@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "base/text.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "convert/convert.h"
@@ -23,9 +24,12 @@ struct VerifyArgs {
   std::vector<std::string> add_tars;  // the tars the image was materialized with, again
 };
 
-// Prints the findings on stdout; returns how many were problems.
+// Prints the findings on stdout; returns how many were problems. A finding names paths from
+// the image, so it is escaped as the error printer escapes messages.
 size_t Print(const convert::VerifyFindings& f) {
-  for (const std::string& line : f.lines) std::printf("%s\n", line.c_str());
+  for (const std::string& line : f.lines) {
+    std::printf("%s\n", EscapeBytes(line, Escape::kMessage).c_str());
+  }
   return f.problems;
 }
 

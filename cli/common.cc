@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "base/fd.h"
+#include "base/text.h"
 
 namespace lazyfs::cli {
 
@@ -152,7 +153,10 @@ std::string HumanBytes(uint64_t n) {
 }
 
 int ReportError(const Status& status) {
-  std::fprintf(stderr, "lazyfs: error: %s\n", status.message().c_str());
+  // The one error printer: a message may carry an image's names or a registry's text (an HTTP
+  // error body's message), so its control characters are escaped here, once, for every command.
+  const std::string message = EscapeBytes(status.message(), Escape::kMessage);
+  std::fprintf(stderr, "lazyfs: error: %s\n", message.c_str());
   return 1;
 }
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "base/fd.h"
+#include "convert/ext4_time.h"
 #include "convert/ext4_writer.h"
 
 namespace lazyfs::convert {
@@ -107,8 +108,9 @@ class TempImage {
 };
 
 void SetSuperTime(uint32_t& lo, uint8_t& hi, int64_t t) {
-  lo = static_cast<uint32_t>(t);
-  hi = static_cast<uint8_t>(static_cast<uint64_t>(t) >> 32);
+  const Ext4SuperTime st = EncodeSuperTime(t);
+  lo = st.lo;
+  hi = st.hi;
 }
 
 // The superblock parameters libext2fs lays the filesystem out from.
@@ -165,7 +167,7 @@ std::string SetIdentity(ext2_filsys fs, const Survey& survey, const Ext4Options&
   fs->super->s_default_mount_opts = EXT2_DEFM_XATTR_USER | EXT2_DEFM_ACL;
   std::memset(fs->super->s_volume_name, 0, sizeof(fs->super->s_volume_name));
   std::memcpy(fs->super->s_volume_name, options.label.data(), options.label.size());
-  fs->now = static_cast<time_t>(fs_time);
+  fs->now = static_cast<time_t>(std::clamp<int64_t>(fs_time, 0, index::kMaxTimeSec));
   SetSuperTime(fs->super->s_mkfs_time, fs->super->s_mkfs_time_hi, fs_time);
   SetSuperTime(fs->super->s_lastcheck, fs->super->s_lastcheck_hi, fs_time);
   ext2fs_init_csum_seed(fs);

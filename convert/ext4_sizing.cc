@@ -119,7 +119,7 @@ class Surveyor {
     }
     s_.ftype[ino] = ft;
     ++s_.inodes;
-    s_.newest_mtime = std::max(s_.newest_mtime, a.mtime_sec);
+    s_.newest_mtime = std::max(s_.newest_mtime, a.mtime().sec);
     for (uint64_t v : {ino, uint64_t{a.mode}, uint64_t{a.uid}, uint64_t{a.gid}, a.size,
                        static_cast<uint64_t>(a.mtime_sec), uint64_t{a.mtime_nsec},
                        uint64_t{a.rdev_major}, uint64_t{a.rdev_minor}}) {

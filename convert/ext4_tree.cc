@@ -12,6 +12,7 @@
 #include "base/thread_annotations.h"
 #include "convert/convert.h"
 #include "convert/ext2fs_handle.h"
+#include "convert/ext4_time.h"
 
 namespace lazyfs::convert {
 namespace {
@@ -218,10 +219,9 @@ Attr Ext4Tree::AttrOf(uint64_t ino, const ext2_inode_large& in) const {
   a.uid = inode_uid(in);
   a.gid = inode_gid(in);
   a.nlink = in.i_links_count;
-  // The time field with its extra word: two epoch bits above the signed seconds, nanoseconds.
-  a.mtime_sec =
-      static_cast<int32_t>(in.i_mtime) + (static_cast<int64_t>(in.i_mtime_extra & 3) << 32);
-  a.mtime_nsec = in.i_mtime_extra >> 2;
+  const index::Timestamp mtime = DecodeInodeTime(in.i_mtime, in.i_mtime_extra);
+  a.mtime_sec = mtime.sec;
+  a.mtime_nsec = mtime.nsec;
   if (LINUX_S_ISREG(in.i_mode) || LINUX_S_ISLNK(in.i_mode)) a.size = EXT2_I_SIZE(&in);
   if (LINUX_S_ISCHR(in.i_mode) || LINUX_S_ISBLK(in.i_mode)) {
     // The old 8:8 encoding in i_block[0], else the new 12:20 one in i_block[1].

@@ -31,6 +31,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "convert/ext4_time.h"
+
 namespace lazyfs::convert {
 namespace {
 
@@ -43,12 +45,9 @@ bool IsZero(const std::byte* p, size_t len) {
 }
 
 void SetTime(uint32_t& lo, uint32_t& extra, int64_t sec, uint32_t nsec) {
-  // The kernel's encoding: the low 32 bits as a signed seconds field, and in `extra` two epoch
-  // bits extending it (years up to 2446) plus the nanoseconds.
-  lo = static_cast<uint32_t>(sec);
-  const int64_t base = static_cast<int32_t>(lo);
-  const uint32_t epoch = static_cast<uint32_t>(static_cast<uint64_t>(sec - base) >> 32) & 3;
-  extra = epoch | (std::min<uint32_t>(nsec, 999'999'999) << 2);
+  const Ext4InodeTime t = EncodeInodeTime(sec, nsec);
+  lo = t.lo;
+  extra = t.extra;
 }
 
 struct Extent {

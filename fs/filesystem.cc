@@ -67,8 +67,10 @@ struct stat StatFromAttr(const index::Attr& a) {
   st.st_size = static_cast<off_t>(a.size);
   st.st_blksize = kBlockSize;
   st.st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
-  st.st_mtim.tv_sec = a.mtime_sec;
-  st.st_mtim.tv_nsec = a.mtime_nsec;
+  // Clamped: the image may record any int64, and time_t or the kernel may hold less.
+  const index::Timestamp mtime = a.mtime();
+  st.st_mtim.tv_sec = static_cast<time_t>(mtime.sec);
+  st.st_mtim.tv_nsec = mtime.nsec;
   st.st_atim = st.st_mtim;
   st.st_ctim = st.st_mtim;
   return st;

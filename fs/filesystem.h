@@ -88,7 +88,7 @@ struct XattrReply {
 int ErrnoFromStatus(const Status& status);
 
 // index::Attr → struct stat: the tree's uid, gid, full mode, size, nlink, rdev; atime = ctime =
-// mtime; st_blocks = ceil(size / 512); st_blksize = kBlockSize.
+// mtime clamped (index::ClampTime); st_blocks = ceil(size / 512); st_blksize = kBlockSize.
 struct stat StatFromAttr(const index::Attr& attr);
 
 // Serves one index::Tree read-only. Thread-safe: every method may be called concurrently (the

@@ -415,9 +415,9 @@ Result<Digest> LayerReader::ReadSparseData(const SparseChunker::ChunkFn& chunk,
   const Extents& map = *m.current_map;
   size_t extent = 0;
   for (;;) {
-    const char* buf;
-    size_t len;
-    int64_t off;
+    const char* buf = nullptr;
+    size_t len = 0;
+    int64_t off = 0;
     LAZYFS_ASSIGN_OR_RETURN(bool more, m.NextBlock(&buf, &len, &off));
     if (!more) break;
     if (len == 0) continue;
@@ -493,9 +493,9 @@ Result<Digest> LayerReader::ReadData(const Sink& sink, std::vector<Digest>* out_
     return Status::Ok();
   };
   for (;;) {
-    const char* buf;
-    size_t len;
-    int64_t off;
+    const char* buf = nullptr;
+    size_t len = 0;
+    int64_t off = 0;
     LAZYFS_ASSIGN_OR_RETURN(bool more, m.NextBlock(&buf, &len, &off));
     if (!more) break;
     if (off < 0 || static_cast<uint64_t>(off) < pos ||

@@ -11,6 +11,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -33,6 +34,26 @@ namespace lazyfs::index {
 // Inode numbers are dense, 1..Stats().inodes, assigned in sorted depth-first order; 1 is the root.
 inline constexpr uint64_t kRootIno = 1;
 
+// The times lazyfs presents and writes: ext4's range (signed 32-bit seconds and two epoch bits),
+// 1901-12-13T20:45:52Z .. 2446-05-10T22:38:55Z, with nanoseconds up to 999999999. A tar header
+// or a TOC may record any int64 of seconds; the tree keeps what it records, and every output
+// (FUSE attributes, ls/stat, ext4 inodes, diff --times) clamps to this range, so none of them
+// overflows a conversion and the mount, the listing and the materialized image agree.
+inline constexpr int64_t kMinTimeSec = -(int64_t{1} << 31);
+inline constexpr int64_t kMaxTimeSec = (int64_t{1} << 34) - (int64_t{1} << 31) - 1;
+inline constexpr uint32_t kMaxTimeNsec = 999'999'999;
+
+struct Timestamp {
+  int64_t sec = 0;
+  uint32_t nsec = 0;
+  bool operator==(const Timestamp&) const = default;
+};
+
+// `sec` and `nsec` clamped to the range above.
+inline Timestamp ClampTime(int64_t sec, uint32_t nsec) {
+  return {std::clamp(sec, kMinTimeSec, kMaxTimeSec), std::min(nsec, kMaxTimeNsec)};
+}
+
 struct Attr {
   uint64_t ino = 0;
   uint32_t mode = 0;   // st_mode: type bits | setuid/setgid/sticky | permissions, as in the tar header
@@ -48,6 +69,8 @@ struct Attr {
   bool is_dir() const { return S_ISDIR(mode); }
   bool is_reg() const { return S_ISREG(mode); }
   bool is_symlink() const { return S_ISLNK(mode); }
+  // The mtime as every output gives it (ClampTime).
+  Timestamp mtime() const { return ClampTime(mtime_sec, mtime_nsec); }
 };
 
 struct DirEntry {

@@ -10,6 +10,7 @@
 
 #include "base/digest.h"
 #include "base/fd.h"
+#include "base/text.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/support/foundation_spec.h"
 #include "tests/support/image_builder.h"
@@ -191,6 +192,108 @@ TEST_F(CliTest, DiffNamesWhatWasAddedRemovedAndModified) {
   EXPECT_NE(text.out.find("D " + removed), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("M " + modified + "  (0600 7:8; changed: mode"), std::string::npos)
       << text.out;
+}
+
+// The bytes an outside string in --json output stands for: its object's "bytes_escaped" says
+// whether it was written with \xNN escapes (docs/security.md, "Output").
+std::string Bytes(const nlohmann::json& object, const std::string& text) {
+  if (!object.value("bytes_escaped", false)) return text;
+  auto bytes = UnescapeBytes(text);
+  EXPECT_TRUE(bytes.ok()) << text;
+  return bytes.ok() ? *bytes : text;
+}
+std::string Field(const nlohmann::json& object, const char* key) {
+  return Bytes(object, object.at(key).get<std::string>());
+}
+
+TEST_F(CliTest, NamesThatAreNotUtf8OrCarryControlsNeverBreakOutput) {
+  const std::string bad = "bad\xff\xfename", nl = "nl\n\x1b[31mred",
+                    c1 = "c1\xc2\x9b"
+                         "2J",
+                    slash = "back\\xffslash", clear = "\x1b[2J\x1b]0;owned\x07";
+  Layer names;
+  names.format = TarFormat::kGnu;  // names and targets byte for byte, no pax charset
+  names.entries = {Raw(bad, EntryType::kFile, "x"), Raw(nl, EntryType::kFile, "y"),
+                   Raw(c1, EntryType::kFile, "z"),  Raw(slash, EntryType::kFile, "w"),
+                   Symlink("link", clear),          Symlink("link2", "to\xff")};
+  Layer attrs;
+  Entry with_xattr = File("xattr", "v");
+  // (The tar writer percent-encodes control bytes in xattr names, so the names' escaping is
+  // left to tests/fuzz/fuzz_output.cc; the value is bytes.)
+  with_xattr.xattrs["user.note"] = "\xff";
+  attrs.entries = {with_xattr};
+  ImageSpec spec;
+  spec.layers = {names, attrs};
+  // The layout directory's name is in the reference inspect prints: not UTF-8 either.
+  auto d = WriteOciLayout(spec, dir_ + "/lay\xffout", "names");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  const std::string ref = "oci:" + dir_ + "/lay\xffout:names";
+  const std::string ref_plain = Layout(ImageSpec{{Layer{{File("plain", "p")}}}}, "plain");
+
+  CommandResult ls = Lazyfs({"ls", "-R", "--json", ref, "/"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.err;
+  std::map<std::string, nlohmann::json> by_path;
+  for (const auto& e : nlohmann::json::parse(ls.out)) by_path[Field(e, "path")] = e;
+  for (const std::string& name : {bad, nl, c1, slash, std::string("link"), std::string("link2")}) {
+    EXPECT_TRUE(by_path.count("/" + name))
+        << "ls --json lost " << HexEncode(name) << ": " << ls.out;
+  }
+  EXPECT_TRUE(by_path["/" + bad].value("bytes_escaped", false)) << ls.out;
+  EXPECT_FALSE(by_path["/" + slash].contains("bytes_escaped")) << "valid UTF-8 is kept as is";
+  EXPECT_EQ(by_path["/" + slash]["path"], "/" + slash);
+  EXPECT_EQ(Field(by_path["/link"], "target"), clear);
+  EXPECT_EQ(Field(by_path["/link2"], "target"), "to\xff");
+  const nlohmann::json& x = by_path["/xattr"];
+  ASSERT_TRUE(x.contains("xattrs_hex")) << ls.out;
+  for (const auto& [name, value] : x["xattrs_hex"].items()) {
+    EXPECT_EQ(Bytes(x, name), "user.note");
+    EXPECT_EQ(value, "ff");
+  }
+
+  for (const std::string& path : {"/" + bad, "/" + nl, std::string("/link2")}) {
+    SCOPED_TRACE(HexEncode(path));
+    CommandResult st = Lazyfs({"stat", "--json", ref, path});
+    ASSERT_EQ(st.exit_code, 0) << st.err;
+    EXPECT_EQ(Field(nlohmann::json::parse(st.out), "path"), path);
+    CommandResult text = Lazyfs({"stat", ref, path});
+    ASSERT_EQ(text.exit_code, 0) << text.err;
+    EXPECT_FALSE(HasTerminalControls(text.out)) << text.out;
+  }
+
+  CommandResult diff = Lazyfs({"diff", "--json", ref_plain, ref});
+  ASSERT_EQ(diff.exit_code, 1) << diff.err;
+  std::set<std::string> changed;
+  for (const auto& c : nlohmann::json::parse(diff.out)) {
+    changed.insert(Field(c, "path"));
+    if (c.contains("after")) {
+      EXPECT_EQ(Field(c["after"], "path"), Field(c, "path"));
+    }
+  }
+  EXPECT_TRUE(changed.count("/" + bad) && changed.count("/" + nl)) << diff.out;
+
+  CommandResult inspect = Lazyfs({"inspect", "--json", ref});
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  EXPECT_EQ(Field(nlohmann::json::parse(inspect.out), "reference"), ref);
+
+  // Text: one line per entry, nothing a terminal would obey.
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"ls", "-l", ref, "/"},
+                                               {"ls", "-R", ref, "/"},
+                                               {"diff", ref_plain, ref},
+                                               {"stat", ref, "/link"}}) {
+    SCOPED_TRACE(args[0] + " " + args[1]);
+    CommandResult r = Lazyfs(args);
+    EXPECT_LE(r.exit_code, 1) << r.err;
+    EXPECT_FALSE(HasTerminalControls(r.out)) << r.out;
+  }
+  CommandResult ls_text = Lazyfs({"ls", ref, "/"});
+  EXPECT_EQ(std::count(ls_text.out.begin(), ls_text.out.end(), '\n'), 7) << ls_text.out;
+  EXPECT_NE(ls_text.out.find("nl\\x0a\\x1b[31mred\n"), std::string::npos) << ls_text.out;
+  EXPECT_NE(ls_text.out.find("back\\x5cxffslash\n"), std::string::npos) << ls_text.out;
+  // An error naming an outside path is one line without controls too.
+  CommandResult missing = Lazyfs({"cat", ref, "/gone\x1b[2J\n"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_EQ(std::count(missing.err.begin(), missing.err.end(), '\n'), 1) << missing.err;
+  EXPECT_FALSE(HasTerminalControls(missing.err)) << missing.err;
 }
 
 TEST_F(CliTest, ImagesRmiAndFsckManageTheStore) {

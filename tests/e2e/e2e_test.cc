@@ -2,18 +2,19 @@
 // and real ext4 images checked by e2fsck -fn and a read-only loop mount. Needs root and
 // /dev/fuse; a test that cannot get them fails and says so.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
-#include <gtest/gtest.h>
 #include <set>
 
 #include "base/fd.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/e2e/suite.h"
+#include "tests/support/fault_proxy.h"
 #include "tests/support/foundation_spec.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/listing.h"
@@ -242,6 +243,46 @@ TEST_F(E2eTest, BadInputGetsAOneLineErrorAndLeavesTheStoreAlone) {
   ASSERT_EQ(Mount(FoundationRef()).exit_code, 0);
   ExpectMountMatchesSpec();
   Umount();
+}
+
+TEST_F(E2eTest, RegistryErrorTextCannotSteerTheTerminal) {
+  auto proxy = FaultProxy::Start(world->registry->host());
+  ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
+  const std::string ref = "docker://" + (*proxy)->host() + "/e2e/foundation:1";
+  struct Case {
+    std::string name;
+    FaultRule rule;
+    std::string shown;  // how the message must show the hostile part, escaped
+  };
+  FaultRule body;
+  body.path_contains = "/manifests/";
+  body.status = 400;
+  body.times = -1;
+  // Clear the screen, retitle the window, ring, forge a second line, CSI as a C1 control.
+  body.body = R"({"errors":[{"code":"DENIED","message":"\u001b[2J\u001b]0;owned\u0007)"
+              R"(\nlazyfs: ok\r\u009b31m"}]})";
+  FaultRule challenge;
+  challenge.path_contains = "/manifests/";
+  challenge.status = 401;
+  challenge.times = -1;
+  challenge.body = "{}";
+  challenge.headers = {"WWW-Authenticate: \x1b[2JEvil realm=\"x\""};
+  const std::vector<Case> cases = {
+      {"an error body's message", body,
+       "\\x1b[2J\\x1b]0;owned\\x07\\x0alazyfs: ok\\x0d\\xc2\\x9b31m"},
+      {"a WWW-Authenticate challenge", challenge, "\\x1b[2jevil"}  // schemes are lowercased,
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    (*proxy)->ClearRules();
+    (*proxy)->AddRule(c.rule);
+    CommandResult r = RunLazyfs({"inspect", "--store", store_, "-q", ref});
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_TRUE(r.err.starts_with("lazyfs: error: ")) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
+    EXPECT_FALSE(HasTerminalControls(r.err)) << r.err;
+    EXPECT_NE(r.err.find(c.shown), std::string::npos) << r.err;
+  }
 }
 
 }  // namespace

@@ -12,6 +12,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/text.h"
+
 namespace lazyfs::testing {
 namespace {
 
@@ -124,6 +126,19 @@ Result<Listing> ListExt4Image(const std::string& image, const std::string& mount
   got->erase("/lost+found");
   got->at("/").nlink -= 1;
   return got;
+}
+
+bool HasTerminalControls(const std::string& text) {
+  // Valid UTF-8 has no bare 0x80..0x9f byte; its C1 controls are 0xc2 then 0x80..0x9f.
+  if (!IsUtf8(text)) return true;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if ((c < 0x20 && c != '\n') || c == 0x7f) return true;
+    if (c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) < 0xa0) {
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace lazyfs::testing

@@ -36,6 +36,10 @@ bool IsMountpoint(const std::string& path);
 // Best effort: unmount if mounted (used in TearDown).
 void ForceUnmount(const std::string& path);
 std::string MakeTempDir(const std::string& prefix);
+// True when `text` holds what a terminal would obey rather than show: a C0 control other than
+// the newline, DEL, a C1 control (as UTF-8, U+0080..U+009F, or as a bare byte 0x80..0x9f an
+// 8-bit terminal takes), or anything that is not UTF-8.
+bool HasTerminalControls(const std::string& text);
 // Loop-mounts an ext4 image written by lazyfs read-only at mountpoint (created if absent), lists
 // it and unmounts. The writer's /lost+found, the one expected difference from the image's tree,
 // is removed along with the link it adds to the root; an image without one is an error.

@@ -572,6 +572,75 @@ TEST_F(HostileTest, AHundredGibSparseFileMountsAndMaterializesWithoutItsHoles) {
   EXPECT_LT(stored, uint64_t{128} << 20);
 }
 
+// Mtimes at the ends of int64 and around the epoch: every output clamps them to ext4's range
+// (1901-12-13T20:45:52Z .. 2446-05-10T22:38:55Z; docs/security.md, "Output") and none fails.
+class HostileTimesTest : public HostileTest {};
+
+TEST_F(HostileTimesTest, ExtremeMtimesAreClampedByEveryOutput) {
+  struct Time {
+    const char* name;
+    int64_t recorded, shown;
+    const char* text;  // as ls -l and stat print it (UTC)
+  };
+  const Time times[] = {
+      {"max", INT64_MAX, 15'032'385'535, "2446-05-10 22:38:55"},
+      {"min", INT64_MIN, -2'147'483'648, "1901-12-13 20:45:52"},
+      {"minus1", -1, -1, "1969-12-31 23:59:59"},
+      {"zero", 0, 0, "1970-01-01 00:00:00"},
+  };
+  std::vector<Entry> entries;
+  for (const Time& t : times) {
+    entries.push_back(File(t.name, t.name));
+    entries.back().mtime = t.recorded;
+  }
+  ASSERT_TRUE(WriteOciLayout(OneLayer(entries), dir_ + "/layout", "times").ok());
+  const std::string ref = "oci:" + dir_ + "/layout:times";
+  const std::string store = dir_ + "/store", mnt = dir_ + "/mnt", img = dir_ + "/out.img";
+
+  CommandResult ls = RunLazyfs({"ls", "--store", store, "-q", "-l", ref, "/"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.err;
+  for (const Time& t : times) {
+    SCOPED_TRACE(t.name);
+    EXPECT_NE(ls.out.find(std::string(t.text) + " " + t.name + "\n"), std::string::npos) << ls.out;
+    CommandResult js = RunLazyfs({"stat", "--store", store, "-q", "--json", ref, t.name});
+    ASSERT_EQ(js.exit_code, 0) << js.err;
+    EXPECT_NE(js.out.find("\"mtime\": " + std::to_string(t.shown) + ","), std::string::npos)
+        << js.out;
+    CommandResult text = RunLazyfs({"stat", "--store", store, "-q", ref, t.name});
+    ASSERT_EQ(text.exit_code, 0) << text.err;
+    EXPECT_NE(text.out.find(std::string("Modify: ") + t.text), std::string::npos) << text.out;
+  }
+
+  CommandResult mount = RunLazyfs({"mount", "--store", store, "-q", ref, mnt});
+  ASSERT_EQ(mount.exit_code, 0) << mount.err;
+  for (const Time& t : times) {
+    struct stat st;
+    ASSERT_EQ(::lstat((mnt + "/" + t.name).c_str(), &st), 0) << t.name;
+    EXPECT_EQ(st.st_mtim.tv_sec, t.shown) << t.name;
+  }
+
+  CommandResult mat = RunLazyfs({"materialize", "--store", store, "-q", ref, img});
+  ASSERT_EQ(mat.exit_code, 0) << mat.err;
+  CommandResult fsck = RunCommand({"e2fsck", "-fn", img});
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
+  for (const Time& t : times) {
+    CommandResult d = RunCommand({"debugfs", "-R", std::string("stat /") + t.name, img});
+    ASSERT_EQ(d.exit_code, 0) << d.err;
+    // debugfs prints "mtime: 0x...:... -- Sat May 10 22:38:55 2446" in the local zone; the
+    // year is the same in every zone for these.
+    const std::string year = std::string(t.text).substr(0, 4);
+    const size_t at = d.out.find(" mtime: ");
+    ASSERT_NE(at, std::string::npos) << d.out;
+    const std::string line = d.out.substr(at, d.out.find('\n', at) - at);
+    if (t.shown < -86400 || t.shown > 86400) {
+      EXPECT_NE(line.find(year), std::string::npos) << line;
+    }
+  }
+  // verify compares the image with the index: the clamped times are the index's as shown.
+  CommandResult verify = RunLazyfs({"verify", "--store", store, "-q", img, ref});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+}
+
 INSTANTIATE_TEST_SUITE_P(Corpus, HostileTest, ::testing::Range<size_t>(0, Corpus().size()),
                          [](const ::testing::TestParamInfo<size_t>& info) {
                            std::string name = Corpus()[info.param].name;

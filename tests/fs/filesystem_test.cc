@@ -175,6 +175,31 @@ std::vector<std::string> Names(const std::vector<DirItem>& items) {
   return out;
 }
 
+TEST(StatFromAttrTest, ExtremeMtimesAreClampedToTheRangeEveryOutputShows) {
+  struct Case {
+    int64_t sec;
+    uint32_t nsec;
+    int64_t want_sec;
+    long want_nsec;
+  };
+  const Case cases[] = {
+      {INT64_MAX, UINT32_MAX, 15'032'385'535, 999'999'999},  // 2446-05-10T22:38:55Z
+      {INT64_MIN, 0, -2'147'483'648, 0},                     // 1901-12-13T20:45:52Z
+      {-1, 5, -1, 5},
+      {0, 0, 0, 0},
+  };
+  for (const Case& c : cases) {
+    index::Attr a;
+    a.mode = S_IFREG | 0644;
+    a.mtime_sec = c.sec;
+    a.mtime_nsec = c.nsec;
+    const struct stat st = StatFromAttr(a);
+    EXPECT_EQ(st.st_mtim.tv_sec, c.want_sec) << c.sec;
+    EXPECT_EQ(st.st_mtim.tv_nsec, c.want_nsec) << c.sec;
+    EXPECT_EQ(st.st_ctim.tv_sec, c.want_sec) << c.sec;
+  }
+}
+
 TEST_F(FileSystemTest, ReadDirListsDotsThenSortedChildrenWithStableOffsets) {
   auto all = fs_->ReadDir(index::kRootIno, 0);
   ASSERT_TRUE(all.ok()) << all.status().ToString();

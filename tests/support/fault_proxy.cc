@@ -283,11 +283,14 @@ void FaultProxy::Serve(int client_fd, int connection) {
     const bool faulty = TakeRule(req.method, req.target, &rule);
     using Action = FaultRule::Action;
     if (faulty && rule.action == Action::kStatus) {
-      const std::string body = "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"injected " +
-                               std::to_string(rule.status) + "\"}]}";
+      const std::string body =
+          !rule.body.empty() ? rule.body
+                             : "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"injected " +
+                                   std::to_string(rule.status) + "\"}]}";
       std::string resp = "HTTP/1.1 " + std::to_string(rule.status) + " " +
                          ReasonFor(rule.status) + "\r\nContent-Type: application/json\r\n";
       if (!rule.retry_after.empty()) resp += "Retry-After: " + rule.retry_after + "\r\n";
+      for (const std::string& h : rule.headers) resp += h + "\r\n";
       resp += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
       if (req.method != "HEAD") resp += body;
       Update(index, rule.status, 0, "status");

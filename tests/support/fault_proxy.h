@@ -39,6 +39,10 @@ struct FaultRule {
   int status = 503;
   std::string retry_after;
   std::string redirect_to;  // "http://127.0.0.1:PORT"
+  // kStatus: the body answered (default: a registry error JSON naming the status), and more
+  // header lines ("Name: value", sent as given) — a registry's words, hostile ones included.
+  std::string body;
+  std::vector<std::string> headers;
   std::string method;       // only requests with this method ("GET", "HEAD"); empty: any
   int times = 1;            // how many matching requests it applies to; -1: all
 };
