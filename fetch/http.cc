@@ -172,7 +172,7 @@ Status SetOptions(CURL* easy, const HttpOptions& options, CURLSH* share, Transfe
   curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, options.connect_timeout_s);
-  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, std::max(1L, options.low_speed_limit_bps));
   curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, options.low_speed_timeout_s);
   // The deadline bounds the whole transfer; the progress callback also sees a Canceller.
   if (const auto left = request.deadline.remaining(); left != std::chrono::milliseconds::max()) {
