@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/text.h"
+#include "fetch/registry_auth.h"
 #include "fetch/registry_client.h"
 
 namespace lazyfs::fetch {
@@ -16,13 +17,26 @@ using Json = nlohmann::json;
 
 constexpr uint64_t kMaxTokenResponse = 1 << 20;
 
-// One challenge of a WWW-Authenticate header: the scheme and its parameters.
-struct Challenge {
-  std::string scheme;  // lower-cased
-  std::map<std::string, std::string> params;
-};
+// The distribution spec's lifetime when a token service states none.
+constexpr int64_t kDefaultTokenLifetime = 60;
+// A token is asked for again at least this often, however long its service says it lives.
+constexpr int64_t kMaxTokenLifetime = 3600;
 
-// Parses `Bearer realm="...",service="...",scope="..."` (the first challenge only).
+// A token answer's "expires_in" as a number of seconds in [1, kMaxTokenLifetime]. A service
+// states what it likes (1e30, INT64_MAX, -5, "3600"): it is clamped here, before any clock
+// arithmetic could overflow. Short lifetimes are honoured; nonsense gets the default.
+std::chrono::seconds LifetimeOf(const Json& answer) {
+  auto it = answer.find("expires_in");
+  if (it == answer.end() || !it->is_number()) return std::chrono::seconds(kDefaultTokenLifetime);
+  // Through double: every JSON number converts without overflow, unsigned and huge ones too.
+  const double stated = it->get<double>();
+  if (!(stated >= 1)) return std::chrono::seconds(kDefaultTokenLifetime);  // NaN, 0, negative
+  if (stated >= kMaxTokenLifetime) return std::chrono::seconds(kMaxTokenLifetime);
+  return std::chrono::seconds(static_cast<int64_t>(stated));
+}
+
+}  // namespace
+
 Challenge ParseChallenge(std::string_view header) {
   Challenge c;
   size_t i = 0;
@@ -63,8 +77,22 @@ Challenge ParseChallenge(std::string_view header) {
   return c;
 }
 
-
-}  // namespace
+Result<TokenGrant> ParseTokenResponse(std::string_view body, const std::string& peer) {
+  Json j = Json::parse(body, nullptr, false);
+  TokenGrant grant;
+  if (j.is_object()) {
+    for (const char* key : {"token", "access_token"}) {
+      auto it = j.find(key);
+      if (it != j.end() && it->is_string() && !it->get<std::string>().empty()) {
+        grant.token = it->get<std::string>();
+        break;
+      }
+    }
+  }
+  if (grant.token.empty()) return PermissionDeniedError(peer + ": response holds no token");
+  grant.lifetime = LifetimeOf(j);
+  return grant;
+}
 
 Status RegistryClient::Authenticate(const HttpResponse& response,
                                     const std::string& used_authorization,
@@ -133,26 +161,12 @@ Status RegistryClient::FetchToken(const std::string& realm, const std::string& s
                       request.peer + ": HTTP " + std::to_string(response.status));
     return s;
   }
-  Json j = Json::parse(response.body, nullptr, false);
-  std::string token;
-  if (j.is_object()) {
-    for (const char* key : {"token", "access_token"}) {
-      auto it = j.find(key);
-      if (it != j.end() && it->is_string() && !it->get<std::string>().empty()) {
-        token = it->get<std::string>();
-        break;
-      }
-    }
-  }
-  if (token.empty()) return PermissionDeniedError(request.peer + ": response holds no token");
-  // The distribution spec's default lifetime is 60 s; renew a little before the end.
-  long lifetime = 60;
-  if (auto it = j.find("expires_in"); it != j.end() && it->is_number_integer()) {
-    lifetime = std::max<long>(1, it->get<long>());
-  }
+  LAZYFS_ASSIGN_OR_RETURN(TokenGrant grant, ParseTokenResponse(response.body, request.peer));
+  // Renew a little before the end.
+  const long lifetime = static_cast<long>(grant.lifetime.count());
   const long margin = lifetime > 30 ? 10 : 0;
   MutexLock lock(mu_);
-  authorization_ = "Bearer " + token;
+  authorization_ = "Bearer " + grant.token;
   token_expiry_ = std::chrono::steady_clock::now() + std::chrono::seconds(lifetime - margin);
   return Status::Ok();
 }
