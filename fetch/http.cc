@@ -171,6 +171,9 @@ Status SetOptions(CURL* easy, const HttpOptions& options, CURLSH* share, Transfe
   curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+  // Redirects are followed by hand (Perform) so the Authorization header stays home; should
+  // libcurl ever follow one itself, it must not take credentials to another host either.
+  curl_easy_setopt(easy, CURLOPT_UNRESTRICTED_AUTH, 0L);
   curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, options.connect_timeout_s);
   curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, std::max(1L, options.low_speed_limit_bps));
   curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, options.low_speed_timeout_s);

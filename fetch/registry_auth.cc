@@ -94,6 +94,37 @@ Result<TokenGrant> ParseTokenResponse(std::string_view body, const std::string& 
   return grant;
 }
 
+std::string HostOnly(std::string_view host_port) {
+  std::string host;
+  if (host_port.starts_with('[')) {
+    const size_t close = host_port.find(']');
+    host = host_port.substr(1, close == std::string_view::npos ? close : close - 1);
+  } else if (const size_t colon = host_port.find(':');
+             colon != std::string_view::npos &&
+             host_port.find(':', colon + 1) != std::string_view::npos) {
+    host = host_port;  // more than one colon without brackets: a bare IPv6 address
+  } else {
+    host = host_port.substr(0, colon);
+  }
+  std::transform(host.begin(), host.end(), host.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return host;
+}
+
+bool RealmMayReceiveCredentials(const std::string& realm, std::string_view registry,
+                                std::string_view registry_scheme) {
+  const std::string origin = OriginOf(realm);  // "scheme://host:port", or empty
+  const size_t sep = origin.find("://");
+  if (sep == std::string::npos) return false;
+  const std::string scheme = origin.substr(0, sep);
+  const std::string realm_host_port = origin.substr(sep + 3);
+  if (IsLoopbackHost(realm_host_port) && IsLoopbackHost(registry)) return true;
+  const std::string realm_host = HostOnly(realm_host_port);
+  const std::string registry_host = HostOnly(registry);
+  if (realm_host == registry_host) return scheme == "https" || scheme == registry_scheme;
+  return scheme == "https" && IsDockerHub(registry_host) && realm_host == "auth.docker.io";
+}
+
 Status RegistryClient::Authenticate(const HttpResponse& response,
                                     const std::string& used_authorization,
                                     const Deadline& deadline) {
@@ -143,16 +174,35 @@ Status RegistryClient::FetchToken(const std::string& realm, const std::string& s
   request.peer = "token service " + OriginOf(realm) + " for registry " + registry_;
   request.max_body = kMaxTokenResponse;
   request.deadline = deadline;
-  if (credentials_) {
+  // containerd and podman send the credentials to whatever realm the registry names; lazyfs
+  // sends them only where they cannot leak (RealmMayReceiveCredentials). A realm elsewhere gets
+  // the anonymous request those tools make when they hold no credentials, rather than an error:
+  // a public image still pulls, and a private one fails saying the credentials were withheld.
+  std::string scheme;
+  {
+    MutexLock lock(mu_);
+    scheme = scheme_;
+  }
+  const bool send = credentials_ && RealmMayReceiveCredentials(realm, endpoint_, scheme);
+  if (send) {
     request.authorization =
         "Basic " + Base64Encode(credentials_->username + ":" + credentials_->password);
+  }
+  const std::string withheld =
+      credentials_ && !send ? "credentials from " + credentials_source_ +
+                                  " were not sent to the token service at " + OriginOf(realm) +
+                                  ": it is not " + endpoint_ + " over HTTPS"
+                            : std::string();
+  {
+    MutexLock lock(mu_);
+    withheld_ = withheld;
   }
   LAZYFS_ASSIGN_OR_RETURN(HttpResponse response, http_.Perform(request));
   if (response.status == 401 || response.status == 403) {
     return PermissionDeniedError(
         request.peer + ": " +
-        (credentials_ ? "credentials from " + credentials_source_ + " were rejected"
-                      : std::string("anonymous access denied")) +
+        (send ? "credentials from " + credentials_source_ + " were rejected"
+              : "anonymous access denied" + (withheld.empty() ? "" : " (" + withheld + ")")) +
         " (HTTP " + std::to_string(response.status) + ")");
   }
   if (response.status != 200) {

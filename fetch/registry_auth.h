@@ -34,4 +34,17 @@ struct TokenGrant {
 // Fails with PermissionDenied "PEER: response holds no token".
 Result<TokenGrant> ParseTokenResponse(std::string_view body, const std::string& peer);
 
+// Whether the user's basic credentials for the registry spoken to at `registry` (host[:port],
+// over `registry_scheme`, "https" or "http") may go with a token request to `realm` (the URL a
+// Bearer challenge names). Only where they cannot leak: the registry's own host over HTTPS (or
+// over plain HTTP when the registry itself is spoken to that way), a loopback realm of a
+// loopback registry (this machine to itself), and Docker Hub's token service (auth.docker.io over
+// HTTPS) for Docker Hub. Never in plain HTTP to another host, never to another host at all; a
+// remote registry that names a loopback realm would hand them to whatever listens on that port.
+bool RealmMayReceiveCredentials(const std::string& realm, std::string_view registry,
+                                std::string_view registry_scheme);
+
+// The host of "host[:port]" or "[v6]:port", lower-cased, without brackets.
+std::string HostOnly(std::string_view host_port);
+
 }  // namespace lazyfs::fetch

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fetch/manifest.h"
+#include "fetch/registry_auth.h"
 
 namespace lazyfs::fetch {
 namespace {
@@ -18,19 +19,6 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr std::string_view kDockerHubEndpoint = "registry-1.docker.io";
-
-std::string HostOnly(std::string_view host_port) {
-  if (host_port.starts_with('[')) {
-    const size_t close = host_port.find(']');
-    return std::string(host_port.substr(1, close == std::string_view::npos ? close : close - 1));
-  }
-  const size_t colon = host_port.find(':');
-  // More than one colon without brackets: a bare IPv6 address.
-  if (colon != std::string_view::npos && host_port.find(':', colon + 1) != std::string_view::npos) {
-    return std::string(host_port);
-  }
-  return std::string(host_port.substr(0, colon));
-}
 
 // The registry's own explanation from an error body ({"errors":[{"code":..,"message":..}]}).
 std::pair<std::string, std::string> RegistryErrorOf(const std::string& body) {

@@ -148,6 +148,9 @@ class RegistryClient {
   std::string scheme_ LAZYFS_GUARDED_BY(mu_);  // "https" or "http"
   bool scheme_settled_ LAZYFS_GUARDED_BY(mu_) = false;
   std::string authorization_ LAZYFS_GUARDED_BY(mu_);  // "Bearer ..." / "Basic ...", or empty
+  // Why the last token request went without the credentials (RealmMayReceiveCredentials), for
+  // the message of a refusal; empty when they went or there are none.
+  std::string withheld_ LAZYFS_GUARDED_BY(mu_);
   // When a bearer token in authorization_ stops being valid.
   std::chrono::steady_clock::time_point token_expiry_ LAZYFS_GUARDED_BY(mu_) =
       std::chrono::steady_clock::time_point::max();

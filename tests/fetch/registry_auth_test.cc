@@ -71,5 +71,38 @@ TEST(TokenResponseTest, NoTokenIsPermissionDenied) {
   EXPECT_EQ(grant->token, "a");
 }
 
+// Basic credentials go with a token request only where they cannot leak.
+TEST(RealmRuleTest, CredentialsGoOnlyToTheRegistrysHostOverHttps) {
+  struct Case {
+    std::string realm, registry, scheme;
+    bool send;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"https://reg.example/token", "reg.example", "https", true},
+           {"https://REG.Example:8443/v2/token?x=1", "reg.example:5000", "https", true},
+           {"http://reg.example/token", "reg.example", "https", false},  // plain HTTP
+           {"http://reg.example:5001/token", "reg.example:5000", "http", true},  // as insecure
+           {"http://evil.example/token", "reg.example", "https", false},
+           {"http://evil.example/token", "reg.example", "http", false},
+           {"https://evil.example/token", "reg.example", "https", false},  // another host
+           {"https://reg.example.evil.example/token", "reg.example", "https", false},
+           {"https://evil.example/reg.example", "reg.example", "https", false},
+           {"https://reg.example@evil.example/token", "reg.example", "https", false},
+           {"https://auth.docker.io/token", "registry-1.docker.io", "https", true},
+           {"http://auth.docker.io/token", "registry-1.docker.io", "https", false},
+           {"https://auth.docker.io/token", "reg.example", "https", false},
+           {"http://127.0.0.1:9000/token", "127.0.0.1:5000", "http", true},  // this machine
+           {"http://127.0.0.2/token", "127.0.0.1:5000", "http", true},
+           {"http://localhost/token", "[::1]:5000", "http", true},
+           {"http://127.0.0.1/token", "reg.example", "https", false},  // a remote one's local port
+           {"http://192.0.2.2/token", "127.0.0.1:5000", "http", false},
+           {"not a url", "reg.example", "https", false},
+           {"", "reg.example", "https", false},
+       }) {
+    SCOPED_TRACE(c.realm + " for " + c.registry + " over " + c.scheme);
+    EXPECT_EQ(RealmMayReceiveCredentials(c.realm, c.registry, c.scheme), c.send);
+  }
+}
+
 }  // namespace
 }  // namespace lazyfs::fetch

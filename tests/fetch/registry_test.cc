@@ -9,6 +9,8 @@
 #include <chrono>
 #include <optional>
 #include <dirent.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <mutex>
 #include <thread>
 
@@ -530,6 +532,103 @@ TEST_F(RegistryTest, AnEndlessTokenLifetimeIsClampedAndTheTokenReused) {
     ASSERT_TRUE(fd.ok()) << fd.status().message();
     EXPECT_EQ(front.token_requests(), 1) << "the token was not reused";
   }
+}
+
+// --- where basic credentials may go with a token request -------------------------------------
+
+// An IPv4 address of this machine outside 127.0.0.0/8: a host that is not "this machine to
+// itself" by its name, yet reachable from the test. Empty when there is none.
+std::string NonLoopbackAddress() {
+  ifaddrs* all = nullptr;
+  if (::getifaddrs(&all) != 0) return {};
+  std::string found;
+  for (ifaddrs* a = all; a && found.empty(); a = a->ifa_next) {
+    if (!a->ifa_addr || a->ifa_addr->sa_family != AF_INET || !(a->ifa_flags & IFF_UP)) continue;
+    const in_addr addr = reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr;
+    if ((ntohl(addr.s_addr) >> 24) == 127) continue;
+    char text[INET_ADDRSTRLEN];
+    if (::inet_ntop(AF_INET, &addr, text, sizeof text)) found = text;
+  }
+  ::freeifaddrs(all);
+  return found;
+}
+
+// A loopback registry whose challenge names a token service on another host over plain HTTP.
+struct RealmElsewhere {
+  TokenFront tokens, front;
+  std::string config;  // a docker config with credentials for the front
+};
+
+std::unique_ptr<RealmElsewhere> StartRealmElsewhere(const std::string& upstream,
+                                                    const std::string& dir,
+                                                    const std::string& token_basic_auth) {
+  const std::string ip = NonLoopbackAddress();
+  if (ip.empty()) {
+    ADD_FAILURE() << "this machine has no non-loopback IPv4 address to play the other host "
+                     "(getifaddrs): the test needs one";
+    return nullptr;
+  }
+  std::unique_ptr<RealmElsewhere> w(
+      new RealmElsewhere{TokenFront(upstream, token_basic_auth), TokenFront(upstream), ""});
+  if (Status s = w->tokens.Start(ip); !s.ok()) {
+    ADD_FAILURE() << s.message();
+    return nullptr;
+  }
+  if (Status s = w->front.Start(); !s.ok()) {
+    ADD_FAILURE() << s.message();
+    return nullptr;
+  }
+  w->front.set_realm("http://" + w->tokens.host() + "/token");
+  w->config = WriteDockerConfig(dir, w->front.host(), "realm-user", "s3cret-realm");
+  return w;
+}
+
+TEST_F(RegistryTest, CredentialsNeverGoToATokenServiceOnAnotherHost) {
+  PushImage("realm/elsewhere", "v1", {"realm elsewhere"});
+  auto w = StartRealmElsewhere(registry_->host(), tmp_.path(), "");
+  ASSERT_NE(w, nullptr);
+  auto source = OpenSource("docker://" + w->front.host() + "/realm/elsewhere:v1", store_,
+                           w->config);
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  // The token is asked for anonymously, and the (public) image still pulls with it.
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_EQ(w->front.token_requests(), 0);
+  EXPECT_EQ(w->tokens.token_authorizations(), std::vector<std::string>{""});
+}
+
+TEST_F(RegistryTest, ARefusalWithCredentialsWithheldSaysSo) {
+  PushImage("realm/private", "v1", {"realm private"});
+  auto w = StartRealmElsewhere(registry_->host(), tmp_.path(),
+                               "Basic " + UserPass64("realm-user", "s3cret-realm"));
+  ASSERT_NE(w, nullptr);
+  auto source = OpenSource("docker://" + w->front.host() + "/realm/private:v1", store_,
+                           w->config);
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  auto image = (*source)->Resolve();
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_THAT(image.status().message(), HasSubstr("were not sent to the token service at http://" +
+                                                  w->tokens.host()));
+  EXPECT_THAT(image.status().message(), Not(HasSubstr("s3cret-realm")));
+  EXPECT_EQ(w->tokens.token_authorizations(), std::vector<std::string>{""});
+}
+
+// Loopback to loopback is this machine talking to itself: the credentials go.
+TEST_F(RegistryTest, ALoopbackRegistrysLoopbackTokenServiceGetsTheCredentials) {
+  PushImage("realm/loopback", "v1", {"realm loopback"});
+  const std::string basic = "Basic " + UserPass64("realm-user", "s3cret-realm");
+  TokenFront tokens(registry_->host(), basic), front(registry_->host());
+  ASSERT_TRUE(tokens.Start("127.0.0.2").ok());
+  ASSERT_TRUE(front.Start().ok());
+  front.set_realm("http://" + tokens.host() + "/token");
+  auto source = OpenSource("docker://" + front.host() + "/realm/loopback:v1", store_,
+                           WriteDockerConfig(tmp_.path(), front.host(), "realm-user",
+                                             "s3cret-realm"));
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_EQ(tokens.token_authorizations(), std::vector<std::string>{basic});
 }
 
 // --- redirects to blob storage --------------------------------------------------------------
