@@ -177,10 +177,11 @@ Status SetOptions(CURL* easy, const HttpOptions& options, CURLSH* share, Transfe
   curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, options.connect_timeout_s);
   curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, std::max(1L, options.low_speed_limit_bps));
   curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, options.low_speed_timeout_s);
-  // The deadline bounds the whole transfer; the progress callback also sees a Canceller.
+  // The deadline bounds the whole transfer; the progress callback also sees a Canceller. Rounded
+  // up past the deadline (remaining() is truncated): a timeout that fired a moment before it
+  // would pass for the network's, and the error would not say that the deadline ended it.
   if (const auto left = request.deadline.remaining(); left != std::chrono::milliseconds::max()) {
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
-                     static_cast<long>(std::max<int64_t>(1, left.count())));
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(left.count() + 1));
   }
   curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &OnProgress);

@@ -266,25 +266,27 @@ TEST_F(ResilienceTest, StalledServerTimesOutNamingTheRegistry) {
   EXPECT_THAT(n.status().message(), HasSubstr("timed out"));
 }
 
-FaultRule Drip(const Digest& digest) {
+// A rule that makes the registry send the blob's bytes one every `interval_ms`.
+FaultRule Drip(const Digest& digest, int interval_ms = 1000) {
   FaultRule r = Rule("/blobs/" + digest.ToString(), FaultRule::Action::kDrip, -1);
   r.method = "GET";
-  r.drip_interval_ms = 1000;
+  r.drip_interval_ms = interval_ms;
   return r;
 }
 
-// A registry that sends a byte a second is below any sane minimum rate: the download fails
-// (each attempt at the low-speed check) instead of taking the blob's size in seconds.
+// A registry that sends a few bytes a second is below any sane minimum rate, yet above the
+// 1 byte/s curl's low-speed check once took for one: the download fails (each attempt at the
+// low-speed check) instead of taking a second per four bytes of the blob.
 TEST_F(ResilienceTest, ADrippingRegistryFailsAWholeBlobAtTheMinimumRate) {
   const std::string layer = Pattern(5000, 10);
   const Digest digest = Sha256Of(layer);
   SourceOptions options = Options();
   options.min_rate_bps = 100;
-  options.low_speed_timeout_s = 1;
+  options.low_speed_timeout_s = 2;
   options.max_attempts = 2;
   auto source = Resolved("res/drip", layer, options);
   ASSERT_NE(source, nullptr);
-  proxy_->AddRule(Drip(digest));
+  proxy_->AddRule(Drip(digest, /*interval_ms=*/250));
   auto fd = WithinHangGuard([&] { return source->OpenBlob(digest, layer.size()); });
   ASSERT_FALSE(fd.ok());
   ExpectUnavailableNaming(fd.status(), digest);
