@@ -286,7 +286,8 @@ Result<std::unique_ptr<ImageSource>> OpenRegistrySource(const ImageRef& ref,
                           CasDir::Open(options.store.blobs()));
   LAZYFS_ASSIGN_OR_RETURN(RegistriesConf conf, LoadRegistriesConf(options));
   LAZYFS_ASSIGN_OR_RETURN(std::vector<Endpoint> endpoints,
-                          EndpointsFor(conf, ref.registry, ref.repository, options));
+                          EndpointsFor(conf, ref.registry, ref.repository,
+                                       /*by_digest=*/ref.digest.has_value(), options));
   std::vector<std::unique_ptr<RegistryClient>> clients;
   for (const Endpoint& e : endpoints) {
     SourceOptions endpoint_options = options;
