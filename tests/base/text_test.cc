@@ -43,7 +43,9 @@ TEST(TextTest, Base64DecodeTakesBothAlphabetsAndMissingPadding) {
   for (const Case& c : cases) {
     auto got = Base64Decode(c.in);
     EXPECT_EQ(got.ok(), c.ok) << c.in;
-    if (c.ok && got.ok()) EXPECT_EQ(*got, c.out) << c.in;
+    if (c.ok && got.ok()) {
+      EXPECT_EQ(*got, c.out) << c.in;
+    }
   }
 }
 
