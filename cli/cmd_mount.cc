@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -33,8 +34,34 @@ struct MountArgs {
   std::vector<std::string> fuse_options;
 };
 
+// SIGINT, SIGTERM and SIGHUP are blocked in every thread from the start, so that no thread that
+// preparing the image starts (RocksDB's, the fetch pool's) takes one and dies of it with the
+// mount left dangling, and one thread waits for them: before the mount serves, a signal ends the
+// process as it would have; once it serves (`serving` set), it ends the session cleanly: reads
+// in flight cancelled, unmounted, exit 0.
+std::shared_ptr<std::atomic<fs::Session*>> TakeStopSignals() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  auto serving = std::make_shared<std::atomic<fs::Session*>>(nullptr);
+  std::thread([sigs, serving] {
+    int sig = 0;
+    if (sigwait(&sigs, &sig) != 0) return;
+    if (fs::Session* s = serving->load()) {
+      s->Exit();
+      return;
+    }
+    ::_exit(128 + sig);
+  }).detach();
+  return serving;
+}
+
 // Resolves, indexes and mounts. On success `ready` is called once the kernel serves the mount.
 Status MountAndServe(const MountArgs& args, const std::function<void()>& ready) {
+  const auto serving = TakeStopSignals();
   LAZYFS_ASSIGN_OR_RETURN(PreparedImage image, PrepareImage(args.ref, args.image));
   LAZYFS_ASSIGN_OR_RETURN(OpenedTree opened, OpenTree(image, args.image));
   // `lazyfs stats` reports bytes fetched against this: the layers as the registry stores them.
@@ -48,22 +75,12 @@ Status MountAndServe(const MountArgs& args, const std::function<void()>& ready) 
   mo.allow_setuid_and_devices = args.allow_setuid_and_devices;
   mo.fuse_options = args.fuse_options;
   mo.fsname = image.ref.ToString();
-  // SIGINT/SIGTERM/SIGHUP end the session cleanly: blocked here (inherited by every thread the
-  // session starts) and taken by one waiting thread.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   LAZYFS_ASSIGN_OR_RETURN(auto session, fs::Session::Mount(*opened.tree, mo));
+  serving->store(session.get());
   ready();
-  fs::Session* s = session.get();
-  std::thread([sigs, s] {
-    int sig = 0;
-    if (sigwait(&sigs, &sig) == 0) s->Exit();
-  }).detach();
-  return session->Run();
+  Status served = session->Run();
+  serving->store(nullptr);
+  return served;
 }
 
 int RunMount(const MountArgs& args) {

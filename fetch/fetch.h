@@ -78,9 +78,17 @@ struct SourceOptions {
   std::string registries_conf;
   // Docker credentials file; empty means $DOCKER_CONFIG/config.json or ~/.docker/config.json.
   std::string docker_config;
-  // Overall timeouts (seconds) for a connection attempt and for a stalled transfer.
+  // Overall timeout (seconds) for a connection attempt.
   long connect_timeout_s = 30;
+  // The minimum rate: a transfer that moves fewer than min_rate_bps bytes a second for
+  // low_speed_timeout_s seconds fails (and is retried, resuming where it stopped), so a registry
+  // that drips a byte now and then cannot hold a request.
+  long min_rate_bps = 1024;
   long low_speed_timeout_s = 60;
+  // The overall cap on a whole-blob download (a layer indexed from its stream, a config): the
+  // time its declared size takes at min_rate_bps, plus this many seconds. It bounds a registry
+  // that keeps just above the minimum rate in bursts.
+  long blob_deadline_slack_s = 300;
   // Retries of a registry request that failed for a reason that may pass: connection errors,
   // resets and timeouts, HTTP 408, 429 and 5xx. Attempts count the first one; 1 disables
   // retries. A broken blob download resumes where it stopped (a Range request).

@@ -171,13 +171,17 @@ Status SetOptions(CURL* easy, const HttpOptions& options, CURLSH* share, Transfe
   curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+  // Redirects are followed by hand (Perform) so the Authorization header stays home; should
+  // libcurl ever follow one itself, it must not take credentials to another host either.
+  curl_easy_setopt(easy, CURLOPT_UNRESTRICTED_AUTH, 0L);
   curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, options.connect_timeout_s);
-  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, std::max(1L, options.low_speed_limit_bps));
   curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, options.low_speed_timeout_s);
-  // The deadline bounds the whole transfer; the progress callback also sees a Canceller.
+  // The deadline bounds the whole transfer; the progress callback also sees a Canceller. Rounded
+  // up past the deadline (remaining() is truncated): a timeout that fired a moment before it
+  // would pass for the network's, and the error would not say that the deadline ended it.
   if (const auto left = request.deadline.remaining(); left != std::chrono::milliseconds::max()) {
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
-                     static_cast<long>(std::max<int64_t>(1, left.count())));
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(left.count() + 1));
   }
   curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &OnProgress);

@@ -54,7 +54,10 @@ class CurlHeaders {
 
 struct HttpOptions {
   long connect_timeout_s = 30;  // per connection attempt
-  long low_speed_timeout_s = 60;  // a transfer below 1 byte/s for this long fails
+  // A transfer slower than low_speed_limit_bps bytes/s for low_speed_timeout_s fails: a server
+  // that drips a byte now and then must not hold a request for as long as it likes.
+  long low_speed_limit_bps = 1;
+  long low_speed_timeout_s = 60;
   bool verify_tls = true;
 };
 

@@ -25,6 +25,27 @@ Result<bool> BoolField(const toml::table& t, const char* key, const std::string&
   return InvalidArgumentError(where + ": \"" + key + "\" must be true or false");
 }
 
+// "pull-from-mirror": "all" (or absent), "digest-only" or "tag-only".
+Result<MirrorPulls> PullsField(const toml::table& t, const std::string& where) {
+  LAZYFS_ASSIGN_OR_RETURN(std::string v, StringField(t, "pull-from-mirror", where));
+  if (v.empty() || v == "all") return MirrorPulls::kAll;
+  if (v == "digest-only") return MirrorPulls::kDigestOnly;
+  if (v == "tag-only") return MirrorPulls::kTagOnly;
+  return InvalidArgumentError(where + ": \"pull-from-mirror\" must be \"all\", \"digest-only\" "
+                              "or \"tag-only\", not \"" + v + "\"");
+}
+
+// Whether a mirror of `entry` serves a pull by digest (else by tag).
+bool Serves(const RegistryEntry& entry, const RegistryMirror& m, bool by_digest) {
+  if (entry.mirror_by_digest_only) return by_digest;
+  switch (m.pulls) {
+    case MirrorPulls::kDigestOnly: return by_digest;
+    case MirrorPulls::kTagOnly: return !by_digest;
+    case MirrorPulls::kAll: return true;
+  }
+  return true;
+}
+
 std::string LineOf(const toml::node& n) {
   return "line " + std::to_string(n.source().begin.line);
 }
@@ -87,6 +108,8 @@ Result<RegistriesConf> ParseRegistriesConf(std::string_view text, const std::str
     LAZYFS_ASSIGN_OR_RETURN(e.location, StringField(*t, "location", where));
     LAZYFS_ASSIGN_OR_RETURN(e.insecure, BoolField(*t, "insecure", where));
     LAZYFS_ASSIGN_OR_RETURN(e.blocked, BoolField(*t, "blocked", where));
+    LAZYFS_ASSIGN_OR_RETURN(e.mirror_by_digest_only,
+                            BoolField(*t, "mirror-by-digest-only", where));
     if (e.prefix.empty() && e.location.empty()) {
       return InvalidArgumentError(where + ": needs a prefix or a location");
     }
@@ -102,6 +125,7 @@ Result<RegistriesConf> ParseRegistriesConf(std::string_view text, const std::str
         RegistryMirror mirror;
         LAZYFS_ASSIGN_OR_RETURN(mirror.location, StringField(*mt, "location", mwhere));
         LAZYFS_ASSIGN_OR_RETURN(mirror.insecure, BoolField(*mt, "insecure", mwhere));
+        LAZYFS_ASSIGN_OR_RETURN(mirror.pulls, PullsField(*mt, mwhere));
         if (mirror.location.empty()) return InvalidArgumentError(mwhere + ": needs a location");
         e.mirrors.push_back(std::move(mirror));
       }
@@ -134,7 +158,7 @@ Result<RegistriesConf> LoadRegistriesConf(const SourceOptions& options) {
 
 Result<std::vector<Endpoint>> EndpointsFor(const RegistriesConf& conf,
                                            const std::string& registry,
-                                           const std::string& repository,
+                                           const std::string& repository, bool by_digest,
                                            const SourceOptions& options) {
   const std::string name = registry + "/" + repository;
   const RegistryEntry* best = nullptr;
@@ -156,6 +180,7 @@ Result<std::vector<Endpoint>> EndpointsFor(const RegistriesConf& conf,
                                  " (prefix \"" + best->prefix + "\")");
   }
   for (const RegistryMirror& m : best->mirrors) {
+    if (!Serves(*best, m, by_digest)) continue;
     out.push_back(Rewrite(best->prefix, m.location, name, options.insecure || m.insecure, true));
   }
   const std::string location = best->location.empty() ? registry : best->location;

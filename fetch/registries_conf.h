@@ -4,9 +4,9 @@
 // The one idea: a reference is matched against `[[registry]]` prefixes (the longest wins), and
 // the matching entry turns it into an ordered list of endpoints to pull from: its mirrors first,
 // then its location (the origin, or its replacement). Only the subset lazyfs acts on is read:
-// prefix, location, insecure, blocked and mirrors' location and insecure; other keys
-// (unqualified-search-registries, short names, pull-from-mirror, v1 tables) are ignored. Pure
-// functions, thread-safe.
+// prefix, location, insecure, blocked, mirror-by-digest-only and mirrors' location, insecure
+// and pull-from-mirror; other keys (unqualified-search-registries, short names, v1 tables) are
+// ignored. Pure functions, thread-safe.
 #pragma once
 
 #include <string>
@@ -18,9 +18,13 @@
 
 namespace lazyfs::fetch {
 
+// Which pulls a mirror serves ("pull-from-mirror").
+enum class MirrorPulls { kAll, kDigestOnly, kTagOnly };
+
 struct RegistryMirror {
   std::string location;  // host[:port][/namespace]
   bool insecure = false;
+  MirrorPulls pulls = MirrorPulls::kAll;
 };
 
 struct RegistryEntry {
@@ -28,6 +32,10 @@ struct RegistryEntry {
   std::string location;  // where the prefix really lives; defaults to prefix
   bool insecure = false;
   bool blocked = false;
+  // "mirror-by-digest-only": the mirrors serve pulls by digest only; a tag is resolved at the
+  // location alone (a mirror's tags may be stale or forged; a digest is checked). Overrides
+  // each mirror's `pulls`.
+  bool mirror_by_digest_only = false;
   std::vector<RegistryMirror> mirrors;
 };
 
@@ -53,11 +61,12 @@ Result<RegistriesConf> ParseRegistriesConf(std::string_view text, const std::str
 // file the user named is NotFound.
 Result<RegistriesConf> LoadRegistriesConf(const SourceOptions& options);
 
-// The endpoints for registry/repository, mirrors first. No matching entry: the registry itself
+// The endpoints for registry/repository, mirrors first: only the mirrors that serve this kind
+// of pull (by digest when `by_digest`, else by tag). No matching entry: the registry itself
 // (insecure when options.insecure). A blocked entry fails with PermissionDenied.
 Result<std::vector<Endpoint>> EndpointsFor(const RegistriesConf& conf,
                                            const std::string& registry,
-                                           const std::string& repository,
+                                           const std::string& repository, bool by_digest,
                                            const SourceOptions& options);
 
 }  // namespace lazyfs::fetch

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/text.h"
+#include "fetch/registry_auth.h"
 #include "fetch/registry_client.h"
 
 namespace lazyfs::fetch {
@@ -16,13 +17,26 @@ using Json = nlohmann::json;
 
 constexpr uint64_t kMaxTokenResponse = 1 << 20;
 
-// One challenge of a WWW-Authenticate header: the scheme and its parameters.
-struct Challenge {
-  std::string scheme;  // lower-cased
-  std::map<std::string, std::string> params;
-};
+// The distribution spec's lifetime when a token service states none.
+constexpr int64_t kDefaultTokenLifetime = 60;
+// A token is asked for again at least this often, however long its service says it lives.
+constexpr int64_t kMaxTokenLifetime = 3600;
 
-// Parses `Bearer realm="...",service="...",scope="..."` (the first challenge only).
+// A token answer's "expires_in" as a number of seconds in [1, kMaxTokenLifetime]. A service
+// states what it likes (1e30, INT64_MAX, -5, "3600"): it is clamped here, before any clock
+// arithmetic could overflow. Short lifetimes are honoured; nonsense gets the default.
+std::chrono::seconds LifetimeOf(const Json& answer) {
+  auto it = answer.find("expires_in");
+  if (it == answer.end() || !it->is_number()) return std::chrono::seconds(kDefaultTokenLifetime);
+  // Through double: every JSON number converts without overflow, unsigned and huge ones too.
+  const double stated = it->get<double>();
+  if (!(stated >= 1)) return std::chrono::seconds(kDefaultTokenLifetime);  // NaN, 0, negative
+  if (stated >= kMaxTokenLifetime) return std::chrono::seconds(kMaxTokenLifetime);
+  return std::chrono::seconds(static_cast<int64_t>(stated));
+}
+
+}  // namespace
+
 Challenge ParseChallenge(std::string_view header) {
   Challenge c;
   size_t i = 0;
@@ -63,8 +77,53 @@ Challenge ParseChallenge(std::string_view header) {
   return c;
 }
 
+Result<TokenGrant> ParseTokenResponse(std::string_view body, const std::string& peer) {
+  Json j = Json::parse(body, nullptr, false);
+  TokenGrant grant;
+  if (j.is_object()) {
+    for (const char* key : {"token", "access_token"}) {
+      auto it = j.find(key);
+      if (it != j.end() && it->is_string() && !it->get<std::string>().empty()) {
+        grant.token = it->get<std::string>();
+        break;
+      }
+    }
+  }
+  if (grant.token.empty()) return PermissionDeniedError(peer + ": response holds no token");
+  grant.lifetime = LifetimeOf(j);
+  return grant;
+}
 
-}  // namespace
+std::string HostOnly(std::string_view host_port) {
+  std::string host;
+  if (host_port.starts_with('[')) {
+    const size_t close = host_port.find(']');
+    host = host_port.substr(1, close == std::string_view::npos ? close : close - 1);
+  } else if (const size_t colon = host_port.find(':');
+             colon != std::string_view::npos &&
+             host_port.find(':', colon + 1) != std::string_view::npos) {
+    host = host_port;  // more than one colon without brackets: a bare IPv6 address
+  } else {
+    host = host_port.substr(0, colon);
+  }
+  std::transform(host.begin(), host.end(), host.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return host;
+}
+
+bool RealmMayReceiveCredentials(const std::string& realm, std::string_view registry,
+                                std::string_view registry_scheme) {
+  const std::string origin = OriginOf(realm);  // "scheme://host:port", or empty
+  const size_t sep = origin.find("://");
+  if (sep == std::string::npos) return false;
+  const std::string scheme = origin.substr(0, sep);
+  const std::string realm_host_port = origin.substr(sep + 3);
+  if (IsLoopbackHost(realm_host_port) && IsLoopbackHost(registry)) return true;
+  const std::string realm_host = HostOnly(realm_host_port);
+  const std::string registry_host = HostOnly(registry);
+  if (realm_host == registry_host) return scheme == "https" || scheme == registry_scheme;
+  return scheme == "https" && IsDockerHub(registry_host) && realm_host == "auth.docker.io";
+}
 
 Status RegistryClient::Authenticate(const HttpResponse& response,
                                     const std::string& used_authorization,
@@ -115,16 +174,35 @@ Status RegistryClient::FetchToken(const std::string& realm, const std::string& s
   request.peer = "token service " + OriginOf(realm) + " for registry " + registry_;
   request.max_body = kMaxTokenResponse;
   request.deadline = deadline;
-  if (credentials_) {
+  // containerd and podman send the credentials to whatever realm the registry names; lazyfs
+  // sends them only where they cannot leak (RealmMayReceiveCredentials). A realm elsewhere gets
+  // the anonymous request those tools make when they hold no credentials, rather than an error:
+  // a public image still pulls, and a private one fails saying the credentials were withheld.
+  std::string scheme;
+  {
+    MutexLock lock(mu_);
+    scheme = scheme_;
+  }
+  const bool send = credentials_ && RealmMayReceiveCredentials(realm, endpoint_, scheme);
+  if (send) {
     request.authorization =
         "Basic " + Base64Encode(credentials_->username + ":" + credentials_->password);
+  }
+  const std::string withheld =
+      credentials_ && !send ? "credentials from " + credentials_source_ +
+                                  " were not sent to the token service at " + OriginOf(realm) +
+                                  ": it is not " + endpoint_ + " over HTTPS"
+                            : std::string();
+  {
+    MutexLock lock(mu_);
+    withheld_ = withheld;
   }
   LAZYFS_ASSIGN_OR_RETURN(HttpResponse response, http_.Perform(request));
   if (response.status == 401 || response.status == 403) {
     return PermissionDeniedError(
         request.peer + ": " +
-        (credentials_ ? "credentials from " + credentials_source_ + " were rejected"
-                      : std::string("anonymous access denied")) +
+        (send ? "credentials from " + credentials_source_ + " were rejected"
+              : "anonymous access denied" + (withheld.empty() ? "" : " (" + withheld + ")")) +
         " (HTTP " + std::to_string(response.status) + ")");
   }
   if (response.status != 200) {
@@ -133,26 +211,12 @@ Status RegistryClient::FetchToken(const std::string& realm, const std::string& s
                       request.peer + ": HTTP " + std::to_string(response.status));
     return s;
   }
-  Json j = Json::parse(response.body, nullptr, false);
-  std::string token;
-  if (j.is_object()) {
-    for (const char* key : {"token", "access_token"}) {
-      auto it = j.find(key);
-      if (it != j.end() && it->is_string() && !it->get<std::string>().empty()) {
-        token = it->get<std::string>();
-        break;
-      }
-    }
-  }
-  if (token.empty()) return PermissionDeniedError(request.peer + ": response holds no token");
-  // The distribution spec's default lifetime is 60 s; renew a little before the end.
-  long lifetime = 60;
-  if (auto it = j.find("expires_in"); it != j.end() && it->is_number_integer()) {
-    lifetime = std::max<long>(1, it->get<long>());
-  }
+  LAZYFS_ASSIGN_OR_RETURN(TokenGrant grant, ParseTokenResponse(response.body, request.peer));
+  // Renew a little before the end.
+  const long lifetime = static_cast<long>(grant.lifetime.count());
   const long margin = lifetime > 30 ? 10 : 0;
   MutexLock lock(mu_);
-  authorization_ = "Bearer " + token;
+  authorization_ = "Bearer " + grant.token;
   token_expiry_ = std::chrono::steady_clock::now() + std::chrono::seconds(lifetime - margin);
   return Status::Ok();
 }

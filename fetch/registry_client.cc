@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fetch/manifest.h"
+#include "fetch/registry_auth.h"
 
 namespace lazyfs::fetch {
 namespace {
@@ -18,19 +19,6 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr std::string_view kDockerHubEndpoint = "registry-1.docker.io";
-
-std::string HostOnly(std::string_view host_port) {
-  if (host_port.starts_with('[')) {
-    const size_t close = host_port.find(']');
-    return std::string(host_port.substr(1, close == std::string_view::npos ? close : close - 1));
-  }
-  const size_t colon = host_port.find(':');
-  // More than one colon without brackets: a bare IPv6 address.
-  if (colon != std::string_view::npos && host_port.find(':', colon + 1) != std::string_view::npos) {
-    return std::string(host_port);
-  }
-  return std::string(host_port.substr(0, colon));
-}
 
 // The registry's own explanation from an error body ({"errors":[{"code":..,"message":..}]}).
 std::pair<std::string, std::string> RegistryErrorOf(const std::string& body) {
@@ -71,6 +59,14 @@ bool IsLoopbackHost(std::string_view host_port) {
   return false;
 }
 
+std::chrono::seconds DownloadTimeLimit(uint64_t size, const SourceOptions& options) {
+  constexpr uint64_t kMax = 30ull * 24 * 3600;
+  const uint64_t rate = static_cast<uint64_t>(std::max(1L, options.min_rate_bps));
+  const uint64_t slack = static_cast<uint64_t>(std::max(0L, options.blob_deadline_slack_s));
+  const uint64_t at_min_rate = size / rate + (size % rate != 0);
+  return std::chrono::seconds(std::min(kMax, std::min(kMax, at_min_rate) + std::min(kMax, slack)));
+}
+
 Result<std::unique_ptr<RegistryClient>> RegistryClient::Create(const std::string& registry,
                                                                const std::string& repository,
                                                                const SourceOptions& options) {
@@ -90,7 +86,8 @@ RegistryClient::RegistryClient(std::string registry, std::string repository,
       options_(options),
       credentials_(std::move(credentials)),
       credentials_source_(std::move(credentials_source)),
-      http_(HttpOptions{options.connect_timeout_s, options.low_speed_timeout_s,
+      http_(HttpOptions{options.connect_timeout_s, options.min_rate_bps,
+                        options.low_speed_timeout_s,
                         /*verify_tls=*/!(options.insecure || IsLoopbackHost(endpoint_))}) {
   // HTTPS first. Loopback registries are insecure registries (as docker and podman treat
   // 127.0.0.0/8 and localhost): their certificate is not verified and, like every registry
@@ -145,12 +142,13 @@ Result<RegistryClient::RawManifest> RegistryClient::GetManifest(const std::strin
 }
 
 Status RegistryClient::GetBlob(const Digest& digest,
-                               const std::function<Status(std::string_view)>& sink) {
+                               const std::function<Status(std::string_view)>& sink,
+                               const Deadline& deadline) {
   const std::string what = "blob " + digest.ToString();
   LAZYFS_ASSIGN_OR_RETURN(
       HttpResponse response,
-      GetStreamed("/v2/" + repository_ + "/blobs/" + digest.ToString(), what, 0, 0,
-                  Deadline::Never(), sink));
+      GetStreamed("/v2/" + repository_ + "/blobs/" + digest.ToString(), what, 0, 0, deadline,
+                  sink));
   if (response.status != 200 && response.status != 206) return ErrorFor(response, what);
   return Status::Ok();
 }

@@ -61,6 +61,11 @@ bool IsDockerHub(std::string_view host);
 // True for localhost, 127.0.0.0/8 and ::1 (with or without a port).
 bool IsLoopbackHost(std::string_view host_port);
 
+// How long a whole-blob download of `size` bytes may take: the time it takes at
+// options.min_rate_bps, plus options.blob_deadline_slack_s; capped at 30 days so that no size a
+// manifest declares overflows a clock.
+std::chrono::seconds DownloadTimeLimit(uint64_t size, const SourceOptions& options);
+
 class RegistryClient {
  public:
   // registry as in ImageRef ("docker.io", "127.0.0.1:5000"). Reads the credentials file now.
@@ -82,8 +87,10 @@ class RegistryClient {
   // GET /v2/<repo>/blobs/<digest>, streaming the body to `sink` (whose error aborts the
   // transfer and is returned). Every byte reaches the sink once, in order: a transfer that
   // breaks is resumed with a Range request from the first byte not yet delivered. The bytes are
-  // not verified here.
-  Status GetBlob(const Digest& digest, const std::function<Status(std::string_view)>& sink);
+  // not verified here. Retries and the transfer stop at `deadline` (Unavailable, as for
+  // GetBlobRange).
+  Status GetBlob(const Digest& digest, const std::function<Status(std::string_view)>& sink,
+                 const Deadline& deadline);
 
   // The size of a blob (HEAD /v2/<repo>/blobs/<digest>, its Content-Length). Retried within
   // `deadline` as GetBlobRange is.
@@ -141,6 +148,9 @@ class RegistryClient {
   std::string scheme_ LAZYFS_GUARDED_BY(mu_);  // "https" or "http"
   bool scheme_settled_ LAZYFS_GUARDED_BY(mu_) = false;
   std::string authorization_ LAZYFS_GUARDED_BY(mu_);  // "Bearer ..." / "Basic ...", or empty
+  // Why the last token request went without the credentials (RealmMayReceiveCredentials), for
+  // the message of a refusal; empty when they went or there are none.
+  std::string withheld_ LAZYFS_GUARDED_BY(mu_);
   // When a bearer token in authorization_ stops being valid.
   std::chrono::steady_clock::time_point token_expiry_ LAZYFS_GUARDED_BY(mu_) =
       std::chrono::steady_clock::time_point::max();

@@ -49,6 +49,15 @@ Result<HttpResponse> RegistryClient::Request(HttpRequest request, const std::str
     if (!response.ok()) return response.status();
     if (response->status != 401) return response;
     if (authenticated_now) {
+      std::string withheld;
+      {
+        MutexLock lock(mu_);
+        withheld = withheld_;
+      }
+      if (!withheld.empty()) {
+        return PermissionDeniedError("registry " + registry_ + ": access denied (HTTP 401); " +
+                                     withheld);
+      }
       if (credentials_) {
         return PermissionDeniedError("registry " + registry_ + ": credentials for " + registry_ +
                                      " from " + credentials_source_ + " were rejected (HTTP 401)");

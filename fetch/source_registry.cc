@@ -17,6 +17,22 @@
 namespace lazyfs::fetch {
 namespace {
 
+// A whole-blob download ends at the time its declared size takes at the minimum rate, plus
+// slack: the low-speed check alone lets a registry that bursts just often enough hold it.
+Deadline DownloadDeadline(uint64_t size, const SourceOptions& options) {
+  return Deadline::In(DownloadTimeLimit(size, options));
+}
+
+// The error of a download that its deadline ended, saying what the limit was and why.
+Status PastDownloadDeadline(const std::string& where, uint64_t size,
+                            const SourceOptions& options) {
+  return UnavailableError(where + ": the download did not finish within " +
+                          std::to_string(DownloadTimeLimit(size, options).count()) + " s (" +
+                          std::to_string(size) + " bytes at the minimum rate of " +
+                          std::to_string(options.min_rate_bps) + " bytes/s, plus " +
+                          std::to_string(options.blob_deadline_slack_s) + " s)");
+}
+
 class RegistrySource final : public ImageSource {
  public:
   RegistrySource(ImageRef ref, SourceOptions options,
@@ -146,6 +162,7 @@ Result<std::string> RegistrySource::FetchSmall(const Digest& digest, std::option
   const uint64_t cap = size ? std::min(*size, max_size) : max_size;
   return OnEndpoints<std::string>(Deadline::Never(), [&](RegistryClient& c) -> Result<std::string> {
     std::string bytes;
+    const Deadline deadline = DownloadDeadline(cap, options_);
     Status s = c.GetBlob(digest, [&](std::string_view chunk) -> Status {
       if (bytes.size() + chunk.size() > cap) {
         return size && *size <= max_size
@@ -156,7 +173,10 @@ Result<std::string> RegistrySource::FetchSmall(const Digest& digest, std::option
       }
       bytes.append(chunk);
       return Status::Ok();
-    });
+    }, deadline);
+    if (!s.ok() && deadline.expired()) {
+      return PastDownloadDeadline(c.Describe() + ": blob " + digest.ToString(), cap, options_);
+    }
     if (!s.ok()) return s.WithContext(c.Describe());
     LAZYFS_RETURN_IF_ERROR(VerifyBytes(bytes, digest, size, c.Describe()));
     LAZYFS_RETURN_IF_ERROR(StoreSmall(*store_, digest, bytes));
@@ -181,6 +201,8 @@ Status RegistrySource::Download(const Digest& digest, std::optional<uint64_t> si
     static StatCounter& fetched = Counter(kStatBytesFetched);
     static StatCounter& fetches = Counter(kStatFetches);
     fetches.Add();
+    // Without a declared size only the minimum rate bounds it.
+    const Deadline deadline = size ? DownloadDeadline(*size, options_) : Deadline::Never();
     Status s = c.GetBlob(digest, [&](std::string_view chunk) -> Status {
       fetched.Add(chunk.size());
       if (size && writer->bytes_written() + chunk.size() > *size) {
@@ -188,8 +210,9 @@ Status RegistrySource::Download(const Digest& digest, std::optional<uint64_t> si
                              std::to_string(*size) + " bytes the manifest states");
       }
       return writer->Write(chunk.data(), chunk.size());
-    });
+    }, deadline);
     // On any failure the writer's destructor removes the temporary file: nothing is stored.
+    if (!s.ok() && deadline.expired()) return PastDownloadDeadline(where, *size, options_);
     if (!s.ok()) return s;
     Status committed = writer->Commit();
     if (!committed.ok()) {
@@ -263,7 +286,8 @@ Result<std::unique_ptr<ImageSource>> OpenRegistrySource(const ImageRef& ref,
                           CasDir::Open(options.store.blobs()));
   LAZYFS_ASSIGN_OR_RETURN(RegistriesConf conf, LoadRegistriesConf(options));
   LAZYFS_ASSIGN_OR_RETURN(std::vector<Endpoint> endpoints,
-                          EndpointsFor(conf, ref.registry, ref.repository, options));
+                          EndpointsFor(conf, ref.registry, ref.repository,
+                                       /*by_digest=*/ref.digest.has_value(), options));
   std::vector<std::unique_ptr<RegistryClient>> clients;
   for (const Endpoint& e : endpoints) {
     SourceOptions endpoint_options = options;

@@ -109,6 +109,7 @@ class CachedTree final : public index::Tree {
     return tree_.Read(ino, offset, out);
   }
   index::TreeStats Stats() const override { return tree_.Stats(); }
+  void CancelReads() const override { tree_.CancelReads(); }
 
  private:
   // A lookup's answer: the child's inode, or 0 when the name does not exist.

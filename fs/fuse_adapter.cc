@@ -30,6 +30,7 @@
 #include <exception>
 #include <mutex>
 #include <new>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -531,6 +532,7 @@ class FuseSession final : public Session {
     sigemptyset(&wake);
     sigaddset(&wake, WakeSignal());
     pthread_sigmask(SIG_UNBLOCK, &wake, &saved);
+    std::thread watcher([this] { CancelReadsOnExit(); });
     const int rc = Loop();
     pthread_sigmask(SIG_SETMASK, &saved, nullptr);
     {
@@ -538,6 +540,7 @@ class FuseSession final : public Session {
       running_ = false;
     }
     stopped_.notify_all();
+    watcher.join();
     UnmountOnce();
     // The loop returns 0, -errno, or the number of a signal that ended it (not an error).
     if (rc < 0) return ErrnoError(-rc, "while serving lazyfs on " + options_.mountpoint);
@@ -580,6 +583,19 @@ class FuseSession final : public Session {
     config.max_idle_threads = threads;
     return fuse_session_loop_mt(se_.get(), &config);
 #endif
+  }
+
+  // Once the session is ending (Exit, an unmount, a connection the kernel aborted), the loop
+  // joins its workers; one waiting on a registry that stalls would keep the daemon alive until
+  // its read deadline. Cancelling the tree's reads ends such waits now (the readers get EIO).
+  void CancelReadsOnExit() {
+    {
+      std::unique_lock lock(mu_);
+      while (running_ && !fuse_session_exited(se_.get())) {
+        stopped_.wait_for(lock, std::chrono::milliseconds(50));
+      }
+    }
+    cached_.CancelReads();
   }
 
   // fuse_session_unmount: umount2(MNT_DETACH) for root, fusermount3 -u otherwise.

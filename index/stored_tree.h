@@ -38,6 +38,7 @@ class StoredTree final : public Tree {
   Result<ContentLayout> Layout(uint64_t ino) const override;
   Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const override;
   TreeStats Stats() const override { return stats_; }
+  void CancelReads() const override { cancel_.Cancel(); }
 
   // Chunk fetches that run in the pool end at this many readers' deadlines at once.
   static constexpr unsigned kFetchThreads = 16;
@@ -58,7 +59,8 @@ class StoredTree final : public Tree {
   const std::shared_ptr<ContentCache> cache_;
   const std::shared_ptr<LayerCheck> check_;
   const IndexOptions options_;
-  Canceller cancel_;  // raised by the destructor: fetches still running end early
+  // Raised by CancelReads and the destructor: fetches still running end early.
+  mutable Canceller cancel_;
   // Destroyed in reverse order: the prefetcher first (it reads through this tree), then the
   // pool (its work uses the flights and the sources), then the rest.
   mutable SingleFlight<Digest> flights_;

@@ -125,6 +125,10 @@ class Tree {
   // been verified against the file's sha256 (or a digest that chains to it).
   virtual Result<size_t> Read(uint64_t ino, uint64_t offset, std::span<std::byte> out) const = 0;
   virtual TreeStats Stats() const = 0;
+  // Ends the reads in flight and the fetches behind them now (they fail with Unavailable,
+  // "cancelled"), and every later read that needs a fetch: for a server that is going away and
+  // must not wait for a registry that stalls. Trees that never fetch have nothing to cancel.
+  virtual void CancelReads() const {}
 };
 
 // A regular file's digest computed from its bytes in `tree`: their sha256, or when `sparse` the

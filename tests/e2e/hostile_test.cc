@@ -544,7 +544,7 @@ TEST_F(HostileTest, AHundredGibSparseFileMountsAndMaterializesWithoutItsHoles) {
   ASSERT_EQ(mat.exit_code, 0) << mat.err;
   CommandResult loop = RunCommand({"mount", "-o", "loop,ro", img, dir_ + "/loop"});
   ASSERT_EQ(loop.exit_code, 0) << loop.err;
-  for (const std::string root : {mnt, dir_ + "/loop"}) {
+  for (const std::string& root : {mnt, dir_ + "/loop"}) {
     SCOPED_TRACE(root);
     const std::string f = root + "/var/log/lastlog";
     struct stat st;

@@ -22,6 +22,7 @@
 #include "base/fd.h"
 #include "tests/e2e/e2e_util.h"
 #include "tests/e2e/suite.h"
+#include "tests/support/fault_proxy.h"
 #include "tests/support/foundation_spec.h"
 #include "tests/support/image_builder.h"
 #include "tests/support/listing.h"
@@ -32,6 +33,8 @@ namespace {
 
 namespace fsys = std::filesystem;
 using std::chrono::milliseconds;
+using lazyfs::testing::FaultProxy;
+using lazyfs::testing::FaultRule;
 
 int CrashLoops() {
   const char* env = std::getenv("LAZYFS_CRASH_LOOPS");
@@ -372,6 +375,84 @@ std::variant<std::string, int> ReadOrErrno(const std::string& path) {
     if (n < 0) return errno;
     if (n == 0) return out;
     out.append(buf, static_cast<size_t>(n));
+  }
+}
+
+// Waits up to `seconds` for `p` to exit; one still running then is killed (and the test fails):
+// a hang guard, not a timing.
+CommandResult WaitWithin(Spawned& p, int seconds, const std::string& what) {
+  for (int i = 0; i < seconds * 10; ++i) {
+    if (::kill(p.pid, 0) != 0) break;
+    int status = 0;
+    const pid_t done = ::waitpid(p.pid, &status, WNOHANG);
+    if (done == p.pid) {
+      CommandResult r = Wait(p);  // (reaped: only collects the output)
+      r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      return r;
+    }
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  ADD_FAILURE() << what << " still running after " << seconds << " s: killed";
+  ::kill(p.pid, SIGKILL);
+  return Wait(p);
+}
+
+// A registry that stops answering while a file is read must hold neither the unmount nor the
+// daemon: the read deadline is ten minutes away (--read-timeout 600), so only cancellation ends
+// the hanging fetch. Once with the reader gone (killed while it waited) and fusermount3 -u, once
+// with the daemon told to stop (SIGTERM) while its reader still waits, which gets an error; the
+// daemon exits 0 both times (not killed by the signal: it unmounts cleanly).
+TEST_F(RobustTest, AStalledRegistryHoldsNeitherTheUnmountNorTheDaemon) {
+  auto proxy = FaultProxy::Start(world->registry->host());
+  ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
+  const std::string ref = "docker://" + (*proxy)->host() + "/robust/big:1";
+  const std::string m = NewMountpoint();
+  // Index (the layer travels whole once), then forget the blob and the content: reads need
+  // range requests, and those stall.
+  CommandResult r = RunLazyfs({"mount", "--store", store_, "-q", ref, m});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(RunLazyfs({"umount", m}).exit_code, 0);
+  for (const char* dir : {"/blobs/sha256", "/content/sha256"}) fsys::remove_all(store_ + dir);
+  FaultRule stall;
+  stall.path_contains = "/blobs/";
+  stall.action = FaultRule::Action::kStall;
+  stall.times = -1;
+  (*proxy)->AddRule(stall);
+
+  for (const bool by_signal : {false, true}) {
+    SCOPED_TRACE(by_signal ? "SIGTERM to the daemon" : "fusermount3 -u");
+    const size_t stalled_before = (*proxy)->RequestsFor("/blobs/").size();
+    Spawned daemon = SpawnLazyfs(
+        {"mount", "-f", "--store", store_, "-q", "--read-timeout", "600", ref, m});
+    for (int t = 0; t < 600 && !IsMountpoint(m); ++t) std::this_thread::sleep_for(milliseconds(50));
+    ASSERT_TRUE(IsMountpoint(m)) << "the daemon did not mount within 30 s";
+    Spawned reader = Spawn({"cat", m + "/big/0"});
+    for (int t = 0; t < 300 && (*proxy)->RequestsFor("/blobs/").size() == stalled_before; ++t) {
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    ASSERT_GT((*proxy)->RequestsFor("/blobs/").size(), stalled_before) << "the read never fetched";
+    if (!by_signal) {
+      ::kill(reader.pid, SIGKILL);
+      WaitWithin(reader, 30, "the killed reader");
+      Spawned um = Spawn({"fusermount3", "-u", m});
+      CommandResult unmounted = WaitWithin(um, 30, "fusermount3 -u");
+      EXPECT_EQ(unmounted.exit_code, 0) << unmounted.err;
+    } else {
+      ::kill(daemon.pid, SIGTERM);
+    }
+    CommandResult exited = WaitWithin(daemon, 30, "the daemon");
+    EXPECT_EQ(exited.exit_code, 0) << exited.err;
+    if (by_signal) {
+      CommandResult read = WaitWithin(reader, 30, "the reader");
+      EXPECT_NE(read.exit_code, 0) << "the read of a stalled file succeeded";
+      // EIO for the cancelled fetch; a retry the kernel makes once the daemon stopped reading
+      // its requests finds the connection gone.
+      EXPECT_TRUE(read.err.find("Input/output error") != std::string::npos ||
+                  read.err.find("Transport endpoint is not connected") != std::string::npos)
+          << read.err;
+    }
+    ForceUnmount(m);
+    EXPECT_FALSE(IsMountpoint(m));
   }
 }
 

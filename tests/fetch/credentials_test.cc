@@ -26,7 +26,7 @@ TEST(CredentialsTest, AuthEntriesAsToolsWriteThem) {
            {"dXNlcjpwYXNzIHdvcmQ=", "user", "pass word"},
            {"dXNlcjpwYXNzIHdvcmQ", "user", "pass word"},        // padding left out
            {"dXNlcjpwYXNz\\nIHdvcmQ=\\n", "user", "pass word"},  // wrapped
-           {"dTpwPz8-", "u", "p??>"},                             // the URL-safe alphabet
+           {"dTpwPz8-", "u", "p?\?>"},                            // the URL-safe alphabet
        }) {
     SCOPED_TRACE(c.auth);
     ASSERT_TRUE(

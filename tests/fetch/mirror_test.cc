@@ -47,9 +47,10 @@ class MirrorTest : public testing::SharedRegistryTest {
                     .ok());
   }
 
-  Result<std::string> Pull(int max_attempts = 5) {
+  // Pulls mir/img`what` (":v1" or "@sha256:...") from the origin's name, mirrors as conf_ says.
+  Result<std::string> Pull(int max_attempts = 5, const std::string& what = ":v1") {
     LAZYFS_ASSIGN_OR_RETURN(ImageRef ref,
-                            ImageRef::Parse("docker://" + origin_proxy_->host() + "/mir/img:v1"));
+                            ImageRef::Parse("docker://" + origin_proxy_->host() + "/mir/img" + what));
     SourceOptions options;
     options.store = StoreLayout{tmp_.path() + "/store" + std::to_string(++pulls_)};
     options.docker_config = "/nonexistent";
@@ -122,6 +123,30 @@ TEST_F(MirrorTest, MirrorLosingABlobFallsBackForThatBlob) {
   EXPECT_EQ(*layer, "mirrored layer");
   EXPECT_EQ(origin_proxy_->RequestsFor("/manifests/").size(), 0u);
   EXPECT_EQ(origin_proxy_->RequestsFor("/blobs/" + layer_digest.ToString()).size(), 1u);
+}
+
+// A mirror's tags may be stale or forged, its digests are checked: with mirror-by-digest-only
+// a tag is resolved at the origin without asking the mirror at all, a digest at the mirror.
+TEST_F(MirrorTest, DigestOnlyMirrorIsNeverAskedForATag) {
+  ASSERT_TRUE(WriteFileAtomic(conf_, "[[registry]]\nprefix = \"" + origin_proxy_->host() +
+                                         "/mir\"\nmirror-by-digest-only = true\n"
+                                         "[[registry.mirror]]\nlocation = \"" +
+                                         mirror_proxy_->host() + "/cache/mir\"\n")
+                  .ok());
+  auto by_tag = Pull();
+  ASSERT_TRUE(by_tag.ok()) << by_tag.status().message();
+  EXPECT_EQ(*by_tag, "mirrored layer");
+  EXPECT_EQ(mirror_proxy_->Requests().size(), 0u) << "the mirror was asked during a pull by tag";
+  EXPECT_EQ(origin_proxy_->RequestsFor("/v2/mir/img/manifests/v1").size(), 1u);
+
+  const size_t origin_before = origin_proxy_->Requests().size();
+  auto by_digest = Pull(5, "@" + manifest_.digest.ToString());
+  ASSERT_TRUE(by_digest.ok()) << by_digest.status().message();
+  EXPECT_EQ(*by_digest, "mirrored layer");
+  EXPECT_EQ(mirror_proxy_->RequestsFor("/v2/cache/mir/img/manifests/" + manifest_.digest.ToString())
+                .size(),
+            1u);
+  EXPECT_EQ(origin_proxy_->Requests().size(), origin_before) << "the origin was not needed";
 }
 
 TEST_F(MirrorTest, BlockedRegistryIsRefused) {

@@ -75,14 +75,59 @@ TEST(RegistriesConfTest, EndpointsForReferences) {
     SCOPED_TRACE(std::string(c.registry) + "/" + c.repository);
     SourceOptions options;
     options.insecure = c.insecure_flag;
-    auto endpoints = EndpointsFor(*conf, c.registry, c.repository, options);
+    auto endpoints = EndpointsFor(*conf, c.registry, c.repository, false, options);
     ASSERT_TRUE(endpoints.ok()) << endpoints.status().message();
     EXPECT_EQ(Describe(*endpoints), c.want);
   }
-  auto blocked = EndpointsFor(*conf, "evil.example", "a/b", SourceOptions{});
+  auto blocked = EndpointsFor(*conf, "evil.example", "a/b", false, SourceOptions{});
   ASSERT_FALSE(blocked.ok());
   EXPECT_EQ(blocked.status().code(), StatusCode::kPermissionDenied);
   EXPECT_THAT(blocked.status().message(), HasSubstr("blocked by test.conf"));
+}
+
+// mirror-by-digest-only keeps every mirror of its entry out of a pull by tag; pull-from-mirror
+// does the same per mirror, either way round.
+TEST(RegistriesConfTest, MirrorsServeOnlyThePullsTheyAreFor) {
+  auto conf = ParseRegistriesConf(R"(
+[[registry]]
+prefix = "docker.io"
+mirror-by-digest-only = true
+[[registry.mirror]]
+location = "digests.local"
+[[registry.mirror]]
+location = "tags.local"
+pull-from-mirror = "tag-only"
+
+[[registry]]
+prefix = "quay.io"
+[[registry.mirror]]
+location = "all.local"
+pull-from-mirror = "all"
+[[registry.mirror]]
+location = "digests.local"
+pull-from-mirror = "digest-only"
+[[registry.mirror]]
+location = "tags.local"
+pull-from-mirror = "tag-only"
+)",
+                                  "test.conf");
+  ASSERT_TRUE(conf.ok()) << conf.status().message();
+  struct Case {
+    const char* registry;
+    bool by_digest;
+    const char* want;
+  };
+  for (const Case& c : {
+           Case{"docker.io", false, "docker.io a/b"},
+           Case{"docker.io", true, "digests.local a/b mirror | tags.local a/b mirror | docker.io a/b"},
+           Case{"quay.io", false, "all.local a/b mirror | tags.local a/b mirror | quay.io a/b"},
+           Case{"quay.io", true, "all.local a/b mirror | digests.local a/b mirror | quay.io a/b"},
+       }) {
+    SCOPED_TRACE(std::string(c.registry) + (c.by_digest ? " by digest" : " by tag"));
+    auto endpoints = EndpointsFor(*conf, c.registry, "a/b", c.by_digest, SourceOptions{});
+    ASSERT_TRUE(endpoints.ok()) << endpoints.status().message();
+    EXPECT_EQ(Describe(*endpoints), c.want);
+  }
 }
 
 TEST(RegistriesConfTest, BadFilesNameTheFileAndLine) {
@@ -98,6 +143,11 @@ TEST(RegistriesConfTest, BadFilesNameTheFileAndLine) {
       {"[[registry]]\nlocation = \"x\"\n[[registry.mirror]]\ninsecure = true\n",
        "[[registry.mirror]] at line 3: needs a location"},
       {"registry = \"x\"\n", "must be an array of tables"},
+      {"[[registry]]\nlocation = \"x\"\nmirror-by-digest-only = \"yes\"\n",
+       "\"mirror-by-digest-only\" must be true or false"},
+      {"[[registry]]\nlocation = \"x\"\n[[registry.mirror]]\nlocation = \"m\"\n"
+       "pull-from-mirror = \"some\"\n",
+       "\"pull-from-mirror\" must be \"all\", \"digest-only\" or \"tag-only\", not \"some\""},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.text);

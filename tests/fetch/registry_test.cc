@@ -9,6 +9,8 @@
 #include <chrono>
 #include <optional>
 #include <dirent.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <mutex>
 #include <thread>
 
@@ -19,6 +21,7 @@
 #include "fetch/fetch.h"
 #include "tests/fetch/registry_fixture.h"
 #include "tests/fetch/test_layout.h"
+#include "tests/fetch/token_front.h"
 #include "tests/support/fault_proxy.h"
 #include "tests/support/registry.h"
 
@@ -440,162 +443,7 @@ TEST(RegistryTlsTest, HttpsRegistryWithBasicCredentials) {
 
 // --- anonymous bearer tokens ----------------------------------------------------------------
 
-// An HTTP front for the registry that demands a bearer token, as Docker Hub and most public
-// registries do: 401 + challenge unless the request carries the token it issued at /token, and
-// forwards everything else to the real registry.
-class TokenFront {
- public:
-  // basic_auth: when not empty, the Authorization header /token requires ("Basic ...").
-  // expires_in: the token lifetime the token service states, in seconds.
-  explicit TokenFront(std::string upstream, std::string basic_auth = "", int expires_in = 300)
-      : upstream_(std::move(upstream)), basic_auth_(std::move(basic_auth)),
-        expires_in_(expires_in) {}
-  ~TokenFront() { Stop(); }
-
-  Status Start() {
-    listen_.Reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!listen_.valid()) return ErrnoError(errno, "socket");
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::listen(listen_.get(), 16) != 0) {
-      return ErrnoError(errno, "bind/listen 127.0.0.1:0");
-    }
-    socklen_t len = sizeof addr;
-    ::getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
-    host_ = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
-    thread_ = std::thread([this] { Serve(); });
-    return Status::Ok();
-  }
-
-  void Stop() {
-    if (listen_.valid()) ::shutdown(listen_.get(), SHUT_RDWR);  // wakes accept()
-    if (thread_.joinable()) thread_.join();
-    listen_.Reset();
-  }
-
-  const std::string& host() const { return host_; }
-  int token_requests() const { return token_requests_; }
-  int authorized() const { return authorized_; }
-  int challenged() const { return challenged_; }
-  int token_refused() const { return token_refused_; }
-  std::string last_token_query() {
-    std::lock_guard lock(mu_);
-    return last_token_query_;
-  }
-
- private:
-  static constexpr const char* kToken = "test-token-42";
-
-  void Serve() {
-    for (;;) {
-      Fd conn(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-      if (!conn.valid()) {
-        if (errno == EINTR) continue;
-        return;
-      }
-      Handle(conn.get());
-    }
-  }
-
-  // "/v2/REPO/manifests/..." -> REPO
-  static std::string RepoOf(const std::string& target) {
-    const size_t end = std::min(target.rfind("/manifests/"), target.rfind("/blobs/"));
-    return end == std::string::npos || end < 4 ? "" : target.substr(4, end - 4);
-  }
-
-  static void Send(int fd, const std::string& s) { WriteAll(fd, s.data(), s.size()).IgnoreError(); }
-
-  void Handle(int fd) {
-    std::string head;
-    char c;
-    while (head.find("\r\n\r\n") == std::string::npos && head.size() < 65536) {
-      ssize_t n = ::read(fd, &c, 1);
-      if (n <= 0) return;
-      // A TLS ClientHello (record type 0x16): this front speaks plain HTTP only, so it answers
-      // the way an HTTP server does, and the client falls back to http://.
-      if (head.empty() && c == 0x16) {
-        Send(fd, "HTTP/1.0 400 Bad Request\r\n\r\n");
-        return;
-      }
-      head += c;
-    }
-    const size_t sp1 = head.find(' '), sp2 = head.find(' ', sp1 + 1);
-    const std::string target = head.substr(sp1 + 1, sp2 - sp1 - 1);
-    std::string rewritten = head.substr(0, head.find("\r\n") + 2);
-    std::string authorization;
-    size_t pos = head.find("\r\n") + 2;
-    while (pos < head.size()) {
-      const size_t end = head.find("\r\n", pos);
-      if (end == pos) break;
-      const std::string line = head.substr(pos, end - pos);
-      pos = end + 2;
-      std::string lower = line;
-      for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      if (lower.starts_with("authorization:")) {
-        authorization = line.substr(line.find(':') + 2);
-        continue;
-      }
-      if (lower.starts_with("connection:")) continue;
-      rewritten += line + "\r\n";
-    }
-    rewritten += "Connection: close\r\n\r\n";
-
-    if (target.starts_with("/token")) {
-      ++token_requests_;
-      {
-        std::lock_guard lock(mu_);
-        last_token_query_ = target;
-      }
-      if (!basic_auth_.empty() && authorization != basic_auth_) {
-        ++token_refused_;
-        Send(fd, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        return;
-      }
-      const std::string body = std::string("{\"token\":\"") + kToken +
-                               "\",\"expires_in\":" + std::to_string(expires_in_) + "}";
-      Send(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
-                   std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
-      return;
-    }
-    if (authorization != std::string("Bearer ") + kToken) {
-      ++challenged_;
-      const std::string body = "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"token\"}]}";
-      Send(fd, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://" + host_ +
-                   "/token\",service=\"test\",scope=\"repository:" + RepoOf(target) +
-                   ":pull\"\r\n"
-                   "Content-Type: application/json\r\nContent-Length: " +
-                   std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
-      return;
-    }
-    ++authorized_;
-    Fd up(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<uint16_t>(std::stoi(upstream_.substr(upstream_.find(':') + 1))));
-    if (::connect(up.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
-    Send(up.get(), rewritten);
-    char buf[65536];
-    for (;;) {
-      ssize_t n = ::read(up.get(), buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      if (!WriteAll(fd, buf, static_cast<size_t>(n)).ok()) break;
-    }
-  }
-
-  const std::string upstream_;
-  const std::string basic_auth_;
-  const int expires_in_;
-  Fd listen_;
-  std::string host_;
-  std::thread thread_;
-  std::atomic<int> token_requests_{0}, authorized_{0}, challenged_{0}, token_refused_{0};
-  std::mutex mu_;
-  std::string last_token_query_;
-};
+using testing::TokenFront;
 
 TEST_F(RegistryTest, AnonymousBearerTokenFlow) {
   Blob manifest = PushImage("fetch/bearer", "v1", {"token protected layer"});
@@ -653,7 +501,7 @@ TEST_F(RegistryTest, BearerTokenWithCredentials) {
 
 TEST_F(RegistryTest, TokenReusedUntilItExpires) {
   PushImage("fetch/expiry", "v1", {"short-lived token"});
-  TokenFront front(registry_->host(), "", /*expires_in=*/1);
+  TokenFront front(registry_->host(), "", /*expires_in=*/"1");
   ASSERT_TRUE(front.Start().ok());
   auto source = OpenSource("docker://" + front.host() + "/fetch/expiry:v1", store_);
   ASSERT_TRUE(source.ok()) << source.status().message();
@@ -665,6 +513,122 @@ TEST_F(RegistryTest, TokenReusedUntilItExpires) {
   ASSERT_TRUE(fd.ok()) << fd.status().message();
   EXPECT_EQ(ReadAll(*fd), "short-lived token");
   EXPECT_EQ(front.token_requests(), 2);
+}
+
+// However long a token service says its token lives (INT64_MAX, 1e30 seconds), the token is
+// reused as any other, and no clock arithmetic overflows on the way.
+TEST_F(RegistryTest, AnEndlessTokenLifetimeIsClampedAndTheTokenReused) {
+  PushImage("fetch/endless", "v1", {"endless token"});
+  for (const std::string expires_in : {"9223372036854775807", "1e30", "-9223372036854775808"}) {
+    SCOPED_TRACE(expires_in);
+    TokenFront front(registry_->host(), "", expires_in);
+    ASSERT_TRUE(front.Start().ok());
+    TempDir tmp;
+    auto source = OpenSource("docker://" + front.host() + "/fetch/endless:v1", tmp.path());
+    ASSERT_TRUE(source.ok()) << source.status().message();
+    auto image = (*source)->Resolve();
+    ASSERT_TRUE(image.ok()) << image.status().message();
+    auto fd = (*source)->OpenBlob(image->layers[0].digest, image->layers[0].size);
+    ASSERT_TRUE(fd.ok()) << fd.status().message();
+    EXPECT_EQ(front.token_requests(), 1) << "the token was not reused";
+  }
+}
+
+// --- where basic credentials may go with a token request -------------------------------------
+
+// An IPv4 address of this machine outside 127.0.0.0/8: a host that is not "this machine to
+// itself" by its name, yet reachable from the test. Empty when there is none.
+std::string NonLoopbackAddress() {
+  ifaddrs* all = nullptr;
+  if (::getifaddrs(&all) != 0) return {};
+  std::string found;
+  for (ifaddrs* a = all; a && found.empty(); a = a->ifa_next) {
+    if (!a->ifa_addr || a->ifa_addr->sa_family != AF_INET || !(a->ifa_flags & IFF_UP)) continue;
+    const in_addr addr = reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr;
+    if ((ntohl(addr.s_addr) >> 24) == 127) continue;
+    char text[INET_ADDRSTRLEN];
+    if (::inet_ntop(AF_INET, &addr, text, sizeof text)) found = text;
+  }
+  ::freeifaddrs(all);
+  return found;
+}
+
+// A loopback registry whose challenge names a token service on another host over plain HTTP.
+struct RealmElsewhere {
+  TokenFront tokens, front;
+  std::string config;  // a docker config with credentials for the front
+};
+
+std::unique_ptr<RealmElsewhere> StartRealmElsewhere(const std::string& upstream,
+                                                    const std::string& dir,
+                                                    const std::string& token_basic_auth) {
+  const std::string ip = NonLoopbackAddress();
+  if (ip.empty()) {
+    ADD_FAILURE() << "this machine has no non-loopback IPv4 address to play the other host "
+                     "(getifaddrs): the test needs one";
+    return nullptr;
+  }
+  std::unique_ptr<RealmElsewhere> w(
+      new RealmElsewhere{TokenFront(upstream, token_basic_auth), TokenFront(upstream), ""});
+  if (Status s = w->tokens.Start(ip); !s.ok()) {
+    ADD_FAILURE() << s.message();
+    return nullptr;
+  }
+  if (Status s = w->front.Start(); !s.ok()) {
+    ADD_FAILURE() << s.message();
+    return nullptr;
+  }
+  w->front.set_realm("http://" + w->tokens.host() + "/token");
+  w->config = WriteDockerConfig(dir, w->front.host(), "realm-user", "s3cret-realm");
+  return w;
+}
+
+TEST_F(RegistryTest, CredentialsNeverGoToATokenServiceOnAnotherHost) {
+  PushImage("realm/elsewhere", "v1", {"realm elsewhere"});
+  auto w = StartRealmElsewhere(registry_->host(), tmp_.path(), "");
+  ASSERT_NE(w, nullptr);
+  auto source = OpenSource("docker://" + w->front.host() + "/realm/elsewhere:v1", store_,
+                           w->config);
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  // The token is asked for anonymously, and the (public) image still pulls with it.
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_EQ(w->front.token_requests(), 0);
+  EXPECT_EQ(w->tokens.token_authorizations(), std::vector<std::string>{""});
+}
+
+TEST_F(RegistryTest, ARefusalWithCredentialsWithheldSaysSo) {
+  PushImage("realm/private", "v1", {"realm private"});
+  auto w = StartRealmElsewhere(registry_->host(), tmp_.path(),
+                               "Basic " + UserPass64("realm-user", "s3cret-realm"));
+  ASSERT_NE(w, nullptr);
+  auto source = OpenSource("docker://" + w->front.host() + "/realm/private:v1", store_,
+                           w->config);
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  auto image = (*source)->Resolve();
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_THAT(image.status().message(), HasSubstr("were not sent to the token service at http://" +
+                                                  w->tokens.host()));
+  EXPECT_THAT(image.status().message(), Not(HasSubstr("s3cret-realm")));
+  EXPECT_EQ(w->tokens.token_authorizations(), std::vector<std::string>{""});
+}
+
+// Loopback to loopback is this machine talking to itself: the credentials go.
+TEST_F(RegistryTest, ALoopbackRegistrysLoopbackTokenServiceGetsTheCredentials) {
+  PushImage("realm/loopback", "v1", {"realm loopback"});
+  const std::string basic = "Basic " + UserPass64("realm-user", "s3cret-realm");
+  TokenFront tokens(registry_->host(), basic), front(registry_->host());
+  ASSERT_TRUE(tokens.Start("127.0.0.2").ok());
+  ASSERT_TRUE(front.Start().ok());
+  front.set_realm("http://" + tokens.host() + "/token");
+  auto source = OpenSource("docker://" + front.host() + "/realm/loopback:v1", store_,
+                           WriteDockerConfig(tmp_.path(), front.host(), "realm-user",
+                                             "s3cret-realm"));
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  auto image = (*source)->Resolve();
+  ASSERT_TRUE(image.ok()) << image.status().message();
+  EXPECT_EQ(tokens.token_authorizations(), std::vector<std::string>{basic});
 }
 
 // --- redirects to blob storage --------------------------------------------------------------

@@ -15,6 +15,7 @@
 #include "base/deadline.h"
 #include "base/stats.h"
 #include "fetch/fetch.h"
+#include "fetch/registry_client.h"
 #include "tests/fetch/registry_fixture.h"
 #include "tests/fetch/test_layout.h"
 #include "tests/support/foundation_spec.h"
@@ -106,6 +107,36 @@ class ResilienceTest : public testing::SharedRegistryTest {
     auto source = OpenImageSource(*ref, options);
     EXPECT_TRUE(source.ok()) << source.status().message();
     return source.ok() ? std::move(*source) : nullptr;
+  }
+
+  // Pushes one layer as REPO:v1 and resolves it through the proxy with `options`.
+  std::unique_ptr<ImageSource> Resolved(const std::string& repo, const std::string& layer,
+                                        const SourceOptions& options) {
+    Push(repo, {layer});
+    auto source = Open(repo, options);
+    if (!source) return nullptr;
+    Result<ImageDescriptor> image = source->Resolve();
+    EXPECT_TRUE(image.ok()) << image.status().message();
+    return image.ok() ? std::move(source) : nullptr;
+  }
+
+  // An Unavailable error that names the registry (the proxy) and the blob.
+  void ExpectUnavailableNaming(const Status& s, const Digest& digest) {
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+    EXPECT_THAT(s.message(), HasSubstr("registry " + proxy_->host()));
+    EXPECT_THAT(s.message(), HasSubstr(digest.ToString()));
+  }
+
+  // Runs `f`; one still running after 30 s (a hang guard, not a timing) fails the test and is
+  // ended by stopping the proxy.
+  template <typename F>
+  auto WithinHangGuard(F f) -> decltype(f()) {
+    auto running = std::async(std::launch::async, std::move(f));
+    if (running.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+      ADD_FAILURE() << "still running after 30 s: the dripping registry holds it";
+      proxy_->Stop();
+    }
+    return running.get();
   }
 
   TempDir tmp_;
@@ -233,6 +264,93 @@ TEST_F(ResilienceTest, StalledServerTimesOutNamingTheRegistry) {
   auto n = source->ReadBlobRange(digest, 0, buf, Deadline::Never());
   ASSERT_FALSE(n.ok());
   EXPECT_THAT(n.status().message(), HasSubstr("timed out"));
+}
+
+// A rule that makes the registry send the blob's bytes one every `interval_ms`.
+FaultRule Drip(const Digest& digest, int interval_ms = 1000) {
+  FaultRule r = Rule("/blobs/" + digest.ToString(), FaultRule::Action::kDrip, -1);
+  r.method = "GET";
+  r.drip_interval_ms = interval_ms;
+  return r;
+}
+
+// A registry that sends a few bytes a second is below any sane minimum rate, yet above the
+// 1 byte/s curl's low-speed check once took for one: the download fails (each attempt at the
+// low-speed check) instead of taking a second per four bytes of the blob.
+TEST_F(ResilienceTest, ADrippingRegistryFailsAWholeBlobAtTheMinimumRate) {
+  const std::string layer = Pattern(5000, 10);
+  const Digest digest = Sha256Of(layer);
+  SourceOptions options = Options();
+  options.min_rate_bps = 100;
+  options.low_speed_timeout_s = 2;
+  options.max_attempts = 2;
+  auto source = Resolved("res/drip", layer, options);
+  ASSERT_NE(source, nullptr);
+  proxy_->AddRule(Drip(digest, /*interval_ms=*/250));
+  auto fd = WithinHangGuard([&] { return source->OpenBlob(digest, layer.size()); });
+  ASSERT_FALSE(fd.ok());
+  ExpectUnavailableNaming(fd.status(), digest);
+  EXPECT_THAT(fd.status().message(), HasSubstr("timed out"));
+  auto store = CasDir::Open(store_ + "/blobs");
+  ASSERT_TRUE(store.ok());
+  EXPECT_FALSE((*store)->Contains(digest));
+}
+
+// Bursts can keep a transfer above the minimum rate as curl measures it; the download as a whole
+// still ends at the time its declared size takes at that rate, plus the slack.
+TEST_F(ResilienceTest, AWholeBlobDownloadEndsAtTheCapItsSizeSets) {
+  const std::string layer = Pattern(200, 11);
+  const Digest digest = Sha256Of(layer);
+  SourceOptions options = Options();
+  options.min_rate_bps = 100;
+  options.low_speed_timeout_s = 600;  // only the cap can end it within the hang guard
+  options.blob_deadline_slack_s = 2;
+  auto source = Resolved("res/cap", layer, options);
+  ASSERT_NE(source, nullptr);
+  proxy_->AddRule(Drip(digest));
+  auto fd = WithinHangGuard([&] { return source->OpenBlob(digest, layer.size()); });
+  ASSERT_FALSE(fd.ok());
+  ExpectUnavailableNaming(fd.status(), digest);
+  EXPECT_THAT(fd.status().message(), HasSubstr("did not finish within 4 s"));
+}
+
+TEST(DownloadTimeLimitTest, SizeAtTheMinimumRatePlusSlackNeverOverflows) {
+  SourceOptions o;
+  o.min_rate_bps = 1000;
+  o.blob_deadline_slack_s = 300;
+  struct Case {
+    uint64_t size;
+    int64_t seconds;
+  };
+  constexpr int64_t kMonth = 30ll * 24 * 3600;
+  for (const Case& c : {Case{0, 300}, Case{1, 301}, Case{1000, 301}, Case{1001, 302},
+                        Case{1'000'000'000, 1'000'300}, Case{UINT64_MAX, kMonth}}) {
+    SCOPED_TRACE(c.size);
+    EXPECT_EQ(DownloadTimeLimit(c.size, o).count(), c.seconds);
+  }
+  o.min_rate_bps = 0;  // nonsense is taken as 1 byte/s, not a division by zero
+  o.blob_deadline_slack_s = -5;
+  EXPECT_EQ(DownloadTimeLimit(10, o).count(), 10);
+  // The limit always fits a Deadline.
+  EXPECT_FALSE(Deadline::In(DownloadTimeLimit(UINT64_MAX, o)).expired());
+}
+
+// A range read carries its reader's deadline; a drip does not stretch it.
+TEST_F(ResilienceTest, ADrippingRangeReadEndsAtItsDeadline) {
+  const std::string layer = Pattern(50'000, 12);
+  const Digest digest = Sha256Of(layer);
+  SourceOptions options = Options();
+  options.low_speed_timeout_s = 600;
+  auto source = Resolved("res/dripread", layer, options);
+  ASSERT_NE(source, nullptr);
+  proxy_->AddRule(Drip(digest));
+  std::vector<std::byte> buf(1000);
+  auto n = WithinHangGuard([&] {
+    return source->ReadBlobRange(digest, 0, buf, Deadline::In(std::chrono::seconds(2)));
+  });
+  ASSERT_FALSE(n.ok());
+  ExpectUnavailableNaming(n.status(), digest);
+  EXPECT_THAT(n.status().message(), HasSubstr("gave up at the read deadline"));
 }
 
 TEST_F(ResilienceTest, ReadBlobRangeIsARangeRequestAndResumes) {

@@ -174,7 +174,9 @@ TEST_F(LayerOverlayTest, AddedFilesAreOneMoreLayerKeepingTheNumbersBelow) {
     auto before = base_->GetAttr(ino);
     auto after = (*tree)->GetAttr(ino);
     ASSERT_TRUE(before.ok());
-    if (after.ok()) EXPECT_EQ(after->mode, before->mode) << "inode " << ino;
+    if (after.ok()) {
+      EXPECT_EQ(after->mode, before->mode) << "inode " << ino;
+    }
   }
   auto opt = (*tree)->Lookup(kRootIno, "opt");
   ASSERT_TRUE(opt.ok());
@@ -213,7 +215,12 @@ TEST_F(LayerOverlayTest, AddedFilesRefuseADirectoryInTheWay) {
                          {{"relative"}, "guest path \"relative\" must be an absolute file path"},
                          {{"/a/../b"}, "guest path \"/a/../b\" has a bad component"}}) {
     TreeAdditions adds;
-    for (const std::string& p : c.paths) adds.files.push_back(AddedFile{p, "x"});
+    for (const std::string& p : c.paths) {
+      AddedFile f;
+      f.guest_path = p;
+      f.content = "x";
+      adds.files.push_back(std::move(f));
+    }
     auto tree = WithAdditions(*base_, adds);
     ASSERT_FALSE(tree.ok()) << c.error;
     EXPECT_EQ(tree.status().code(), StatusCode::kInvalidArgument);

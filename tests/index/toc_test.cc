@@ -448,7 +448,9 @@ TEST_F(TocTest, ATocThatLiesAboutItsTarStreamIsRefusedForGood) {
       ASSERT_TRUE(etc.ok());
       auto shown = tree->Lookup(etc->ino, lie.shown.substr(4));
       ASSERT_TRUE(shown.ok()) << shown.status().ToString();
-      if (lie.spec.starts_with("mode")) EXPECT_EQ(shown->mode & 07777, 04755u);
+      if (lie.spec.starts_with("mode")) {
+        EXPECT_EQ(shown->mode & 07777, 04755u);
+      }
       Status s = index_->WarmContent(desc_.manifest_digest, blobs_, 0, nullptr);
       EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
       EXPECT_NE(s.message().find("layer " + layer.Short()), std::string::npos) << s.ToString();

@@ -90,6 +90,23 @@ class Conn {
 
 bool Send(int fd, std::string_view s) { return WriteAll(fd, s.data(), s.size()).ok(); }
 
+// Sends `data` a byte every `interval` until done, the client goes away or `stopping`; returns
+// the bytes sent. A client that gave up has closed its end: no SIGPIPE for the test process.
+size_t Drip(int fd, std::string_view data, std::chrono::milliseconds interval,
+            const std::atomic<bool>& stopping) {
+  size_t sent = 0;
+  for (char c : data) {
+    for (auto waited = std::chrono::milliseconds(0); waited < interval;
+         waited += std::chrono::milliseconds(50)) {
+      if (stopping.load()) return sent;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (::send(fd, &c, 1, MSG_NOSIGNAL) != 1) return sent;
+    ++sent;
+  }
+  return sent;
+}
+
 // Splits a head into its first line and header lines.
 std::vector<std::string> Lines(const std::string& head) {
   std::vector<std::string> out;
@@ -351,6 +368,13 @@ void FaultProxy::Serve(int client_fd, int connection) {
           ::shutdown(client_fd, SHUT_WR);
         }
         return false;
+      }
+      if (faulty && rule.action == Action::kDrip) {
+        const size_t sent = Drip(client_fd, data,
+                                 std::chrono::milliseconds(rule.drip_interval_ms), stopping_);
+        passed += sent;
+        Update(index, status, passed, "drip");
+        return sent == data.size();
       }
       passed += data.size();
       Update(index, status, passed, "");

@@ -1,8 +1,8 @@
 // A fault-injecting HTTP/1.1 proxy for tests, put in front of the real registry on 127.0.0.1.
 //
 // The one idea: the client talks to the real registry through a front that can misbehave the way
-// networks and registries do (a reset mid-body, a 503 or 429 with Retry-After, a stall, a
-// redirect elsewhere) and that records what it saw: every request's line and headers, and how
+// networks and registries do (a reset mid-body, a 503 or 429 with Retry-After, a stall, a body
+// that drips a byte a second, a redirect elsewhere) and that records what it saw: every request's line and headers, and how
 // many body bytes it passed on. Tests then prove facts about the traffic (a resumed download
 // asked only for what it lacked; credentials never reached another origin) instead of trusting
 // the client. Requests are relayed one at a time per connection with keep-alive, so connection
@@ -32,6 +32,7 @@ struct FaultRule {
     kStatus,    // answer `status` (with Retry-After: `retry_after` if not empty) instead
     kStall,     // read the request and never answer (until the client gives up or Stop())
     kRedirect,  // answer 307 to `redirect_to` + the request target
+    kDrip,      // forward, then pass the body on one byte every `drip_interval_ms`
   };
   std::string path_contains;
   Action action = Action::kStatus;
@@ -43,6 +44,7 @@ struct FaultRule {
   // header lines ("Name: value", sent as given) — a registry's words, hostile ones included.
   std::string body;
   std::vector<std::string> headers;
+  int drip_interval_ms = 1000;  // kDrip: one body byte per interval
   std::string method;       // only requests with this method ("GET", "HEAD"); empty: any
   int times = 1;            // how many matching requests it applies to; -1: all
 };
@@ -54,7 +56,7 @@ struct ProxiedRequest {
   std::vector<std::string> headers;  // "Name: value" as received
   int status = 0;                    // what the client was answered (0: nothing)
   uint64_t body_bytes = 0;           // response body bytes passed on to the client
-  std::string fault;                 // "reset", "close", "status", "stall", "redirect" or empty
+  std::string fault;  // "reset", "close", "status", "stall", "redirect", "drip" or empty
   int connection = 0;                // which client connection carried it (1, 2, ...)
 
   // The value of a header (case-insensitive name), or empty.

@@ -26,6 +26,7 @@ class ForwardingTree : public index::Tree {
     return base_.Read(ino, offset, out);
   }
   index::TreeStats Stats() const override { return base_.Stats(); }
+  void CancelReads() const override { base_.CancelReads(); }
 
  protected:
   const index::Tree& base_;
