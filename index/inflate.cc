@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <memory>
+#include <span>
 
 namespace lazyfs::index {
 namespace {
@@ -161,7 +163,9 @@ Result<std::unique_ptr<Inflater>> Inflater::Open(LayerCompression compression,
 
 Status InflateAll(Inflater& inflater, std::string_view input, const InflateSink& sink) {
   static constexpr size_t kPiece = 256 * 1024;
-  std::string buf(kPiece, '\0');
+  // Left uninitialised: zero-filling it would cost more than a small span's whole inflate.
+  const std::unique_ptr<char[]> storage = std::make_unique_for_overwrite<char[]>(kPiece);
+  const std::span<char> buf(storage.get(), kPiece);
   for (;;) {
     LAZYFS_ASSIGN_OR_RETURN(InflateStep step, inflater.Inflate(input, buf));
     input.remove_prefix(step.consumed);

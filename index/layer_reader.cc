@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
+#include <span>
 #include <vector>
 
 #include "base/fd.h"
@@ -59,13 +61,18 @@ struct LayerReader::Impl {
   std::string name;
 
   // Compressed input.
-  std::vector<char> in = std::vector<char>(kBufSize);
+  // Both buffers are left uninitialised: zero-filling 2 MiB per layer costs more than a small
+  // layer's whole read.
+  // The input buffer is no larger than the blob.
+  std::unique_ptr<char[]> in;
+  size_t in_cap = 0;
   size_t in_pos = 0, in_len = 0;
   uint64_t blob_pos = 0;  // next blob offset to read
   bool in_eof = false;
   // Decompressed output handed to libarchive.
   std::unique_ptr<Inflater> inflater;
-  std::vector<char> out = std::vector<char>(kBufSize);
+  std::unique_ptr<char[]> out_buf = std::make_unique_for_overwrite<char[]>(kBufSize);
+  std::span<char> out{out_buf.get(), kBufSize};
   uint64_t total_out = 0;
   bool out_eof = false;
   Sha256 diff_hash;
@@ -100,13 +107,13 @@ struct LayerReader::Impl {
 
   Status FillInput() {
     if (in_pos < in_len || in_eof) return Status::Ok();
-    const uint64_t want = std::min<uint64_t>(in.size(), blob_size - blob_pos);
+    const uint64_t want = std::min<uint64_t>(in_cap, blob_size - blob_pos);
     if (want == 0) {
       in_eof = true;
       in_pos = in_len = 0;
       return Status::Ok();
     }
-    auto n = PreadFull(fd, in.data(), want, blob_pos);
+    auto n = PreadFull(fd, in.get(), want, blob_pos);
     if (!n.ok()) return n.status().WithContext("while reading layer " + name);
     if (*n < want) return Fail("blob is shorter than its descriptor says");
     blob_pos += *n;
@@ -124,8 +131,8 @@ struct LayerReader::Impl {
     size_t produced = 0;
     while (produced < out.size()) {
       LAZYFS_RETURN_IF_ERROR(FillInput());
-      const std::string_view input(in.data() + in_pos, in_len - in_pos);
-      auto step = inflater->Inflate(input, std::span(out).subspan(produced));
+      const std::string_view input(in.get() + in_pos, in_len - in_pos);
+      auto step = inflater->Inflate(input, out.subspan(produced));
       if (!step.ok()) return Fail(step.status().message());
       in_pos += step->consumed;
       if (step->boundary && checkpoints) {
@@ -183,6 +190,8 @@ Result<std::unique_ptr<LayerReader>> LayerReader::Open(int fd, uint64_t blob_siz
   auto impl = std::make_unique<Impl>();
   impl->fd = fd;
   impl->blob_size = blob_size;
+  impl->in_cap = static_cast<size_t>(std::clamp<uint64_t>(blob_size, 1, kBufSize));
+  impl->in = std::make_unique_for_overwrite<char[]>(impl->in_cap);
   impl->options = options;
   impl->name = std::move(name);
   LAZYFS_ASSIGN_OR_RETURN(impl->inflater,
