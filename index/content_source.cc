@@ -18,7 +18,19 @@ Result<std::unique_ptr<ContentSource>> OpenContentSource(const LayerDescriptor& 
   auto whole = MakeWholeLayerSource(layer, ctx);
   LAZYFS_ASSIGN_OR_RETURN(auto lazy, ctx.records->LazyLayer(layer.digest));
   if (!lazy) return whole;  // indexed before kCompatLazyContent
-  return MakeSpanSource(layer, *record, *lazy, ctx, std::move(whole));
+  LAZYFS_ASSIGN_OR_RETURN(auto provenance, ctx.records->Provenance(layer.digest));
+  return MakeSpanSource(layer, *record, *lazy, ctx, std::move(whole), std::move(provenance));
+}
+
+void DropLayerChunks(const Records& records, ContentCache& cache, const Digest& layer) {
+  records
+      .ForEachLocation(layer,
+                       [&](const FileLocation& loc) {
+                         for (uint64_t c = 0; c < loc.chunk_count(); ++c) {
+                           cache.Remove(loc.chunk(c)).IgnoreError();
+                         }
+                       })
+      .IgnoreError();
 }
 
 Result<size_t> ReadCachedChunks(ContentCache& cache, const Digest& file,

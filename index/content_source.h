@@ -75,15 +75,21 @@ Result<std::unique_ptr<ContentSource>> OpenContentSource(const LayerDescriptor& 
 
 std::unique_ptr<ContentSource> MakeWholeLayerSource(const LayerDescriptor& layer,
                                                     const SourceContext& ctx);
-// `whole` serves the files that have no location (sparse files).
+// `whole` serves the files that have no location (sparse files). `provenance`: the layer's
+// records came from an index artifact, its digests are claims (layer_artifact.h).
 std::unique_ptr<ContentSource> MakeSpanSource(const LayerDescriptor& layer,
                                               const LayerRecord& record,
                                               const LazyLayerRecord& lazy,
                                               const SourceContext& ctx,
-                                              std::unique_ptr<ContentSource> whole);
+                                              std::unique_ptr<ContentSource> whole,
+                                              std::optional<ArtifactProvenance> provenance);
 std::unique_ptr<ContentSource> MakeTocSource(const LayerDescriptor& layer,
                                              const LayerRecord& record, TocLayerRecord toc,
                                              const SourceContext& ctx);
+
+// Removes every cached chunk of a stream-indexed layer's files: they matched their digests, but
+// the layer as a whole did not, so nothing from it is trusted any more. Best effort.
+void DropLayerChunks(const Records& records, ContentCache& cache, const Digest& layer);
 
 // ---- shared by the chunked sources -------------------------------------------------------------
 

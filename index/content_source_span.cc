@@ -2,8 +2,12 @@
 // request from the decompression checkpoint before the wanted chunks.
 #include <algorithm>
 
+#include <set>
+
+#include "base/thread_annotations.h"
 #include "index/content_source.h"
 #include "index/inflate.h"
+#include "index/layer_artifact.h"
 
 namespace lazyfs::index {
 namespace {
@@ -28,9 +32,19 @@ struct Span {
 class SpanSource final : public ContentSource {
  public:
   SpanSource(LayerDescriptor layer, const LayerRecord& record, const LazyLayerRecord& lazy,
-             const SourceContext& ctx, std::unique_ptr<ContentSource> whole)
+             const SourceContext& ctx, std::unique_ptr<ContentSource> whole,
+             std::optional<ArtifactProvenance> provenance)
       : layer_(std::move(layer)), diff_id_(record.diff_id), lazy_(lazy), ctx_(ctx),
-        whole_(std::move(whole)) {}
+        whole_(std::move(whole)), provenance_(std::move(provenance)) {}
+
+  // A layer indexed from an artifact names digests it merely claims: a cached object under one
+  // of them may be any image's content. Until the layer passes its whole-layer check, only what
+  // this layer's own bytes produced (in this process) is served from the cache.
+  bool TrustsCached(const Digest& digest) override {
+    if (!Claimed()) return true;
+    MutexLock lock(trusted_mu_);
+    return trusted_.count(digest) != 0;
+  }
 
   Result<size_t> Read(const Digest& file, uint64_t size, uint64_t offset,
                       std::span<std::byte> out, const Deadline& deadline,
@@ -46,7 +60,7 @@ class SpanSource final : public ContentSource {
     // cached, fetches the following chunks in the same request. Without it each 1 MiB chunk of
     // a file read front to back is a request of its own, starting at the checkpoint before it,
     // and those spans overlap.
-    const bool sequential = first == 0 || ctx_.cache->Contains(loc->chunk(first - 1));
+    const bool sequential = first == 0 || Have(loc->chunk(first - 1));
     const uint64_t fetch_last =
         sequential ? std::min(loc->chunk_count() - 1, last + kReadaheadChunks) : last;
     std::vector<FileChunk> chunks;
@@ -54,12 +68,12 @@ class SpanSource final : public ContentSource {
     return ReadCachedChunks(*ctx_.cache, file, chunks, offset, out, [&]() -> Status {
       std::vector<Digest> missing;
       for (uint64_t c = first; c <= fetch_last; ++c) {
-        if (!ctx_.cache->Contains(loc->chunk(c))) missing.push_back(loc->chunk(c));
+        if (!Have(loc->chunk(c))) missing.push_back(loc->chunk(c));
       }
       if (missing.empty()) return Status::Ok();
       *fetched = true;
       return FetchMissingChunks(
-          ctx_, layer_, missing, [this](const Digest& d) { return ctx_.cache->Contains(d); },
+          ctx_, layer_, missing, [this](const Digest& d) { return Have(d); },
           [this, loc = *loc, first, fetch_last, deadline](const std::vector<Digest>& claimed) {
             // One request for the run from the first claimed chunk to the last.
             uint64_t c0 = fetch_last, c1 = first;
@@ -92,6 +106,31 @@ class SpanSource final : public ContentSource {
     });
   }
 
+  // Whether the layer's digests are an artifact's claims not yet checked against its bytes.
+  bool Claimed() { return provenance_ && !ctx_.check->Passed(layer_.digest); }
+  bool Have(const Digest& d) { return ctx_.cache->Contains(d) && TrustsCached(d); }
+  // Caches `bytes` as chunk `d` (DataLoss when they do not hash to it). For a claimed layer they
+  // are hashed here even when the cache holds `d` already: that proves this layer holds them.
+  Status Store(const Digest& d, std::string_view bytes) {
+    if (!Claimed()) return ctx_.cache->Put(d, bytes);
+    if (Sha256Of(bytes) != d) return DataLossError("chunk " + d.Short() + " does not match");
+    LAZYFS_RETURN_IF_ERROR(ctx_.cache->PutHashed(d, bytes));
+    MutexLock lock(trusted_mu_);
+    trusted_.insert(d);
+    return Status::Ok();
+  }
+  // A chunk that does not match the digest an artifact claimed: the artifact lies, and the
+  // layer is refused for good.
+  Status Lie(const FileLocation& loc, uint64_t c, const std::string& what) {
+    const std::string why = ArtifactLieMessage(
+        provenance_->artifact, layer_.digest,
+        "chunk " + std::to_string(c) + " of file " + loc.digest.ToString() +
+            " does not match the digest it claims");
+    ctx_.check->MarkBad(layer_.digest, why);
+    DropLayerChunks(*ctx_.records, *ctx_.cache, layer_.digest);
+    return DataLossError(what + ": " + why);
+  }
+
   static FileChunk ChunkOf(const FileLocation& loc, uint64_t c) {
     const uint64_t start = c * kContentChunkSize;
     return FileChunk{loc.chunk(c), start, std::min(kContentChunkSize, loc.size - start)};
@@ -109,6 +148,9 @@ class SpanSource final : public ContentSource {
   const LazyLayerRecord lazy_;
   const SourceContext ctx_;
   const std::unique_ptr<ContentSource> whole_;
+  const std::optional<ArtifactProvenance> provenance_;
+  Mutex trusted_mu_;
+  std::set<Digest> trusted_ LAZYFS_GUARDED_BY(trusted_mu_);  // chunks this layer's bytes made
 };
 
 // The checkpoint at or before u0 and the one at or after u1 (none needed for a plain tar).
@@ -154,10 +196,11 @@ Status SpanSource::FetchSpan(const FileLocation& loc, uint64_t c0, uint64_t c1,
   if (decoded < u1) return DataLossError(what + ": the layer ends before the file does");
   for (uint64_t c = c0; c <= c1; ++c) {
     const FileChunk chunk = ChunkOf(loc, c);
-    Status s = ctx_.cache->Put(
+    Status s = Store(
         chunk.digest, std::string_view(kept).substr(loc.offset + chunk.offset - keep_from, chunk.size));
     if (!s.ok()) {
       if (s.code() != StatusCode::kDataLoss) return s;
+      if (Claimed()) return Lie(loc, c, what);
       return DataLossError(what + ": chunk " + std::to_string(c) +
                            " does not match the digest recorded when the layer was indexed");
     }
@@ -210,10 +253,9 @@ void SpanSource::CacheNeighbours(uint64_t from, std::string_view bytes) {
                         for (uint64_t c = 0; c < (*loc)->chunk_count(); ++c) {
                           const FileChunk chunk = ChunkOf(**loc, c);
                           if (offset + chunk.offset + chunk.size > to) break;
-                          if (ctx_.cache->Contains(chunk.digest)) continue;
-                          ctx_.cache
-                              ->Put(chunk.digest,
-                                    bytes.substr(offset + chunk.offset - from, chunk.size))
+                          if (Have(chunk.digest)) continue;
+                          Store(chunk.digest,
+                                bytes.substr(offset + chunk.offset - from, chunk.size))
                               .IgnoreError();
                         }
                         return true;
@@ -222,18 +264,15 @@ void SpanSource::CacheNeighbours(uint64_t from, std::string_view bytes) {
 }
 
 void SpanSource::NoteFetched(uint64_t offset, std::string_view bytes) {
-  ctx_.check->Saw(layer_, diff_id_, offset, bytes, [&] {
-    // Drop every cached chunk of the layer: they matched digests, but the layer as a whole
-    // did not, so nothing from it is trusted any more.
-    ctx_.records
-        ->ForEachLocation(layer_.digest,
-                          [&](const FileLocation& loc) {
-                            for (uint64_t c = 0; c < loc.chunk_count(); ++c) {
-                              ctx_.cache->Remove(loc.chunk(c)).IgnoreError();
-                            }
-                          })
-        .IgnoreError();
-  });
+  LayerCheck::ClaimsCheck claims;
+  if (provenance_) {
+    claims = [this](int fd) {
+      return CheckArtifactAgainstStream(fd, layer_, *ctx_.records, *ctx_.options, *ctx_.cache);
+    };
+  }
+  ctx_.check->Saw(
+      layer_, diff_id_, offset, bytes,
+      [&] { DropLayerChunks(*ctx_.records, *ctx_.cache, layer_.digest); }, claims);
 }
 
 }  // namespace
@@ -242,8 +281,10 @@ std::unique_ptr<ContentSource> MakeSpanSource(const LayerDescriptor& layer,
                                               const LayerRecord& record,
                                               const LazyLayerRecord& lazy,
                                               const SourceContext& ctx,
-                                              std::unique_ptr<ContentSource> whole) {
-  return std::make_unique<SpanSource>(layer, record, lazy, ctx, std::move(whole));
+                                              std::unique_ptr<ContentSource> whole,
+                                              std::optional<ArtifactProvenance> provenance) {
+  return std::make_unique<SpanSource>(layer, record, lazy, ctx, std::move(whole),
+                                      std::move(provenance));
 }
 
 }  // namespace lazyfs::index

@@ -130,6 +130,39 @@ void LayerCheck::Saw(const LayerDescriptor& layer, const Digest& diff_id, uint64
     c->file.Reset();
     c->intervals.clear();
   }
+  Verdict(layer, s, of_the_blob, drop_chunks);
+}
+
+void LayerCheck::CheckBlob(const LayerDescriptor& layer, const Digest& diff_id, int fd,
+                           const std::function<void()>& drop_chunks, const ClaimsCheck& claims) {
+  std::shared_ptr<Coverage> c = CoverageOf(layer.digest);
+  if (!c) return;
+  Status s;
+  bool of_the_blob = false;
+  {
+    MutexLock lock(c->mu);
+    if (c->done) return;
+    c->done = true;
+    s = CheckWhole(layer, diff_id, fd, claims, &of_the_blob);
+    c->file.Reset();
+    c->intervals.clear();
+  }
+  Verdict(layer, s, of_the_blob, drop_chunks);
+}
+
+void LayerCheck::MarkBad(const Digest& layer, const std::string& why) {
+  {
+    MutexLock lock(mu_);
+    bad_[layer] = true;
+  }
+  auto marker = OpenFile(BadPath(layer), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (marker.ok()) WriteAll(marker->get(), why.data(), why.size()).IgnoreError();
+  LAZYFS_LOG(kError, "index", "LAYER %s IS REFUSED FROM NOW ON: %s", layer.ToString().c_str(),
+             why.c_str());
+}
+
+void LayerCheck::Verdict(const LayerDescriptor& layer, const Status& s, bool of_the_blob,
+                         const std::function<void()>& drop_chunks) {
   if (s.ok()) {
     auto marker =
         OpenFile(MarkerPath(layer.digest), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

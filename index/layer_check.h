@@ -44,6 +44,15 @@ class LayerCheck {
   void Saw(const LayerDescriptor& layer, const Digest& diff_id, uint64_t offset,
            std::string_view bytes, const std::function<void()>& drop_chunks,
            const ClaimsCheck& claims = nullptr) LAZYFS_EXCLUDES(mu_);
+  // Checks `layer` whole from its complete blob at `fd` (already verified against its digest by
+  // the blob store), as Saw does once every byte was seen, and records the verdict the same way.
+  // Nothing happens for a layer checked before.
+  void CheckBlob(const LayerDescriptor& layer, const Digest& diff_id, int fd,
+                 const std::function<void()>& drop_chunks, const ClaimsCheck& claims)
+      LAZYFS_EXCLUDES(mu_);
+  // Refuses `layer` for good (StoreLayout::verified_layers()/<hex>.bad holds `why`): what its
+  // index claims was caught false by a read (an index artifact whose chunk digest lies).
+  void MarkBad(const Digest& layer, const std::string& why) LAZYFS_EXCLUDES(mu_);
   // Failed its check, in this process or an earlier one.
   bool IsBad(const Digest& layer) LAZYFS_EXCLUDES(mu_);
   // Removes what is recorded of layers `in_use` says no stored image holds (gc): a layer
@@ -73,6 +82,9 @@ class LayerCheck {
                   std::string_view bytes, const std::string& tmp_dir) LAZYFS_REQUIRES(c.mu);
   Status CheckWhole(const LayerDescriptor& layer, const Digest& diff_id, int fd,
                     const ClaimsCheck& claims, bool* of_the_blob);
+  // Records the outcome of CheckWhole: a marker and the log line.
+  void Verdict(const LayerDescriptor& layer, const Status& s, bool of_the_blob,
+               const std::function<void()>& drop_chunks) LAZYFS_EXCLUDES(mu_);
   std::string MarkerPath(const Digest& layer) const;
   std::string BadPath(const Digest& layer) const;
 

@@ -127,67 +127,6 @@ bool DecodeImage(std::string_view v, ImageDescriptor* img, TreeStats* st) {
          d.Varint(&st->content_bytes) && d.Varint(&st->xattr_bytes) && d.done();
 }
 
-std::string EncodeLayer(const LayerRecord& r) {
-  Encoder e;
-  e.U8(1);
-  e.DigestBytes(r.diff_id);
-  e.Varint(r.entries);
-  e.Varint(r.chunks);
-  e.Varint(r.uncompressed);
-  return e.Take();
-}
-
-bool DecodeLayer(std::string_view v, LayerRecord* r) {
-  Decoder d(v);
-  uint8_t version;
-  return d.U8(&version) && version == 1 && d.DigestBytes(&r->diff_id) && d.Varint(&r->entries) &&
-         d.VarintAs(&r->chunks) && d.Varint(&r->uncompressed) && d.done();
-}
-
-std::string EncodeLocation(const FileLocation& l) {
-  Encoder e;
-  e.U8(l.sparse ? 2 : 1);  // 2: sparse
-  e.Varint(l.offset);
-  e.Varint(l.size);
-  e.Varint(l.chunks.size());
-  for (const Digest& d : l.chunks) e.DigestBytes(d);
-  return e.Take();
-}
-
-bool DecodeLocation(std::string_view v, const Digest& digest, FileLocation* l) {
-  Decoder d(v);
-  uint8_t version;
-  uint64_t n;
-  l->digest = digest;
-  if (!d.U8(&version) || (version != 1 && version != 2) || !d.Varint(&l->offset) ||
-      !d.Varint(&l->size) || !d.Varint(&n) || (n != 0 && n != l->chunk_count()) ||
-      (n == 0 && l->chunk_count() > 1)) {
-    return false;
-  }
-  l->sparse = version == 2;
-  l->chunks.resize(n);
-  for (Digest& c : l->chunks) {
-    if (!d.DigestBytes(&c)) return false;
-  }
-  return d.done();
-}
-
-std::string EncodeLazyLayer(const LazyLayerRecord& r) {
-  Encoder e;
-  e.U8(1);
-  e.U8(static_cast<uint8_t>(r.compression));
-  e.Varint(r.checkpoints);
-  return e.Take();
-}
-
-bool DecodeLazyLayer(std::string_view v, LazyLayerRecord* r) {
-  Decoder d(v);
-  uint8_t version, comp;
-  if (!d.U8(&version) || version != 1 || !d.U8(&comp) || comp > 2) return false;
-  r->compression = static_cast<LayerCompression>(comp);
-  return d.Varint(&r->checkpoints) && d.done();
-}
-
 std::string EncodeTocLayer(const TocLayerRecord& r) {
   Encoder e;
   e.U8(1);
@@ -254,6 +193,67 @@ Result<std::optional<T>> GetDecoded(const Db& db, const std::string& key, Decode
 }
 
 }  // namespace
+
+std::string EncodeLayer(const LayerRecord& r) {
+  Encoder e;
+  e.U8(1);
+  e.DigestBytes(r.diff_id);
+  e.Varint(r.entries);
+  e.Varint(r.chunks);
+  e.Varint(r.uncompressed);
+  return e.Take();
+}
+
+bool DecodeLayer(std::string_view v, LayerRecord* r) {
+  Decoder d(v);
+  uint8_t version;
+  return d.U8(&version) && version == 1 && d.DigestBytes(&r->diff_id) && d.Varint(&r->entries) &&
+         d.VarintAs(&r->chunks) && d.Varint(&r->uncompressed) && d.done();
+}
+
+std::string EncodeLocation(const FileLocation& l) {
+  Encoder e;
+  e.U8(l.sparse ? 2 : 1);  // 2: sparse
+  e.Varint(l.offset);
+  e.Varint(l.size);
+  e.Varint(l.chunks.size());
+  for (const Digest& d : l.chunks) e.DigestBytes(d);
+  return e.Take();
+}
+
+bool DecodeLocation(std::string_view v, const Digest& digest, FileLocation* l) {
+  Decoder d(v);
+  uint8_t version;
+  uint64_t n;
+  l->digest = digest;
+  if (!d.U8(&version) || (version != 1 && version != 2) || !d.Varint(&l->offset) ||
+      !d.Varint(&l->size) || !d.Varint(&n) || (n != 0 && n != l->chunk_count()) ||
+      (n == 0 && l->chunk_count() > 1)) {
+    return false;
+  }
+  l->sparse = version == 2;
+  l->chunks.resize(n);
+  for (Digest& c : l->chunks) {
+    if (!d.DigestBytes(&c)) return false;
+  }
+  return d.done();
+}
+
+std::string EncodeLazyLayer(const LazyLayerRecord& r) {
+  Encoder e;
+  e.U8(1);
+  e.U8(static_cast<uint8_t>(r.compression));
+  e.Varint(r.checkpoints);
+  return e.Take();
+}
+
+bool DecodeLazyLayer(std::string_view v, LazyLayerRecord* r) {
+  Decoder d(v);
+  uint8_t version, comp;
+  if (!d.U8(&version) || version != 1 || !d.U8(&comp) || comp > 2) return false;
+  r->compression = static_cast<LayerCompression>(comp);
+  return d.Varint(&r->checkpoints) && d.done();
+}
 
 std::string schema::EncodeFormatRecord(uint64_t version, uint64_t compat, uint64_t ro_compat,
                                        uint64_t incompat) {
@@ -501,6 +501,17 @@ Status Records::ForEachTocFile(const Digest& layer,
   return Status::Ok();
 }
 
+Result<std::optional<ArtifactProvenance>> Records::Provenance(const Digest& layer) const {
+  return GetDecoded<ArtifactProvenance>(
+      db_, schema::ProvenanceKey(layer),
+      [](std::string_view v, ArtifactProvenance* p) {
+        Decoder d(v);
+        uint8_t version;
+        return d.U8(&version) && version == 1 && d.DigestBytes(&p->artifact) && d.done();
+      },
+      "of layer " + layer.Short() + " (provenance)");
+}
+
 Result<bool> Records::HasTocFiles(const Digest& layer) const {
   return db_.Any(schema::TocFilePrefix(layer));
 }
@@ -574,6 +585,17 @@ void RecordBatch::PutTocLayer(const Digest& layer, const TocLayerRecord& rec) {
 void RecordBatch::PutTocChunks(const Digest& layer, const Digest& file,
                                const std::vector<TocChunk>& chunks) {
   batch_.Put(schema::TocFileKey(layer, file), EncodeTocChunks(chunks));
+}
+
+void RecordBatch::PutProvenance(const Digest& layer, const ArtifactProvenance& p) {
+  Encoder e;
+  e.U8(1);
+  e.DigestBytes(p.artifact);
+  batch_.Put(schema::ProvenanceKey(layer), e.data());
+}
+
+void RecordBatch::DeleteProvenance(const Digest& layer) {
+  batch_.Delete(schema::ProvenanceKey(layer));
 }
 
 void RecordBatch::DeleteLayer(const Digest& layer) {

@@ -78,6 +78,23 @@ struct TocLayerRecord {
   std::vector<Digest> prefetch;  // files before the prefetch landmark
 };
 
+// 'P': a layer whose records came from an index artifact (layer_artifact.h), not from its own
+// bytes: every claim in them stands until the whole-layer check compares them with the layer's
+// tar stream, which then deletes this record.
+struct ArtifactProvenance {
+  Digest artifact;  // sha256 of the artifact blob the records were imported from
+};
+
+// The values of a stream-indexed layer's own records ('L', 'M', 'O'), also what an index
+// artifact carries. Decoders return false on a damaged or unknown value.
+std::string EncodeLayer(const LayerRecord& r);
+bool DecodeLayer(std::string_view v, LayerRecord* r);
+std::string EncodeLazyLayer(const LazyLayerRecord& r);
+bool DecodeLazyLayer(std::string_view v, LazyLayerRecord* r);
+std::string EncodeLocation(const FileLocation& l);
+// `digest` is the file's (the key's) digest.
+bool DecodeLocation(std::string_view v, const Digest& digest, FileLocation* l);
+
 // 'T': a file's TOC chunks (offsets in the file are implied by the sizes).
 std::string EncodeTocChunks(const std::vector<TocChunk>& chunks);
 bool DecodeTocChunks(std::string_view v, std::vector<TocChunk>* out);
@@ -87,6 +104,7 @@ bool DecodeTocChunks(std::string_view v, std::vector<TocChunk>* out);
 class Records {
  public:
   explicit Records(const Db& db) : db_(db) {}
+  const Db& db() const { return db_; }
 
   // References and images.
   Result<std::optional<Digest>> Ref(std::string_view ref) const;
@@ -127,6 +145,8 @@ class Records {
   Status ForEachTocFile(const Digest& layer,
                         const std::function<void(const std::vector<TocChunk>&)>& fn) const;
   Result<bool> HasTocFiles(const Digest& layer) const;
+  // Where a layer's records came from, when an index artifact (nullopt: its own bytes).
+  Result<std::optional<ArtifactProvenance>> Provenance(const Digest& layer) const;
 
  private:
   const Db& db_;
@@ -151,6 +171,8 @@ class RecordBatch {
   void PutCheckpoint(const Digest& layer, const Checkpoint& cp);
   void PutTocLayer(const Digest& layer, const TocLayerRecord& rec);
   void PutTocChunks(const Digest& layer, const Digest& file, const std::vector<TocChunk>& chunks);
+  void PutProvenance(const Digest& layer, const ArtifactProvenance& p);
+  void DeleteProvenance(const Digest& layer);
   // Forgets every record of a layer.
   void DeleteLayer(const Digest& layer);
 

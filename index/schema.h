@@ -18,6 +18,10 @@
 //   'S' layer(32)                  TocLayerRecord: the layer was indexed from its eStargz or
 //                                  zstd:chunked TOC; written with its chunks
 //   'T' layer(32) content(32)      the TOC chunks of a regular file with this sha256 in the layer
+//   'P' layer(32)                  ArtifactProvenance: the layer's records were imported from an
+//                                  index artifact (layer_artifact.h) with this sha256 and are
+//                                  claims until the whole-layer check passes, which deletes it;
+//                                  written with the layer's records, before 'L'
 //   'A' manifest(32) ino(be64)     inode record of the merged tree
 //   'D' manifest(32) parent(be64) name   child ino (be64) and st_mode (varint)
 //
@@ -134,10 +138,11 @@ inline std::string TocFileKey(const Digest& l, const Digest& content) {
   AppendDigest(k, content);
   return k;
 }
+inline std::string ProvenanceKey(const Digest& l) { return DigestKey('P', l); }
 
 // Every record of a layer: its single keys and the prefixes of its many.
 inline std::vector<std::string> LayerKeys(const Digest& l) {
-  return {LayerKey(l), LazyLayerKey(l), TocLayerKey(l)};
+  return {LayerKey(l), LazyLayerKey(l), TocLayerKey(l), ProvenanceKey(l)};
 }
 inline std::vector<std::string> LayerPrefixes(const Digest& l) {
   return {ChunkPrefix(l), LocationPrefix(l), CheckpointPrefix(l), FileAtPrefix(l),

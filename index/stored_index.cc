@@ -7,6 +7,7 @@
 #include "base/log.h"
 #include "base/parallel.h"
 #include "base/thread_annotations.h"
+#include "index/layer_artifact.h"
 #include "index/merge.h"
 #include "index/stored_tree.h"
 
@@ -29,6 +30,7 @@ Result<bool> StoredIndex::HasImage(const Digest& manifest) { return records_.Has
 Status StoredIndex::AddImage(const ImageDescriptor& image, BlobSource& blobs,
                              const ProgressFn& progress) {
   LAZYFS_RETURN_IF_ERROR(Writable());
+  LAZYFS_RETURN_IF_ERROR(SettleArtifactLayers(image));
   LAZYFS_ASSIGN_OR_RETURN(bool has, HasImage(image.manifest_digest));
   if (has) return Status::Ok();
   RecordBatch layer_records;
@@ -180,6 +182,46 @@ Result<std::vector<StoredImage>> StoredIndex::ListImages() {
     return a.descriptor.reference < b.descriptor.reference;
   });
   return out;
+}
+
+Result<std::string> StoredIndex::ExportLayer(const LayerDescriptor& layer) {
+  LAZYFS_ASSIGN_OR_RETURN(auto provenance, records_.Provenance(layer.digest));
+  if (provenance && !check_->Passed(layer.digest)) {
+    return FailedPreconditionError("layer " + layer.digest.Short() +
+                                   " was imported from index artifact " +
+                                   provenance->artifact.ToString() +
+                                   " and is not checked against its bytes yet");
+  }
+  LAZYFS_ASSIGN_OR_RETURN(LayerArtifact art, ReadLayerArtifact(*db_, layer));
+  return EncodeLayerArtifact(layer, art);
+}
+
+Status StoredIndex::ImportLayer(const LayerDescriptor& layer, std::string_view blob) {
+  LAZYFS_RETURN_IF_ERROR(Writable());
+  LAZYFS_ASSIGN_OR_RETURN(auto rec, records_.Layer(layer.digest));
+  if (rec) return Status::Ok();  // indexed here already: its own index wins
+  const Digest artifact = Sha256Of(blob);
+  if (check_->IsBad(layer.digest)) {
+    return DataLossError("layer " + layer.digest.Short() + " is refused: " +
+                         check_->WhyBad(layer.digest));
+  }
+  auto art = DecodeLayerArtifact(layer, blob, options_);
+  if (!art.ok()) {
+    return art.status().WithContext("while importing index artifact " + artifact.ToString() +
+                                    " of layer " + layer.digest.Short());
+  }
+  RecordBatch batch;
+  PutLayerArtifact(batch, layer.digest, *art, artifact);
+  return db_->Write(batch.rocks());
+}
+
+Status StoredIndex::SettleArtifactLayers(const ImageDescriptor& image) {
+  RecordBatch batch;
+  for (const LayerDescriptor& layer : image.layers) {
+    LAZYFS_ASSIGN_OR_RETURN(auto provenance, records_.Provenance(layer.digest));
+    if (provenance && check_->Passed(layer.digest)) batch.DeleteProvenance(layer.digest);
+  }
+  return batch.bytes() > 0 ? db_->Write(batch.rocks()) : Status::Ok();
 }
 
 Result<std::unique_ptr<Index>> Index::Open(const IndexOptions& options) {

@@ -33,6 +33,8 @@ class StoredIndex final : public Index {
                      const ProgressFn& progress) override;
   Result<GcReport> Gc() override;
   Status RemoveImage(const Digest& manifest) override;
+  Result<std::string> ExportLayer(const LayerDescriptor& layer) override;
+  Status ImportLayer(const LayerDescriptor& layer, std::string_view blob) override;
   Result<IndexCheckReport> Check() override;
   Result<CasDir::CheckReport> CheckContent(bool repair) override;
 
@@ -61,6 +63,12 @@ class StoredIndex final : public Index {
   Result<std::vector<size_t>> LayersToWarm(const ImageDescriptor& image);
   // Every TOC layer of an image fetched whole and checked (WarmContent).
   Status CheckTocLayers(const ImageDescriptor& image, BlobSource& blobs, unsigned threads);
+  // Every layer of an image imported from an index artifact and not checked yet: read whole
+  // and compared with what the artifact claimed (WarmContent).
+  Status CheckArtifactLayers(const ImageDescriptor& image, BlobSource& blobs, unsigned threads);
+  // Drops the provenance records of the image's layers that passed their check since they were
+  // imported (the writer's part of a check a reader may have made).
+  Status SettleArtifactLayers(const ImageDescriptor& image);
 
   const IndexOptions options_;
   const std::shared_ptr<Db> db_;

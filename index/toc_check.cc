@@ -47,11 +47,13 @@ class ChunkHasher {
   Sha256 hash_;
 };
 
-// What the TOC says of an entry that the tar stream says otherwise, or "" when they agree
-// (modification times aside: a TOC keeps whole seconds).
-std::string Disagreement(const LayerEntry& tar, const LayerEntry& toc) {
-  auto differ = [](const char* what, const std::string& a, const std::string& b) {
-    return std::string(what) + " " + a + " in the tar stream, " + b + " in the TOC";
+}  // namespace
+
+std::string EntryDisagreement(const LayerEntry& tar, const LayerEntry& toc,
+                              std::string_view claimant) {
+  auto differ = [&](const char* what, const std::string& a, const std::string& b) {
+    return std::string(what) + " " + a + " in the tar stream, " + b + " in " +
+           std::string(claimant);
   };
   auto octal = [](uint32_t m) {
     char b[16];
@@ -88,8 +90,6 @@ std::string Disagreement(const LayerEntry& tar, const LayerEntry& toc) {
   return "";
 }
 
-}  // namespace
-
 Status CheckTocAgainstStream(int fd, const LayerDescriptor& layer, const Records& records,
                              const LayerReadOptions& options) {
   const std::string name = "layer " + layer.digest.Short();
@@ -116,7 +116,7 @@ Status CheckTocAgainstStream(int fd, const LayerDescriptor& layer, const Records
     }
     const LayerEntry& said = *it->second.front();
     it->second.pop_front();
-    if (std::string d = Disagreement(e, said); !d.empty()) return lie(e.path, d);
+    if (std::string d = EntryDisagreement(e, said, "the TOC"); !d.empty()) return lie(e.path, d);
     if (e.kind != EntryKind::kFile) continue;
     std::vector<TocChunk> chunks;
     if (e.size > 0) {

@@ -16,6 +16,12 @@
 
 namespace lazyfs::index {
 
+// What `claimed` (an entry as a TOC or an index artifact has it) says of an entry that the tar
+// stream says otherwise ("mode 0755 in the tar stream, 04755 in CLAIMANT"), or "" when they
+// agree; modification times and content digests are not compared (a TOC keeps whole seconds).
+std::string EntryDisagreement(const LayerEntry& tar, const LayerEntry& claimed,
+                              std::string_view claimant);
+
 // Reads the complete layer blob at `fd` (already checked against its digest and diff_id) and
 // compares it with the layer's TOC records. DataLoss naming the first file where they disagree
 // (a content or chunk digest, any metadata but the time, an entry one lists and the other not).

@@ -248,6 +248,20 @@ class Index {
   // layer; the cache keeps what was stored before a failure.
   virtual Status WarmContent(const Digest& manifest, BlobSource& blobs, unsigned threads,
                              const ProgressFn& progress) = 0;
+  // The layer's index artifact (docs/formats.md, "Index artifacts"): its entries, file
+  // locations with chunk digests and decompression checkpoints as one zstd blob, the same bytes
+  // for the same layer indexed anywhere with the same options. FailedPrecondition when the layer
+  // is not indexed here, is an eStargz or zstd:chunked layer (the registry holds its TOC: no
+  // artifact needed; callers skip it), was indexed without file locations, or was itself
+  // imported from an artifact not yet checked against its bytes.
+  virtual Result<std::string> ExportLayer(const LayerDescriptor& layer) = 0;
+  // Imports an index artifact of `layer` so that AddImage merges it without reading the layer.
+  // Every field is a claim: the blob is capped, the header must name exactly this layer, every
+  // record is decoded and checked (InvalidArgument or ResourceExhausted naming what is wrong,
+  // nothing written). The records stay claims until the layer's whole-layer check compares them
+  // with its tar stream; a read or check that catches a lie refuses the layer for good. A layer
+  // indexed already is left as it is. Needs a writable index.
+  virtual Status ImportLayer(const LayerDescriptor& layer, std::string_view blob) = 0;
   // fsck of the index: every image's tree is complete (root, inode count, every layer indexed),
   // every reference points at a stored image, every layer record's entries decode.
   virtual Result<IndexCheckReport> Check() = 0;

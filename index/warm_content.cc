@@ -7,6 +7,7 @@
 #include "base/thread_annotations.h"
 #include "base/work_pool.h"
 #include "index/content_source.h"
+#include "index/layer_artifact.h"
 #include "index/stored_index.h"
 #include "index/stored_tree.h"
 
@@ -110,11 +111,56 @@ Status StoredIndex::CheckTocLayers(const ImageDescriptor& img, BlobSource& blobs
   return Status::Ok();
 }
 
+// An artifact-indexed layer's records are claims until its tar stream says the same: before a
+// reader writes the image out, each such layer is read whole (the blob verified against its
+// digest by the BlobSource, which keeps it for the extraction that follows) and compared.
+Status StoredIndex::CheckArtifactLayers(const ImageDescriptor& img, BlobSource& blobs,
+                                        unsigned threads) {
+  std::vector<const LayerDescriptor*> todo;
+  for (const LayerDescriptor& layer : img.layers) {
+    bool again = false;
+    for (const LayerDescriptor* t : todo) again = again || t->digest == layer.digest;
+    if (again || check_->Passed(layer.digest)) continue;
+    LAZYFS_ASSIGN_OR_RETURN(auto provenance, records_.Provenance(layer.digest));
+    if (provenance) todo.push_back(&layer);
+  }
+  std::vector<Status> results(todo.size());
+  ParallelFor(todo.size(), threads, [&](size_t k) {
+    const LayerDescriptor& layer = *todo[k];
+    results[k] = [&]() -> Status {
+      if (!check_->IsBad(layer.digest)) {
+        LAZYFS_ASSIGN_OR_RETURN(auto rec, records_.Layer(layer.digest));
+        if (!rec) return Corrupt("of layer " + layer.digest.Short() + " (missing)");
+        LAZYFS_ASSIGN_OR_RETURN(Fd blob, blobs.OpenBlob(layer.digest, layer.size));
+        check_->CheckBlob(
+            layer, rec->diff_id, blob.get(),
+            [&] { DropLayerChunks(records_, *cache_, layer.digest); },
+            [&](int fd) {
+              return CheckArtifactAgainstStream(fd, layer, records_, options_, *cache_);
+            });
+      }
+      if (check_->IsBad(layer.digest)) {
+        return DataLossError("layer " + layer.digest.Short() + " is refused: " +
+                             check_->WhyBad(layer.digest));
+      }
+      if (!check_->Passed(layer.digest)) {
+        return UnavailableError("layer " + layer.digest.Short() +
+                                " could not be checked against its index artifact");
+      }
+      return Status::Ok();
+    }();
+  });
+  for (const Status& s : results) LAZYFS_RETURN_IF_ERROR(s);
+  return Status::Ok();
+}
+
 Status StoredIndex::WarmContent(const Digest& manifest, BlobSource& blobs, unsigned threads,
                                 const ProgressFn& progress) {
   TreeStats st;
   LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor img, records_.Image(manifest, &st));
   LAZYFS_RETURN_IF_ERROR(CheckTocLayers(img, blobs, threads));
+  LAZYFS_RETURN_IF_ERROR(CheckArtifactLayers(img, blobs, threads));
+  if (options_.writable) LAZYFS_RETURN_IF_ERROR(SettleArtifactLayers(img));
   LAZYFS_ASSIGN_OR_RETURN(std::vector<size_t> pick, LayersToWarm(img));
   std::vector<Status> results(pick.size());
   Mutex progress_mu;

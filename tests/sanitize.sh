@@ -28,7 +28,7 @@ echo "== fuzzing, ${seconds}s per target"
 work=$(mktemp -d /tmp/lazyfs-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 for target in fuzz_manifest fuzz_reference fuzz_layer fuzz_toc fuzz_checkpoint fuzz_output \
-    fuzz_ext4_time fuzz_registry_auth; do
+    fuzz_ext4_time fuzz_registry_auth fuzz_layer_artifact; do
   mkdir -p "$work/$target"
   # New inputs go to the scratch corpus (first directory); the seeds stay as committed.
   if ! "$build/tests/fuzz/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
