@@ -6,10 +6,14 @@
 // retries, resumed and ranged blob reads), reads OCI layout directories and image archives (tars
 // of layouts, docker save tarballs), resolves image indexes by platform, and keeps blobs in a
 // content-addressed, verified store. It never looks inside layers: what it hands on is an
-// ImageDescriptor and a BlobSource (base/image.h).
+// ImageDescriptor and a BlobSource (base/image.h). Toward a registry it also publishes: an OCI
+// artifact whose `subject` is an image manifest (lazyfs's per-layer indexes) is pushed with its
+// blobs and found again through the referrers API or, where a registry has none, the referrers
+// tag ("sha256-<hex of the subject>").
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -65,6 +69,36 @@ struct Platform {
   std::string ToString() const;
 };
 
+// A platform as an index entry states it.
+struct PlatformSpec {
+  std::string os;
+  std::string architecture;
+  std::string variant;
+  std::string ToString() const;
+};
+
+// A content descriptor: what a manifest or index says about a blob or a child manifest.
+struct Descriptor {
+  std::string media_type;
+  Digest digest;
+  uint64_t size = 0;
+  // An artifact manifest's type (referrers lists and artifact manifests); empty otherwise.
+  std::string artifact_type;
+  std::map<std::string, std::string> annotations;
+  std::optional<PlatformSpec> platform;  // index entries only
+};
+
+// A blob of an artifact to publish: its bytes and how the artifact manifest describes it.
+struct BlobToPush {
+  Digest digest;  // must be the sha256 of `bytes`
+  std::string bytes;
+  std::string media_type;
+  std::map<std::string, std::string> annotations;
+};
+
+// The media type of an OCI 1.1 artifact's empty config ("{}").
+inline constexpr std::string_view kOciEmptyMediaType = "application/vnd.oci.empty.v1+json";
+
 struct SourceOptions {
   // The store; blobs are kept in its blobs() directory (a CasDir).
   StoreLayout store;
@@ -100,6 +134,9 @@ struct SourceOptions {
   long retry_max_delay_ms = 20000;
   // No new attempt starts later than this many seconds after a request's first attempt.
   long retry_deadline_s = 300;
+  // Pushes: a blob up to this size goes in one PUT; a larger one in PATCH requests of this
+  // size, then a closing PUT. Registries and the proxies before them cap request bodies.
+  uint64_t upload_chunk_size = 8 << 20;
 };
 
 // One image's source: resolves the reference and serves its blobs (caching them, verified, in
@@ -113,6 +150,30 @@ class ImageSource : public BlobSource {
   virtual Result<ImageDescriptor> Resolve() = 0;
   // Raw bytes of a manifest or config blob previously stored by Resolve (or fetched now).
   virtual Result<std::string> ReadSmallBlob(const Digest& digest, uint64_t max_size) = 0;
+
+  // The rest is for registries; other transports fail with Unimplemented.
+
+  // The manifests that name `subject` as their subject, of `artifact_type` (empty: any): from
+  // the referrers API, or from the referrers tag where the registry answers 404 for it. Every
+  // descriptor is checked (digest syntax, media type present; the list capped like a manifest)
+  // and filtered here, whatever the registry did with the filter. Fails with InvalidArgument or
+  // ResourceExhausted, naming the registry, when the list is malformed or too large.
+  virtual Result<std::vector<Descriptor>> Referrers(const Digest& subject,
+                                                    std::string_view artifact_type);
+  // A manifest's bytes by digest, verified against it and kept in the blob store; fails with
+  // ResourceExhausted past max_size (at most 4 MiB), DataLoss when the registry sends other bytes.
+  virtual Result<std::string> ReadManifest(const Digest& digest, uint64_t max_size);
+  // Publishes an OCI artifact of `artifact_type` for `subject` (media type, digest and size of
+  // an image manifest in this repository): pushes the blobs the registry lacks, then the
+  // artifact manifest (the empty config, the blobs as layers, `annotations`) by digest; where
+  // the registry has no referrers API (no OCI-Subject in its answer), adds it to the referrers
+  // tag's index. Returns the artifact's descriptor as Referrers lists it. Fails with
+  // InvalidArgument for a blob whose bytes do not match its digest, PermissionDenied when the
+  // registry refuses the push.
+  virtual Result<Descriptor> PushReferrer(const Descriptor& subject,
+                                          std::string_view artifact_type,
+                                          const std::vector<BlobToPush>& blobs,
+                                          const std::map<std::string, std::string>& annotations);
 };
 
 // Fails with InvalidArgument when options.store has no root.

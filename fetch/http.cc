@@ -1,11 +1,15 @@
 #include "fetch/http.h"
 
+#include <strings.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <ctime>
 #include <memory>
 #include <mutex>
+
+#include "base/text.h"
 
 namespace lazyfs::fetch {
 namespace {
@@ -112,6 +116,10 @@ size_t OnWrite(char* data, size_t size, size_t n, void* user) {
   return len;
 }
 
+bool IsUpload(const std::string& method) {
+  return method == "POST" || method == "PUT" || method == "PATCH";
+}
+
 std::string PeerOf(const HttpRequest& request, const std::string& url) {
   return request.peer.empty() ? HostPortOf(url) : request.peer;
 }
@@ -201,6 +209,16 @@ Status SetOptions(CURL* easy, const HttpOptions& options, CURLSH* share, Transfe
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, t);
   if (request.method == "HEAD") {
     curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+  } else if (IsUpload(request.method)) {
+    // POSTFIELDS sends the bytes as they are, with a Content-Length; CUSTOMREQUEST names the
+    // method for PUT and PATCH.
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS,
+                     request.upload.empty() ? "" : request.upload.data());
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                     static_cast<curl_off_t>(request.upload.size()));
+    if (request.method != "POST") {
+      curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+    }
   } else if (request.method != "GET") {
     return InternalError("HttpClient: unsupported method " + request.method);
   }
@@ -278,7 +296,8 @@ void HttpClient::Release(CurlEasy easy) {
 Result<HttpResponse> HttpClient::Perform(const HttpRequest& request) {
   CurlEasy easy = Acquire();
   if (!easy.get()) return ResourceExhaustedError("curl_easy_init failed");
-  const std::string origin = OriginOf(request.url);
+  const std::string origin =
+      request.auth_origin.empty() ? OriginOf(request.url) : request.auth_origin;
   std::string url = request.url;
   for (int hop = 0;; ++hop) {
     // Credentials stay with the origin they were issued for.
@@ -286,7 +305,10 @@ Result<HttpResponse> HttpClient::Perform(const HttpRequest& request) {
     auto response = PerformOnce(easy.get(), request, url, send_auth);
     if (!response.ok()) return response.status();  // the handle may be in a bad state: drop it
     const long code = response->status;
-    const bool redirect = code == 301 || code == 302 || code == 303 || code == 307 || code == 308;
+    // 301-303 would turn an upload into a GET without its body: the caller sees those.
+    const bool keeps_body = code == 307 || code == 308;
+    const bool redirect =
+        keeps_body || (!IsUpload(request.method) && (code == 301 || code == 302 || code == 303));
     if (!redirect) {
       Release(std::move(easy));
       return response;
@@ -313,6 +335,17 @@ Result<HttpResponse> HttpClient::PerformOnce(CURL* easy, const HttpRequest& requ
   Transfer t{easy, &request, &url, &response, Status::Ok()};
   CurlHeaders headers;
   for (const std::string& h : request.headers) LAZYFS_RETURN_IF_ERROR(headers.Append(h));
+  // No "Expect: 100-continue" pause before a body, and no form Content-Type a caller did not ask
+  // for.
+  if (IsUpload(request.method)) {
+    LAZYFS_RETURN_IF_ERROR(headers.Append("Expect:"));
+    const bool typed = std::any_of(request.headers.begin(), request.headers.end(),
+                                   [](const std::string& h) {
+                                     return h.size() >= 13 &&
+                                            strncasecmp(h.c_str(), "content-type:", 13) == 0;
+                                   });
+    if (!typed) LAZYFS_RETURN_IF_ERROR(headers.Append("Content-Type:"));
+  }
   if (send_auth) LAZYFS_RETURN_IF_ERROR(headers.Append("Authorization: " + request.authorization));
   char errbuf[CURL_ERROR_SIZE] = {0};
   LAZYFS_RETURN_IF_ERROR(SetOptions(easy, options_, share_->sh, &t, headers.get(), errbuf));
@@ -355,6 +388,19 @@ std::string OriginOf(const std::string& url) {
   std::transform(host.begin(), host.end(), host.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return scheme + "://" + host + ":" + port;
+}
+
+Result<std::string> ResolveUrl(const std::string& base, const std::string& reference) {
+  CurlUrl u(curl_url());
+  if (!u) return ResourceExhaustedError("out of memory parsing a URL");
+  if (curl_url_set(u.get(), CURLUPART_URL, base.c_str(), 0) != CURLUE_OK ||
+      curl_url_set(u.get(), CURLUPART_URL, reference.c_str(), 0) != CURLUE_OK) {
+    return InvalidArgumentError("cannot resolve URL " + QuoteName(reference) + " against " +
+                                QuoteName(base));
+  }
+  std::string out = UrlPart(u.get(), CURLUPART_URL);
+  if (out.empty()) return InvalidArgumentError("cannot resolve URL " + QuoteName(reference));
+  return out;
 }
 
 std::string UrlEscape(std::string_view s) {

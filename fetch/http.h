@@ -64,12 +64,19 @@ struct HttpOptions {
 class HttpResponse;
 
 struct HttpRequest {
-  std::string method = "GET";  // GET or HEAD
+  std::string method = "GET";  // GET, HEAD, or (with `upload` as the body) POST, PUT, PATCH
   std::string url;
   // "Name: value" lines (Accept, Range), sent to every hop of a redirect chain.
   std::vector<std::string> headers;
-  // "Authorization: ..." sent only while the URL stays on the original scheme://host:port.
+  // "Authorization: ..." sent only while the URL is on auth_origin.
   std::string authorization;
+  // The scheme://host:port the authorization was issued for (OriginOf); empty: the origin of
+  // `url`. A registry names upload URLs itself, possibly on another host: those must not get
+  // the registry's credentials.
+  std::string auth_origin;
+  // The request body of a POST, PUT or PATCH (sent with its Content-Length; the caller keeps
+  // the bytes alive). Such requests follow only 307 and 308 redirects, which keep the body.
+  std::string_view upload;
   // 2xx bodies go here; returning a non-OK Status aborts the transfer with that Status. When
   // unset, the body is collected into HttpResponse::body up to max_body bytes.
   std::function<Status(std::string_view)> on_body;
@@ -133,6 +140,10 @@ std::optional<long> ParseRetryAfter(const std::string& value);
 
 // "scheme://host:port" of a URL (default ports filled in), or empty if it does not parse.
 std::string OriginOf(const std::string& url);
+
+// `reference` (a Location header: absolute, or relative like "/v2/r/blobs/uploads/u?x=1")
+// resolved against the URL it came from. Fails with InvalidArgument when it does not parse.
+Result<std::string> ResolveUrl(const std::string& base, const std::string& reference);
 
 // Percent-encodes a query parameter value.
 std::string UrlEscape(std::string_view s);

@@ -76,6 +76,7 @@ Result<Descriptor> ParseDescriptor(const Json& j, const std::string& what) {
                                 ") has no valid \"size\" (a non-negative integer)");
   }
   d.size = size->get<uint64_t>();
+  LAZYFS_ASSIGN_OR_RETURN(d.artifact_type, OptString(j, "artifactType", what));
   LAZYFS_ASSIGN_OR_RETURN(d.annotations, ParseAnnotations(j, what));
   if (auto p = j.find("platform"); p != j.end() && !p->is_null()) {
     if (!p->is_object()) return InvalidArgumentError(what + ": \"platform\" is not an object");

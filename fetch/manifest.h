@@ -41,23 +41,6 @@ inline constexpr size_t kMaxLayers = 4096;
 // Entries in an image index.
 inline constexpr size_t kMaxIndexEntries = 4096;
 
-// A platform as an index entry states it.
-struct PlatformSpec {
-  std::string os;
-  std::string architecture;
-  std::string variant;
-  std::string ToString() const;
-};
-
-// A content descriptor: what a manifest says about a blob or a child manifest.
-struct Descriptor {
-  std::string media_type;
-  Digest digest;
-  uint64_t size = 0;
-  std::map<std::string, std::string> annotations;
-  std::optional<PlatformSpec> platform;  // index entries only
-};
-
 struct Manifest {
   enum class Kind { kImage, kIndex };
   Kind kind = Kind::kImage;

@@ -127,7 +127,7 @@ bool RealmMayReceiveCredentials(const std::string& realm, std::string_view regis
 
 Status RegistryClient::Authenticate(const HttpResponse& response,
                                     const std::string& used_authorization,
-                                    const Deadline& deadline) {
+                                    const Deadline& deadline, Access access) {
   {
     // Another thread may have authenticated while this request was in flight.
     MutexLock lock(mu_);
@@ -144,9 +144,11 @@ Status RegistryClient::Authenticate(const HttpResponse& response,
     if (realm == c.params.end() || realm->second.empty()) {
       return PermissionDeniedError("registry " + registry_ + ": Bearer challenge without a realm");
     }
-    std::string scope = c.params.count("scope") ? c.params["scope"]
-                                                : "repository:" + repository_ + ":pull";
-    return FetchToken(realm->second, c.params["service"], scope, deadline);
+    // A push asks for what it needs: a registry's challenge may name only pull.
+    std::string scope = access == Access::kPush ? "repository:" + repository_ + ":pull,push"
+                        : c.params.count("scope") ? c.params["scope"]
+                                                  : "repository:" + repository_ + ":pull";
+    return FetchToken(realm->second, c.params["service"], scope, deadline, access);
   }
   if (c.scheme == "basic") {
     if (!credentials_) {
@@ -165,7 +167,8 @@ Status RegistryClient::Authenticate(const HttpResponse& response,
 }
 
 Status RegistryClient::FetchToken(const std::string& realm, const std::string& service,
-                                  const std::string& scope, const Deadline& deadline) {
+                                  const std::string& scope, const Deadline& deadline,
+                                  Access access) {
   std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
   if (!service.empty()) url += "service=" + UrlEscape(service) + "&";
   url += "scope=" + UrlEscape(scope);
@@ -217,6 +220,7 @@ Status RegistryClient::FetchToken(const std::string& realm, const std::string& s
   const long margin = lifetime > 30 ? 10 : 0;
   MutexLock lock(mu_);
   authorization_ = "Bearer " + grant.token;
+  token_pushes_ = access == Access::kPush;
   token_expiry_ = std::chrono::steady_clock::now() + std::chrono::seconds(lifetime - margin);
   return Status::Ok();
 }

@@ -105,15 +105,58 @@ class RegistryClient {
   Result<size_t> GetBlobRange(const Digest& digest, uint64_t offset, std::span<std::byte> out,
                               const Deadline& deadline);
 
+  // Pushes (registry_push.cc). Requests that change the repository ask the token service for
+  // "repository:REPO:pull,push", whatever scope the registry's challenge names.
+
+  // Whether the registry holds the blob (HEAD: 200 yes, 404 no).
+  Result<bool> BlobExists(const Digest& digest);
+
+  // Uploads a blob: POST opens an upload session; bytes up to options.upload_chunk_size go in
+  // one PUT ?digest=, larger ones in PATCH chunks (Content-Range) and a closing PUT. Each
+  // Location the registry answers (relative or absolute) is followed; the credentials go only
+  // to the registry's own origin. A failure that may pass restarts the session, within the
+  // time the size takes at the minimum rate (DownloadTimeLimit). The registry checks the digest.
+  Status PutBlob(const Digest& digest, std::string_view bytes);
+
+  struct PushedManifest {
+    Digest digest;  // the registry's Docker-Content-Digest, equal to our own sha256
+    // The registry answered OCI-Subject: it indexes referrers itself (the referrers API).
+    bool subject_indexed = false;
+  };
+  // PUT /v2/<repo>/manifests/<tag or digest> with `media_type` as Content-Type (retried: the PUT
+  // is idempotent). DataLoss when the registry reports another digest than the bytes have.
+  Result<PushedManifest> PutManifest(const std::string& reference, std::string_view bytes,
+                                     std::string_view media_type);
+
+  // GET /v2/<repo>/referrers/<subject>[?artifactType=..], capped at 4 MiB: the image index as
+  // received, or nullopt when the registry answers 404 (it has no referrers API).
+  Result<std::optional<RawManifest>> GetReferrers(const Digest& subject,
+                                                  std::string_view artifact_type);
+
   // "registry HOST: repository REPO", the prefix of every message.
   std::string Describe() const;
 
  private:
+  // What a request does to the repository, so that a token grants what it needs.
+  enum class Access { kPull, kPush };
+
   RegistryClient(std::string registry, std::string repository, const SourceOptions& options,
                  std::optional<Credentials> credentials, std::string credentials_source);
 
   // Performs a request against the registry, authenticating on 401 and retrying once.
-  Result<HttpResponse> Request(HttpRequest request, const std::string& path);
+  // `target` is a path on the registry, or an absolute URL the registry named (a Location).
+  Result<HttpResponse> Request(HttpRequest request, const std::string& target,
+                               Access access = Access::kPull);
+  // "scheme://endpoint" as settled now.
+  std::string BaseUrl();
+  // One upload session of PutBlob (POST, then PUT or PATCHes and PUT): its final response, or
+  // the first that was not what the protocol expects.
+  Result<HttpResponse> UploadOnce(const Digest& digest, std::string_view bytes,
+                                  const Deadline& deadline);
+  // The PATCH requests of a chunked upload from `location`; the location for the closing PUT
+  // (in *location), or the first unexpected response.
+  Result<std::optional<HttpResponse>> UploadChunks(std::string_view bytes, std::string* location,
+                                                   const Deadline& deadline);
   // Runs `attempt` again while it fails in a way that may pass (Unavailable, or HTTP 408, 429,
   // 5xx), with backoff, within the options' attempt and time budget and `deadline` (whichever
   // ends sooner; the attempts should carry `deadline` too). `permanent` (if given) set to an
@@ -131,9 +174,9 @@ class RegistryClient {
                                    uint64_t offset, uint64_t length, const Deadline& deadline,
                                    const std::function<Status(std::string_view)>& sink);
   Status Authenticate(const HttpResponse& challenge, const std::string& used_authorization,
-                      const Deadline& deadline);
+                      const Deadline& deadline, Access access);
   Status FetchToken(const std::string& realm, const std::string& service,
-                    const std::string& scope, const Deadline& deadline);
+                    const std::string& scope, const Deadline& deadline, Access access);
   Status ErrorFor(const HttpResponse& response, const std::string& what) const;
 
   const std::string registry_;    // as the user named it
@@ -151,6 +194,8 @@ class RegistryClient {
   // Why the last token request went without the credentials (RealmMayReceiveCredentials), for
   // the message of a refusal; empty when they went or there are none.
   std::string withheld_ LAZYFS_GUARDED_BY(mu_);
+  // The bearer token in authorization_ was granted for pushes too.
+  bool token_pushes_ LAZYFS_GUARDED_BY(mu_) = false;
   // When a bearer token in authorization_ stops being valid.
   std::chrono::steady_clock::time_point token_expiry_ LAZYFS_GUARDED_BY(mu_) =
       std::chrono::steady_clock::time_point::max();

@@ -13,16 +13,25 @@
 
 namespace lazyfs::fetch {
 
-Result<HttpResponse> RegistryClient::Request(HttpRequest request, const std::string& path) {
+std::string RegistryClient::BaseUrl() {
+  MutexLock lock(mu_);
+  return scheme_ + "://" + endpoint_;
+}
+
+Result<HttpResponse> RegistryClient::Request(HttpRequest request, const std::string& target,
+                                             Access access) {
   request.peer = "registry " + registry_;
+  const bool absolute = target.starts_with("http://") || target.starts_with("https://");
   bool authenticated_now = false;
   for (;;) {
     std::string scheme;
     bool settled;
     {
       MutexLock lock(mu_);
-      if (std::chrono::steady_clock::now() >= token_expiry_) {
-        // An expired token would only earn a 401: go straight to the token service.
+      // An expired token, or one for pulls on a push, would only earn a 401: go straight to
+      // the token service.
+      if (std::chrono::steady_clock::now() >= token_expiry_ ||
+          (access == Access::kPush && authorization_.starts_with("Bearer ") && !token_pushes_)) {
         authorization_.clear();
         token_expiry_ = std::chrono::steady_clock::time_point::max();
       }
@@ -30,7 +39,9 @@ Result<HttpResponse> RegistryClient::Request(HttpRequest request, const std::str
       settled = scheme_settled_;
       request.authorization = authorization_;
     }
-    request.url = scheme + "://" + endpoint_ + path;
+    // The credentials belong to the registry's origin; a URL it named elsewhere goes without.
+    request.auth_origin = OriginOf(scheme + "://" + endpoint_);
+    request.url = absolute ? target : scheme + "://" + endpoint_ + target;
     auto response = http_.Perform(request);
     if (!settled) {
       // A request the caller gave up on proves nothing about the scheme.
@@ -64,7 +75,8 @@ Result<HttpResponse> RegistryClient::Request(HttpRequest request, const std::str
       }
       return PermissionDeniedError("registry " + registry_ + ": access denied (HTTP 401)");
     }
-    LAZYFS_RETURN_IF_ERROR(Authenticate(*response, request.authorization, request.deadline));
+    LAZYFS_RETURN_IF_ERROR(
+        Authenticate(*response, request.authorization, request.deadline, access));
     authenticated_now = true;
   }
 }

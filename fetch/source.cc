@@ -140,6 +140,21 @@ Result<ImageDescriptor> ResolveManifest(const std::string& reference, std::strin
                               std::to_string(kMaxIndexDepth) + " deep");
 }
 
+Result<std::vector<Descriptor>> ImageSource::Referrers(const Digest&, std::string_view) {
+  return UnimplementedError("referrers are found only in registries");
+}
+
+Result<std::string> ImageSource::ReadManifest(const Digest& digest, uint64_t) {
+  return UnimplementedError("manifest " + digest.ToString() +
+                            ": only registries serve artifact manifests");
+}
+
+Result<Descriptor> ImageSource::PushReferrer(const Descriptor&, std::string_view,
+                                             const std::vector<BlobToPush>&,
+                                             const std::map<std::string, std::string>&) {
+  return UnimplementedError("only registries take pushes");
+}
+
 Result<std::unique_ptr<ImageSource>> OpenImageSource(const ImageRef& ref,
                                                      const SourceOptions& options) {
   if (options.store.root.empty()) {

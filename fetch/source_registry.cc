@@ -5,11 +5,13 @@
 // manifest serves the blobs; when it fails for a blob, the others are tried in order.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
 #include "base/stats.h"
 #include "base/thread_annotations.h"
+#include "fetch/referrers.h"
 #include "fetch/registries_conf.h"
 #include "fetch/registry_client.h"
 #include "fetch/source.h"
@@ -46,8 +48,28 @@ class RegistrySource final : public ImageSource {
   Result<Fd> OpenBlob(const Digest& digest, uint64_t size) override;
   Result<size_t> ReadBlobRange(const Digest& digest, uint64_t offset, std::span<std::byte> out,
                                const Deadline& deadline) override;
+  // Referrers are asked of, and pushed to, the origin: mirrors copy images, not their
+  // referrers, and are never written to.
+  Result<std::vector<Descriptor>> Referrers(const Digest& subject,
+                                            std::string_view artifact_type) override {
+    return ListReferrers(Origin(), subject, artifact_type);
+  }
+  Result<std::string> ReadManifest(const Digest& digest, uint64_t max_size) override {
+    return FetchManifest(digest, std::nullopt, std::min<uint64_t>(max_size, kMaxManifestSize));
+  }
+  Result<Descriptor> PushReferrer(const Descriptor& subject, std::string_view artifact_type,
+                                  const std::vector<BlobToPush>& blobs,
+                                  const std::map<std::string, std::string>& annotations) override {
+    return PublishReferrer(Origin(), subject, artifact_type, blobs, annotations);
+  }
 
  private:
+  // The registry itself: EndpointsFor puts it after the mirrors.
+  RegistryClient& Origin() { return *clients_.back(); }
+  // A manifest by digest from the store, else from the endpoints in order; verified (and
+  // `size` checked when known), stored.
+  Result<std::string> FetchManifest(const Digest& digest, std::optional<uint64_t> size,
+                                    uint64_t max_size);
   // Streams a blob from the registry into the store; verified as it arrives.
   Status Download(const Digest& digest, std::optional<uint64_t> size);
   Result<std::string> FetchSmall(const Digest& digest, std::optional<uint64_t> size,
@@ -126,19 +148,11 @@ Result<ImageDescriptor> RegistrySource::Resolve() {
     }
     const bool is_manifest = d.media_type == kOciManifest || d.media_type == kDockerManifest ||
                              d.media_type == kOciIndex || d.media_type == kDockerManifestList;
+    if (is_manifest) return FetchManifest(d.digest, d.size, kMaxManifestSize);
     auto cached = ReadFromStore(*store_, d.digest, kMaxManifestSize);
     if (cached.ok()) {
       LAZYFS_RETURN_IF_ERROR(VerifyBytes(*cached, d.digest, d.size, "blob store"));
       return cached;
-    }
-    if (is_manifest) {
-      return OnEndpoints<std::string>(Deadline::Never(), [&](RegistryClient& c) -> Result<std::string> {
-        LAZYFS_ASSIGN_OR_RETURN(RegistryClient::RawManifest m,
-                                c.GetManifest(d.digest.ToString()));
-        LAZYFS_RETURN_IF_ERROR(VerifyBytes(m.bytes, d.digest, d.size, c.Describe()));
-        LAZYFS_RETURN_IF_ERROR(StoreSmall(*store_, d.digest, m.bytes));
-        return std::move(m.bytes);
-      });
     }
     return FetchSmall(d.digest, d.size, kMaxManifestSize);
   };
@@ -148,6 +162,26 @@ Result<ImageDescriptor> RegistrySource::Resolve() {
   MutexLock lock(mu_);
   for (const LayerDescriptor& l : image.layers) sizes_[l.digest] = l.size;
   return image;
+}
+
+Result<std::string> RegistrySource::FetchManifest(const Digest& digest,
+                                                  std::optional<uint64_t> size,
+                                                  uint64_t max_size) {
+  auto cached = ReadFromStore(*store_, digest, max_size);
+  if (cached.ok()) {
+    LAZYFS_RETURN_IF_ERROR(VerifyBytes(*cached, digest, size, "blob store"));
+    return cached;
+  }
+  return OnEndpoints<std::string>(Deadline::Never(), [&](RegistryClient& c) -> Result<std::string> {
+    LAZYFS_ASSIGN_OR_RETURN(RegistryClient::RawManifest m, c.GetManifest(digest.ToString()));
+    if (m.bytes.size() > max_size) {
+      return ResourceExhaustedError(c.Describe() + ": manifest " + digest.ToString() +
+                                    " is larger than " + std::to_string(max_size) + " bytes");
+    }
+    LAZYFS_RETURN_IF_ERROR(VerifyBytes(m.bytes, digest, size, c.Describe()));
+    LAZYFS_RETURN_IF_ERROR(StoreSmall(*store_, digest, m.bytes));
+    return std::move(m.bytes);
+  });
 }
 
 std::optional<uint64_t> RegistrySource::KnownSize(const Digest& digest) {

@@ -20,6 +20,16 @@ TEST(OriginOfTest, FillsDefaultPortsAndLowerCasesTheHost) {
   EXPECT_EQ(OriginOf("not a url"), "");
 }
 
+TEST(ResolveUrlTest, RelativeAndAbsoluteLocations) {
+  const std::string base = "http://127.0.0.1:5000/v2/r/blobs/uploads/";
+  EXPECT_EQ(*ResolveUrl(base, "/v2/r/blobs/uploads/u1?_state=a%3D"),
+            "http://127.0.0.1:5000/v2/r/blobs/uploads/u1?_state=a%3D");
+  EXPECT_EQ(*ResolveUrl(base, "u2"), "http://127.0.0.1:5000/v2/r/blobs/uploads/u2");
+  EXPECT_EQ(*ResolveUrl(base, "https://storage.example/up/u3?sig=x"),
+            "https://storage.example/up/u3?sig=x");
+  EXPECT_FALSE(ResolveUrl("not a url", "/x").ok());
+}
+
 TEST(ParseRetryAfterTest, SecondsOrAnHttpDate) {
   EXPECT_EQ(ParseRetryAfter("7"), 7);
   EXPECT_EQ(ParseRetryAfter(""), std::nullopt);

@@ -21,7 +21,9 @@ namespace lazyfs::fetch::testing {
 
 // An HTTP front for the registry that demands a bearer token, as Docker Hub and most public
 // registries do: 401 + challenge unless the request carries the token it issued at /token, and
-// forwards everything else to the real registry.
+// forwards everything else (with its body) to the real registry. A token asked for with a scope
+// that includes push is another token, and only it lets POST, PUT and PATCH through; the
+// challenge always names the pull scope, so a client that pushes must ask for more itself.
 class TokenFront {
  public:
   // basic_auth: when not empty, the Authorization header /token requires ("Basic ...").
@@ -82,6 +84,11 @@ class TokenFront {
 
  private:
   static constexpr const char* kToken = "test-token-42";
+  static constexpr const char* kPushToken = "test-token-push-7";
+
+  static bool IsWrite(const std::string& method) {
+    return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE";
+  }
 
   void Serve() {
     for (;;) {
@@ -96,7 +103,8 @@ class TokenFront {
 
   // "/v2/REPO/manifests/..." -> REPO
   static std::string RepoOf(const std::string& target) {
-    const size_t end = std::min(target.rfind("/manifests/"), target.rfind("/blobs/"));
+    const size_t end = std::min({target.rfind("/manifests/"), target.rfind("/blobs/"),
+                                 target.rfind("/referrers/")});
     return end == std::string::npos || end < 4 ? "" : target.substr(4, end - 4);
   }
 
@@ -117,7 +125,9 @@ class TokenFront {
       head += c;
     }
     const size_t sp1 = head.find(' '), sp2 = head.find(' ', sp1 + 1);
+    const std::string method = head.substr(0, sp1);
     const std::string target = head.substr(sp1 + 1, sp2 - sp1 - 1);
+    size_t content_length = 0;
     std::string rewritten = head.substr(0, head.find("\r\n") + 2);
     std::string authorization;
     size_t pos = head.find("\r\n") + 2;
@@ -133,9 +143,19 @@ class TokenFront {
         continue;
       }
       if (lower.starts_with("connection:")) continue;
+      if (lower.starts_with("content-length:")) {
+        content_length = std::stoul(line.substr(line.find(':') + 1));
+      }
       rewritten += line + "\r\n";
     }
     rewritten += "Connection: close\r\n\r\n";
+    std::string body(content_length, '\0');
+    for (size_t got = 0; got < content_length;) {
+      const ssize_t n = ::read(fd, body.data() + got, content_length - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;
+      got += static_cast<size_t>(n);
+    }
 
     if (target.starts_with("/token")) {
       ++token_requests_;
@@ -149,25 +169,31 @@ class TokenFront {
         Send(fd, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
       }
-      const std::string body = std::string("{\"token\":\"") + kToken +
-                               "\",\"expires_in\":" + expires_in_ + "}";
+      // "scope=repository%3Aname%3Apull%2Cpush"
+      const bool push = target.find("%2Cpush") != std::string::npos ||
+                        target.find(",push") != std::string::npos;
+      const std::string answer = std::string("{\"token\":\"") + (push ? kPushToken : kToken) +
+                                 "\",\"expires_in\":" + expires_in_ + "}";
       Send(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
-                   std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+                   std::to_string(answer.size()) + "\r\nConnection: close\r\n\r\n" + answer);
       return;
     }
-    if (authorization != std::string("Bearer ") + kToken) {
+    const bool token_ok = authorization == std::string("Bearer ") + kPushToken ||
+                          (!IsWrite(method) && authorization == std::string("Bearer ") + kToken);
+    if (!token_ok) {
       ++challenged_;
       std::string realm;
       {
         std::lock_guard lock(mu_);
         realm = realm_.empty() ? "http://" + host_ + "/token" : realm_;
       }
-      const std::string body = "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"token\"}]}";
+      const std::string refusal =
+          "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"token\"}]}";
       Send(fd, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"" + realm +
                    "\",service=\"test\",scope=\"repository:" + RepoOf(target) +
                    ":pull\"\r\n"
                    "Content-Type: application/json\r\nContent-Length: " +
-                   std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+                   std::to_string(refusal.size()) + "\r\nConnection: close\r\n\r\n" + refusal);
       return;
     }
     ++authorized_;
@@ -177,7 +203,7 @@ class TokenFront {
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     addr.sin_port = htons(static_cast<uint16_t>(std::stoi(upstream_.substr(upstream_.find(':') + 1))));
     if (::connect(up.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
-    Send(up.get(), rewritten);
+    Send(up.get(), rewritten + body);
     char buf[65536];
     for (;;) {
       ssize_t n = ::read(up.get(), buf, sizeof buf);
