@@ -5,9 +5,12 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <span>
+
+#include "index/inflate_isal.h"
 
 namespace lazyfs::index {
 namespace {
@@ -81,6 +84,7 @@ class GzipInflater final : public Inflater {
 
   bool complete() const override { return member_done_ && skip_ == 0; }
   std::string_view format() const override { return "gzip"; }
+  std::string_view engine() const override { return "zlib"; }
 
  private:
   const int flush_;
@@ -121,6 +125,7 @@ class ZstdInflater final : public Inflater {
 
   bool complete() const override { return last_ == 0; }
   std::string_view format() const override { return "zstd"; }
+  std::string_view engine() const override { return "zstd"; }
 
  private:
   const bool boundaries_;
@@ -138,20 +143,39 @@ class TarInflater final : public Inflater {
   }
   bool complete() const override { return true; }
   std::string_view format() const override { return "tar"; }
+  std::string_view engine() const override { return "copy"; }
 };
+
+// The environment picks zlib over igzip (LAZYFS_INFLATE=zlib) for comparisons and as a way
+// out should igzip ever misbehave on some stream.
+bool UseIsal(GzipEngine engine) {
+  if (!IsalAvailable() || engine == GzipEngine::kZlib) return false;
+  if (engine == GzipEngine::kIsal) return true;
+  const char* env = std::getenv("LAZYFS_INFLATE");
+  return !(env && std::string_view(env) == "zlib");
+}
 
 }  // namespace
 
 Result<std::unique_ptr<Inflater>> Inflater::Open(LayerCompression compression,
                                                   const Checkpoint* resume, bool boundaries) {
+  InflateOptions options;
+  options.boundaries = boundaries;
+  return Open(compression, resume, options);
+}
+
+Result<std::unique_ptr<Inflater>> Inflater::Open(LayerCompression compression,
+                                                  const Checkpoint* resume,
+                                                  const InflateOptions& options) {
   switch (compression) {
     case LayerCompression::kGzip: {
-      auto g = std::make_unique<GzipInflater>(boundaries);
+      if (UseIsal(options.gzip)) return OpenIsalGzip(resume, options);
+      auto g = std::make_unique<GzipInflater>(options.boundaries);
       LAZYFS_RETURN_IF_ERROR(g->Init(resume));
       return std::unique_ptr<Inflater>(std::move(g));
     }
     case LayerCompression::kZstd: {
-      auto z = std::make_unique<ZstdInflater>(boundaries);
+      auto z = std::make_unique<ZstdInflater>(options.boundaries);
       LAZYFS_RETURN_IF_ERROR(z->Init());
       return std::unique_ptr<Inflater>(std::move(z));
     }

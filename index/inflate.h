@@ -6,6 +6,12 @@
 // checkpoints and inflates just a span. Hand-written around zlib and zstd (after zlib's
 // examples/zran.c, the technique, not the code) because no library in Debian offers random
 // access into a deflate stream. Concatenated gzip members and zstd frames are one stream.
+//
+// gzip inflates with ISA-L's igzip when lazyfs is built with it (several times faster than
+// zlib: a first index of a gzip layer is bound by inflate), zlib otherwise. igzip does not stop
+// at block boundaries, so when boundaries are wanted it looks for one only once the wanted
+// spacing is reached, feeding the input in pieces until a piece ends inside a block header
+// (inflate_isal.cc); zlib stays as the fallback, chosen with LAZYFS_INFLATE=zlib.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +35,27 @@ struct InflateStep {
                           // next block
 };
 
+// Which library inflates gzip.
+enum class GzipEngine {
+  kDefault,  // igzip when built with ISA-L, unless the environment says LAZYFS_INFLATE=zlib
+  kZlib,
+  kIsal,     // igzip; zlib when lazyfs was built without ISA-L
+};
+
+struct InflateOptions {
+  // Report deflate block and zstd frame boundaries (for indexing; a little slower).
+  bool boundaries = false;
+  // The boundaries wanted: the first after this much output or input since the last reported
+  // one. zlib and zstd report every boundary whatever these say; igzip, which cannot stop at
+  // every block cheaply, reports only these (CheckpointRecorder's spacing).
+  uint64_t boundary_every_uncompressed = 4 << 20;
+  uint64_t boundary_every_compressed = 512 << 10;
+  GzipEngine gzip = GzipEngine::kDefault;
+};
+
+// Whether this build can inflate with igzip.
+bool IsalAvailable();
+
 // Not thread-safe; one per stream.
 class Inflater {
  public:
@@ -36,6 +63,9 @@ class Inflater {
   // at every deflate block and zstd frame boundary and report it (for indexing; a little slower).
   static Result<std::unique_ptr<Inflater>> Open(LayerCompression compression,
                                                 const Checkpoint* resume, bool boundaries);
+  static Result<std::unique_ptr<Inflater>> Open(LayerCompression compression,
+                                                const Checkpoint* resume,
+                                                const InflateOptions& options);
   virtual ~Inflater() = default;
 
   // Inflates some of `in` into `out` (out must not be empty): uses some input, or writes some
@@ -47,6 +77,8 @@ class Inflater {
   virtual bool complete() const = 0;
   // "gzip", "zstd" or "tar", for messages.
   virtual std::string_view format() const = 0;
+  // The library doing the work ("zlib", "igzip", "zstd", "copy"), for tests and benchmarks.
+  virtual std::string_view engine() const = 0;
 };
 
 // Inflates all of `input` (the next piece of a stream) and hands the output to `sink`, which

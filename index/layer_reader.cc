@@ -194,8 +194,11 @@ Result<std::unique_ptr<LayerReader>> LayerReader::Open(int fd, uint64_t blob_siz
   impl->in = std::make_unique_for_overwrite<char[]>(impl->in_cap);
   impl->options = options;
   impl->name = std::move(name);
-  LAZYFS_ASSIGN_OR_RETURN(impl->inflater,
-                          Inflater::Open(compression, nullptr, options.record_checkpoints));
+  InflateOptions io;
+  io.boundaries = options.record_checkpoints;
+  io.boundary_every_uncompressed = options.checkpoint_every_uncompressed;
+  io.boundary_every_compressed = options.checkpoint_every_compressed;
+  LAZYFS_ASSIGN_OR_RETURN(impl->inflater, Inflater::Open(compression, nullptr, io));
   if (options.record_checkpoints) {
     impl->checkpoints.emplace(options.checkpoint_every_uncompressed,
                               options.checkpoint_every_compressed,
