@@ -96,6 +96,21 @@ struct BlobToPush {
   std::map<std::string, std::string> annotations;
 };
 
+// An OCI 1.1 artifact manifest, as a referrer is: its type, the manifest it refers to, its
+// blobs (its "layers") and annotations.
+struct ArtifactManifest {
+  std::string artifact_type;  // artifactType, else the config's media type (as OCI 1.1 says)
+  Descriptor subject;
+  std::vector<Descriptor> blobs;
+  std::map<std::string, std::string> annotations;
+};
+
+// Parses an artifact manifest (at most 4 MiB, as ImageSource::ReadManifest returns it). Fails
+// with InvalidArgument when it is not an OCI image manifest with a subject, or a descriptor is
+// malformed; ResourceExhausted past the manifest caps. The blobs' media types are the
+// artifact's business: any is accepted.
+Result<ArtifactManifest> ParseArtifactManifest(std::string_view raw);
+
 // The media type of an OCI 1.1 artifact's empty config ("{}").
 inline constexpr std::string_view kOciEmptyMediaType = "application/vnd.oci.empty.v1+json";
 

@@ -208,6 +208,43 @@ Result<Manifest> ParseManifest(std::string_view raw, std::string_view content_ty
   }
 }
 
+Result<ArtifactManifest> ParseArtifactManifestJson(std::string_view raw) {
+  if (raw.size() > kMaxManifestSize) {
+    return ResourceExhaustedError("artifact manifest of " + std::to_string(raw.size()) +
+                                  " bytes is larger than " + std::to_string(kMaxManifestSize));
+  }
+  LAZYFS_ASSIGN_OR_RETURN(Json j, ParseJson(raw, "artifact manifest"));
+  auto sv = j.find("schemaVersion");
+  if (sv == j.end() || !sv->is_number_integer() || sv->get<int64_t>() != 2) {
+    return InvalidArgumentError("artifact manifest has no valid \"schemaVersion\" (expected 2)");
+  }
+  LAZYFS_ASSIGN_OR_RETURN(std::string media_type, OptString(j, "mediaType", "artifact manifest"));
+  if (media_type != kOciManifest) {
+    return InvalidArgumentError("artifact manifest has media type " + QuoteName(media_type) +
+                                ", not " + std::string(kOciManifest));
+  }
+  ArtifactManifest m;
+  auto subject = j.find("subject");
+  if (subject == j.end()) return InvalidArgumentError("artifact manifest has no \"subject\"");
+  LAZYFS_ASSIGN_OR_RETURN(m.subject, ParseDescriptor(*subject, "subject"));
+  auto config = j.find("config");
+  if (config == j.end()) return InvalidArgumentError("artifact manifest has no \"config\"");
+  LAZYFS_ASSIGN_OR_RETURN(Descriptor config_desc, ParseDescriptor(*config, "config"));
+  LAZYFS_ASSIGN_OR_RETURN(m.artifact_type, OptString(j, "artifactType", "artifact manifest"));
+  if (m.artifact_type.empty()) m.artifact_type = config_desc.media_type;
+  LAZYFS_ASSIGN_OR_RETURN(m.blobs, ParseDescriptorArray(j, "layers", kMaxLayers));
+  LAZYFS_ASSIGN_OR_RETURN(m.annotations, ParseAnnotations(j, "artifact manifest"));
+  return m;
+}
+
+Result<ArtifactManifest> ParseArtifactManifest(std::string_view raw) {
+  try {
+    return ParseArtifactManifestJson(raw);
+  } catch (const std::exception& e) {
+    return InvalidArgumentError(std::string("malformed artifact manifest: ") + e.what());
+  }
+}
+
 Result<Descriptor> SelectPlatform(const Manifest& index, const Platform& want) {
   const Descriptor* best = nullptr;
   int best_score = -1;

@@ -28,10 +28,7 @@
 
 namespace lazyfs::index {
 
-inline constexpr std::string_view kLayerIndexMediaType = "application/vnd.lazyfs.layer.index.v1+zstd";
-inline constexpr std::string_view kIndexArtifactType = "application/vnd.lazyfs.index.v1";
-// The manifest annotation on each layer index blob naming the layer it indexes.
-inline constexpr std::string_view kLayerDigestAnnotation = "dev.lazyfs.layer.digest";
+// The media types and the layer annotation are public, in tree.h.
 // A reader refuses a major version it does not know; minor versions only add optional sections.
 inline constexpr uint16_t kArtifactMajor = 1;
 inline constexpr uint16_t kArtifactMinor = 0;

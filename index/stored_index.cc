@@ -196,6 +196,13 @@ Result<std::string> StoredIndex::ExportLayer(const LayerDescriptor& layer) {
   return EncodeLayerArtifact(layer, art);
 }
 
+Result<Index::LayerIndexed> StoredIndex::LayerState(const Digest& layer) {
+  LAZYFS_ASSIGN_OR_RETURN(auto rec, records_.Layer(layer));
+  if (!rec) return LayerIndexed::kNo;
+  LAZYFS_ASSIGN_OR_RETURN(auto toc, records_.TocLayer(layer));
+  return toc ? LayerIndexed::kFromToc : LayerIndexed::kFromStream;
+}
+
 Status StoredIndex::ImportLayer(const LayerDescriptor& layer, std::string_view blob) {
   LAZYFS_RETURN_IF_ERROR(Writable());
   LAZYFS_ASSIGN_OR_RETURN(auto rec, records_.Layer(layer.digest));

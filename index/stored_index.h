@@ -34,6 +34,7 @@ class StoredIndex final : public Index {
   Result<GcReport> Gc() override;
   Status RemoveImage(const Digest& manifest) override;
   Result<std::string> ExportLayer(const LayerDescriptor& layer) override;
+  Result<LayerIndexed> LayerState(const Digest& layer) override;
   Status ImportLayer(const LayerDescriptor& layer, std::string_view blob) override;
   Result<IndexCheckReport> Check() override;
   Result<CasDir::CheckReport> CheckContent(bool repair) override;

@@ -206,6 +206,13 @@ struct IndexCheckReport {
 };
 
 // The store's index. Thread-safe.
+// Index artifacts (docs/formats.md): the media type of one layer's index blob, the artifact
+// type of the manifest that carries them, and the annotation on each blob naming its layer.
+inline constexpr std::string_view kLayerIndexMediaType =
+    "application/vnd.lazyfs.layer.index.v1+zstd";
+inline constexpr std::string_view kIndexArtifactType = "application/vnd.lazyfs.index.v1";
+inline constexpr std::string_view kLayerDigestAnnotation = "dev.lazyfs.layer.digest";
+
 class Index {
  public:
   // Opens (creating if writable and absent) STORE/index. Fails with FailedPrecondition when the
@@ -255,6 +262,9 @@ class Index {
   // artifact needed; callers skip it), was indexed without file locations, or was itself
   // imported from an artifact not yet checked against its bytes.
   virtual Result<std::string> ExportLayer(const LayerDescriptor& layer) = 0;
+  // How a layer is indexed here, if it is.
+  enum class LayerIndexed { kNo, kFromStream, kFromToc };
+  virtual Result<LayerIndexed> LayerState(const Digest& layer) = 0;
   // Imports an index artifact of `layer` so that AddImage merges it without reading the layer.
   // Every field is a claim: the blob is capped, the header must name exactly this layer, every
   // record is decoded and checked (InvalidArgument or ResourceExhausted naming what is wrong,
