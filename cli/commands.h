@@ -14,5 +14,6 @@ void RegisterVerify(CLI::App& app, int& exit_code);       // verify
 void RegisterGc(CLI::App& app, int& exit_code);           // gc
 void RegisterStore(CLI::App& app, int& exit_code);        // images, rmi, fsck
 void RegisterStats(CLI::App& app, int& exit_code);        // stats
+void RegisterIndex(CLI::App& app, int& exit_code);        // index push
 
 }  // namespace lazyfs::cli

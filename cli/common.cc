@@ -7,6 +7,7 @@
 
 #include "base/fd.h"
 #include "base/text.h"
+#include "cli/index_artifacts.h"
 
 namespace lazyfs::cli {
 
@@ -40,6 +41,10 @@ void AddImageOptions(CLI::App& cmd, ImageOptions& options) {
          "missing: use the stored index of a reference seen before (default); "
          "always: ask the registry again; never: fail unless stored")
       ->check(CLI::IsMember({"missing", "always", "never"}));
+  cmd.add_option("--index-artifacts", options.index_artifacts,
+                 "--index-artifacts=false: index a new image from its layers even when its "
+                 "registry has an index artifact for it (lazyfs index push)")
+      ->default_val(true);
   cmd.add_flag("-q,--quiet", options.quiet, "No progress output");
 }
 
@@ -55,6 +60,23 @@ Result<fetch::SourceOptions> SourceOptionsFor(const ImageOptions& options,
     LAZYFS_ASSIGN_OR_RETURN(so.platform, fetch::Platform::Parse(options.platform));
   }
   return so;
+}
+
+// Imports the image's index artifact, if its registry has one; says on stderr what was used, or
+// why an artifact found was refused (the layers are then indexed from their blobs).
+Status UseIndexArtifact(index::Index& idx, fetch::ImageSource& source,
+                        const ImageDescriptor& image, bool quiet) {
+  LAZYFS_ASSIGN_OR_RETURN(ArtifactImport found, ImportIndexArtifacts(idx, source, image));
+  if (!found.refused.empty()) {
+    // Not behind -q: a refused artifact is a warning about the registry's content.
+    const std::string message = EscapeBytes(found.refused, Escape::kMessage);
+    std::fprintf(stderr, "lazyfs: warning: %s; indexing from the layers\n", message.c_str());
+  }
+  if (found.artifact && !quiet) {
+    std::fprintf(stderr, "lazyfs: index artifact %s: %zu of %zu layers indexed without a download\n",
+                 found.artifact->ToString().c_str(), found.layers, image.layers.size());
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -110,6 +132,9 @@ Result<PreparedImage> PrepareImage(const std::string& ref_text, const ImageOptio
                          " and --pull=never was given");
   }
   LAZYFS_ASSIGN_OR_RETURN(ImageDescriptor image, out.source->Resolve());
+  if (options.index_artifacts && remote) {
+    LAZYFS_RETURN_IF_ERROR(UseIndexArtifact(*idx, *out.source, image, options.quiet));
+  }
   LAZYFS_RETURN_IF_ERROR(
       idx->AddImage(image, *out.source, MakeProgress(options.quiet))
           .WithContext("while indexing " + out.ref.ToString()));

@@ -32,6 +32,9 @@ struct ImageOptions {
   // Not a flag: set by commands that read every file (materialize), so indexing stores the
   // content it decompresses (IndexOptions::cache_content_while_indexing).
   bool cache_content = false;
+  // --index-artifacts: before indexing an image from its layers, look in its registry for an
+  // index artifact (`lazyfs index push`) and import it (cli/index_artifacts.h).
+  bool index_artifacts = true;
 
   // The store --store names, or the default one.
   StoreLayout layout() const { return StoreLayout::At(store); }

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   lazyfs::cli::RegisterGc(app, exit_code);
   lazyfs::cli::RegisterStore(app, exit_code);
   lazyfs::cli::RegisterStats(app, exit_code);
+  lazyfs::cli::RegisterIndex(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -15,16 +15,13 @@
 #include "base/text.h"
 
 namespace lazyfs::testing {
-namespace {
 
 std::string Slurp(const std::string& path) {
-  std::ifstream f(path);
+  std::ifstream f(path, std::ios::binary);
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
 }
-
-}  // namespace
 
 std::string LazyfsBinary() {
   if (const char* dir = std::getenv("LAZYFS_BINARY_DIR"); dir && *dir) {

@@ -36,6 +36,8 @@ bool IsMountpoint(const std::string& path);
 // Best effort: unmount if mounted (used in TearDown).
 void ForceUnmount(const std::string& path);
 std::string MakeTempDir(const std::string& prefix);
+// The whole content of a file (empty when it cannot be read).
+std::string Slurp(const std::string& path);
 // True when `text` holds what a terminal would obey rather than show: a C0 control other than
 // the newline, DEL, a C1 control (as UTF-8, U+0080..U+009F, or as a bare byte 0x80..0x9f an
 // 8-bit terminal takes), or anything that is not UTF-8.

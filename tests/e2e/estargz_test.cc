@@ -34,13 +34,6 @@ std::string Small(int i) {
   return s;
 }
 
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // Compressed bytes of a layer's footer and TOC, and of the chunks of the file with `content`.
 struct LayerCost {
   uint64_t toc = 0;

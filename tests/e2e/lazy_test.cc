@@ -43,13 +43,6 @@ struct World : SuiteWorld {
 };
 World* world = nullptr;
 
-std::string Slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 class LazyTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
