@@ -302,12 +302,16 @@ Status DecodeLocations(std::string_view payload, LayerArtifact* art) {
   return d.done() ? Status::Ok() : Bad("bytes after the file locations");
 }
 
+// File offsets: one per regular file with data (files of the same content share one location
+// but each has its offset), strictly increasing, each the start of a file of that content that
+// fits in the layer.
 Status DecodeFilesAt(std::string_view payload, LayerArtifact* art) {
   std::map<Digest, const FileLocation*> by_digest;
   for (const FileLocation& l : art->locations) by_digest[l.digest] = &l;
   Decoder d(payload);
   uint64_t n;
-  if (!d.Varint(&n) || n > art->locations.size()) return Bad("more file offsets than files");
+  if (!d.Varint(&n) || n > art->entries.size()) return Bad("more file offsets than entries");
+  const uint64_t end = art->record.uncompressed;
   for (uint64_t i = 0; i < n; ++i) {
     uint64_t offset;
     Digest file;
@@ -316,8 +320,9 @@ Status DecodeFilesAt(std::string_view payload, LayerArtifact* art) {
       return Bad("file offsets not strictly increasing");
     }
     auto it = by_digest.find(file);
-    if (it == by_digest.end() || it->second->sparse || it->second->offset != offset) {
-      return Bad("file offset " + std::to_string(offset) + " is not its file's location");
+    if (it == by_digest.end() || it->second->sparse || offset > end ||
+        it->second->size > end - offset) {
+      return Bad("file offset " + std::to_string(offset) + " is not a file of the layer");
     }
     art->files_at.emplace_back(offset, file);
   }

@@ -22,15 +22,16 @@ using testing::ImageSpec;
 using testing::MemoryBlobs;
 using testing::PseudoRandomBytes;
 
-// Two layers: files of one chunk and of several, a directory, a symlink, a hardlink; gzip and
-// zstd.
+// Two layers: files of one chunk and of several, a directory, a symlink, a hardlink, files of
+// the same content at several offsets (one location, an offset each); gzip and zstd.
 ImageSpec TwoLayers() {
   ImageSpec spec;
   testing::Layer a;
   a.compression = Compression::kGzip;
   a.entries = {testing::Dir("etc"), File("etc/passwd", "root:x:0:0\n"),
                File("big", PseudoRandomBytes(3 << 20, 7)), testing::Symlink("link", "big"),
-               testing::Hardlink("etc/again", "etc/passwd")};
+               testing::Hardlink("etc/again", "etc/passwd"),
+               File("etc/passwd-", "root:x:0:0\n"), File("copy/big", PseudoRandomBytes(3 << 20, 7))};
   for (int i = 0; i < 40; ++i) {
     a.entries.push_back(File("small" + std::to_string(i), PseudoRandomBytes(5000 + i, i)));
   }
