@@ -4,7 +4,10 @@
 #     from this machine's /etc and /usr/bin, against the image's compressed size;
 #  2. time from `lazyfs mount` to the first byte of a small file, against `skopeo copy` of the
 #     same image from the same registry (a full pull) — with the index already built (content
-#     cache and blob store empty), and cold (the first mount indexes, which streams every layer).
+#     cache and blob store empty), and cold (the first mount indexes, which streams every layer);
+#  3. the first mount + first byte of a store that never saw the image, with an index artifact
+#     published by `lazyfs index push`: time against the full pull, bytes (every response body,
+#     manifests and the referrers tag too) against the full pull's and the image's size.
 # Bytes are summed from the registry's own access log (http.response.written of blob GETs).
 # Both are measured on bare loopback, and again through lazyfs-proxy shaping the link to a 20 ms
 # round trip and 100 Mbit/s per connection (this kernel has no sch_netem for tc netem).
@@ -44,6 +47,11 @@ blob_bytes() {
     { grep '/blobs/' || true; } | sed -n 's/.*http.response.written=\([0-9]*\).*/\1/p' |
     awk '{s+=$1} END {print s+0}'
 }
+# Bytes of every response body (manifests, tags and blobs) since line $1.
+all_bytes() {
+  tail -n +"$1" "$work/registry.log" | { grep 'response completed' || true; } |
+    sed -n 's/.*http.response.written=\([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}'
+}
 log_mark() { echo $(( $(wc -l < "$work/registry.log") + 1 )); }
 forget_content() { rm -rf "$work/store/blobs/sha256" "$work/store/content/sha256"; }
 small=$(cd /etc && find . -maxdepth 1 -type f -size +0 -size -4k -readable | sort | head -1)
@@ -77,6 +85,20 @@ mark=$(log_mark); t=$(now)
 skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$port/bench/boot:1" "oci:$work/copy:boot"
 t_skopeo=$(elapsed "$t"); b_skopeo=$(blob_bytes "$mark")
 
+# With an index artifact in the registry (`lazyfs index push` from another store): the first
+# mount of a store that never saw the image imports the layer's index and downloads no layer.
+"$lazyfs" index push -q --store "$work/pusher" "$ref" > /dev/null
+rm -rf "$work/store2"
+mark=$(log_mark); t=$(now)
+"$lazyfs" mount -q --store "$work/store2" "$ref" "$work/mnt"
+head -c1 "$work/mnt/etc/$small" > /dev/null
+t_art=$(elapsed "$t"); b_art=$(all_bytes "$mark")
+"$lazyfs" umount "$work/mnt"
+mark=$(log_mark)
+rm -rf "$work/copy3"
+skopeo copy -q --src-tls-verify=false "$ref" "oci:$work/copy3:boot"
+b_skopeo_all=$(all_bytes "$mark")
+
 # The same through a shaped link: the image is indexed under the proxy's reference first (a
 # resolve; the layers are already indexed), then content is forgotten and the clock starts.
 "$build/tests/support/lazyfs-proxy" "127.0.0.1:$port" 20 100 > "$work/proxy.out" &
@@ -91,6 +113,12 @@ t=$(now)
 head -c1 "$work/mnt/etc/$small" > /dev/null
 t_shaped=$(elapsed "$t")
 "$lazyfs" umount "$work/mnt"
+rm -rf "$work/store3"
+t=$(now)
+"$lazyfs" mount -q --store "$work/store3" "$shaped" "$work/mnt"
+head -c1 "$work/mnt/etc/$small" > /dev/null
+t_art_shaped=$(elapsed "$t")
+"$lazyfs" umount "$work/mnt"
 rm -rf "$work/copy2"
 t=$(now)
 skopeo copy -q --src-tls-verify=false "$shaped" "oci:$work/copy2:boot"
@@ -104,4 +132,8 @@ printf '%-34s %11sB %11sB %10s  %s\n' "bytes: mount + first byte (indexed)" "$b_
 printf '%-34s %11.3fs %11.3fs %10s  %s\n' "time: mount + first byte (indexed)" "$t_warm" "$t_skopeo" "$(ratio "$t_warm" "$t_skopeo")" "skopeo copy (full pull)"
 printf '%-34s %11.3fs %11.3fs %10s  %s\n' "time: mount + first byte (cold)" "$t_cold" "$t_skopeo" "$(ratio "$t_cold" "$t_skopeo")" "skopeo copy; cold = index by streaming the layer ($b_cold B)"
 printf '%-34s %11.3fs %11.3fs %10s  %s\n' "time: mount + first byte, shaped" "$t_shaped" "$t_skopeo_shaped" "$(ratio "$t_shaped" "$t_skopeo_shaped")" "skopeo copy through 20 ms RTT, 100 Mbit/s"
+printf '%-34s %11.3fs %11.3fs %10s  %s\n' "time: first mount + byte, artifact" "$t_art" "$t_skopeo" "$(ratio "$t_art" "$t_skopeo")" "skopeo copy; empty store, index artifact in the registry"
+printf '%-34s %11sB %11sB %10s  %s\n' "bytes: first mount + byte, artifact" "$b_art" "$b_skopeo_all" "$(ratio "$b_art" "$b_skopeo_all")" "skopeo copy (all response bodies, manifests too)"
+printf '%-34s %11sB %11sB %10s  %s\n' "bytes: the same, of the image" "$b_art" "$layer_size" "$(ratio "$b_art" "$layer_size")" "image compressed size"
+printf '%-34s %11.3fs %11.3fs %10s  %s\n' "time: first mount + byte, art., shaped" "$t_art_shaped" "$t_skopeo_shaped" "$(ratio "$t_art_shaped" "$t_skopeo_shaped")" "skopeo copy through 20 ms RTT, 100 Mbit/s"
 echo "(ratio = lazyfs / other; loopback unless marked shaped)"
