@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "base/digest.h"
@@ -150,6 +151,41 @@ class ArtifactTest : public ::testing::Test {
                                {{"dev.lazyfs.index.version", "1"}});
   }
 
+  // Every layer's index, exported from a store that indexed the image from its layers, passed
+  // through `edit` (a lie) and packed as artifact blobs. Empty on failure (with the failure
+  // reported).
+  std::vector<fetch::BlobToPush> EditedIndexes(
+      const ImageDescriptor& image, const std::function<void(index::LayerArtifact&)>& edit) {
+    const std::string store = dir_ + "/honest";
+    CommandResult indexed =
+        RunLazyfs({"inspect", "--store", store, "-q", "docker://" + registry_->host() + "/art/app:1"});
+    EXPECT_EQ(indexed.exit_code, 0) << indexed.err;
+    index::IndexOptions io;
+    io.store = StoreLayout::At(store);
+    auto idx = index::Index::Open(io);
+    EXPECT_TRUE(idx.ok()) << idx.status().ToString();
+    std::vector<fetch::BlobToPush> blobs;
+    if (!idx.ok()) return blobs;
+    for (const LayerDescriptor& layer : image.layers) {
+      auto exported = (*idx)->ExportLayer(layer);
+      EXPECT_TRUE(exported.ok()) << exported.status().ToString();
+      if (!exported.ok()) return {};
+      auto art = index::DecodeLayerArtifact(layer, *exported, io);
+      EXPECT_TRUE(art.ok()) << art.status().ToString();
+      if (!art.ok()) return {};
+      edit(*art);
+      auto lying = index::EncodeLayerArtifact(layer, *art);
+      EXPECT_TRUE(lying.ok());
+      fetch::BlobToPush blob;
+      blob.bytes = lying.ok() ? *lying : "";
+      blob.digest = Sha256Of(blob.bytes);
+      blob.media_type = std::string(index::kLayerIndexMediaType);
+      blob.annotations[std::string(index::kLayerDigestAnnotation)] = layer.digest.ToString();
+      blobs.push_back(std::move(blob));
+    }
+    return blobs;
+  }
+
   std::unique_ptr<Registry> registry_;
   std::unique_ptr<CountingProxy> proxy_;
   std::string dir_, store_, mnt_;
@@ -224,40 +260,18 @@ TEST_F(ArtifactTest, AnArtifactNamingALayerTheImageDoesNotHaveIsRefused) {
 }
 
 TEST_F(ArtifactTest, AnArtifactWithALyingChunkDigestIsCaughtAndItsLayerRefused) {
-  // The honest indexes, from a store that indexed the layers, with one chunk digest of the
-  // lower layer's opt/big1 changed: the artifact an attacker with push rights could publish.
-  const std::string pusher = dir_ + "/pusher";
-  ASSERT_EQ(RunLazyfs({"inspect", "--store", pusher, "-q",
-                       "docker://" + registry_->host() + "/art/app:1"})
-                .exit_code,
-            0);
+  // The honest indexes with one chunk digest of the lower layer's opt/big1 changed: the
+  // artifact an attacker with push rights could publish.
+  const std::string big1 = PseudoRandomBytes(3 << 20, 51);
   ImageDescriptor image;
   auto source = Source(&image);
   ASSERT_TRUE(source);
-  index::IndexOptions io;
-  io.store = StoreLayout::At(pusher);
-  auto idx = index::Index::Open(io);
-  ASSERT_TRUE(idx.ok()) << idx.status().ToString();
-  const std::string big1 = PseudoRandomBytes(3 << 20, 51);
-  std::vector<fetch::BlobToPush> blobs;
-  for (const LayerDescriptor& layer : image.layers) {
-    auto exported = (*idx)->ExportLayer(layer);
-    ASSERT_TRUE(exported.ok()) << exported.status().ToString();
-    auto art = index::DecodeLayerArtifact(layer, *exported, io);
-    ASSERT_TRUE(art.ok()) << art.status().ToString();
-    for (index::FileLocation& l : art->locations) {
+  std::vector<fetch::BlobToPush> blobs = EditedIndexes(image, [&](index::LayerArtifact& art) {
+    for (index::FileLocation& l : art.locations) {
       if (l.digest == Sha256Of(big1) && l.chunks.size() > 1) l.chunks[1] = Sha256Of("a lie");
     }
-    auto lying = index::EncodeLayerArtifact(layer, *art);
-    ASSERT_TRUE(lying.ok());
-    fetch::BlobToPush blob;
-    blob.bytes = *lying;
-    blob.digest = Sha256Of(blob.bytes);
-    blob.media_type = std::string(index::kLayerIndexMediaType);
-    blob.annotations[std::string(index::kLayerDigestAnnotation)] = layer.digest.ToString();
-    blobs.push_back(std::move(blob));
-  }
-  idx->reset();
+  });
+  ASSERT_EQ(blobs.size(), image.layers.size());
   auto pushed = PublishArtifact(*source, image, blobs);
   ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
 
@@ -277,6 +291,46 @@ TEST_F(ArtifactTest, AnArtifactWithALyingChunkDigestIsCaughtAndItsLayerRefused) 
   CommandResult t = RunLazyfs({"cat", "--store", store_, "docker://" + proxy_->host() + "/art/app:1",
                                "/usr/tool"});
   EXPECT_EQ(t.exit_code, 0) << t.err;
+}
+
+TEST_F(ArtifactTest, MaterializeThroughAnArtifactChecksEveryLayerAndWritesTheImage) {
+  CommandResult p = Push(dir_ + "/pusher");
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const std::string img = dir_ + "/out.img";
+  CommandResult r = RunLazyfs({"materialize", "--store", store_,
+                               "docker://" + proxy_->host() + "/art/app:1", img});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("index artifact"), std::string::npos) << r.err;
+  CommandResult fsck = RunCommand({"e2fsck", "-fn", img});
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
+  auto want = ExpectedListing(spec_);
+  ASSERT_TRUE(want.ok()) << want.status().ToString();
+  auto got = ListExt4Image(img, dir_ + "/loop");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(DiffListings(*want, *got), "");
+}
+
+TEST_F(ArtifactTest, MaterializeRefusesAnArtifactWhoseEntriesLie) {
+  // etc/f7 claimed setuid root: an artifact that would put a setuid file in the guest's image.
+  ImageDescriptor image;
+  auto source = Source(&image);
+  ASSERT_TRUE(source);
+  std::vector<fetch::BlobToPush> blobs = EditedIndexes(image, [](index::LayerArtifact& art) {
+    for (index::LayerEntry& e : art.entries) {
+      if (e.path == "etc/f7") e.mode |= 04000;
+    }
+  });
+  ASSERT_EQ(blobs.size(), image.layers.size());
+  auto pushed = PublishArtifact(*source, image, blobs);
+  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+  const std::string img = dir_ + "/out.img";
+  CommandResult r = RunLazyfs({"materialize", "--store", store_, "-q",
+                               "docker://" + proxy_->host() + "/art/app:1", img});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("index artifact " + blobs[0].digest.ToString()), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("lies"), std::string::npos) << r.err;
+  EXPECT_NE(::access(img.c_str(), F_OK), 0) << "an image was written from a lying artifact";
 }
 
 TEST_F(ArtifactTest, IndexArtifactsFalseIndexesFromTheLayers) {
