@@ -7,7 +7,8 @@
 #     cache and blob store empty), and cold (the first mount indexes, which streams every layer);
 #  3. the first mount + first byte of a store that never saw the image, with an index artifact
 #     published by `lazyfs index push`: time against the full pull, bytes (every response body,
-#     manifests and the referrers tag too) against the full pull's and the image's size.
+#     manifests and the referrers tag too) against the full pull's and the image's size; and
+#     the same tree as an eStargz image (its TOC read instead of an artifact).
 # Bytes are summed from the registry's own access log (http.response.written of blob GETs).
 # Both are measured on bare loopback, and again through lazyfs-proxy shaping the link to a 20 ms
 # round trip and 100 Mbit/s per connection (this kernel has no sch_netem for tc netem).
@@ -99,6 +100,20 @@ rm -rf "$work/copy3"
 skopeo copy -q --src-tls-verify=false "$ref" "oci:$work/copy3:boot"
 b_skopeo_all=$(all_bytes "$mark")
 
+# The same tree as an eStargz image (written by the estargz Go package): the first mount reads
+# the TOC with two range requests, then the first byte.
+build_mkstargz "$work"
+gzip_size=$layer_size
+MKSTARGZ=$work/mkstargz make_layout "$work/layout-stargz" boot -C / --transform 's,^usr/bin,bin,' etc usr/bin
+stargz_size=$layer_size layer_size=$gzip_size
+"$push" "$work/layout-stargz" boot "$registry" bench/boot-stargz:1 > /dev/null
+rm -rf "$work/store4"
+mark=$(log_mark); t=$(now)
+"$lazyfs" mount -q --store "$work/store4" "docker://$registry/bench/boot-stargz:1" "$work/mnt"
+head -c1 "$work/mnt/etc/$small" > /dev/null
+t_stargz=$(elapsed "$t"); b_stargz=$(all_bytes "$mark")
+"$lazyfs" umount "$work/mnt"
+
 # The same through a shaped link: the image is indexed under the proxy's reference first (a
 # resolve; the layers are already indexed), then content is forgotten and the clock starts.
 "$build/tests/support/lazyfs-proxy" "127.0.0.1:$port" 20 100 > "$work/proxy.out" &
@@ -135,5 +150,7 @@ printf '%-34s %11.3fs %11.3fs %10s  %s\n' "time: mount + first byte, shaped" "$t
 printf '%-34s %11.3fs %11.3fs %10s  %s\n' "time: first mount + byte, artifact" "$t_art" "$t_skopeo" "$(ratio "$t_art" "$t_skopeo")" "skopeo copy; empty store, index artifact in the registry"
 printf '%-34s %11sB %11sB %10s  %s\n' "bytes: first mount + byte, artifact" "$b_art" "$b_skopeo_all" "$(ratio "$b_art" "$b_skopeo_all")" "skopeo copy (all response bodies, manifests too)"
 printf '%-34s %11sB %11sB %10s  %s\n' "bytes: the same, of the image" "$b_art" "$layer_size" "$(ratio "$b_art" "$layer_size")" "image compressed size"
+printf '%-34s %11.3fs %11.3fs %10s  %s\n' "time: first mount + byte, eStargz" "$t_stargz" "$t_skopeo" "$(ratio "$t_stargz" "$t_skopeo")" "skopeo copy of the gzip image; empty store"
+printf '%-34s %11sB %11sB %10s  %s\n' "bytes: the same" "$b_stargz" "$stargz_size" "$(ratio "$b_stargz" "$stargz_size")" "the eStargz image's compressed size"
 printf '%-34s %11.3fs %11.3fs %10s  %s\n' "time: first mount + byte, art., shaped" "$t_art_shaped" "$t_skopeo_shaped" "$(ratio "$t_art_shaped" "$t_skopeo_shaped")" "skopeo copy through 20 ms RTT, 100 Mbit/s"
 echo "(ratio = lazyfs / other; loopback unless marked shaped)"

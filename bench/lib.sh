@@ -31,7 +31,9 @@ start_work() {
 # one gzip layer per group of TAR_ARGS (groups split by "---"), each `tar TAR_ARGS` (numeric
 # owners, sorted, fixed mtime), gzipped at $GZIP_LEVEL (default 6). Sets layer_digests (hex, in
 # order), layer_size (compressed bytes of all layers) and layer_entries (entries of all layers);
-# for one layer also layer_digest (also as $layer) and $entries.
+# for one layer also layer_digest (also as $layer) and $entries. With MKSTARGZ set (the path of
+# tests/support/mkstargz, built by build_mkstargz), layers are written as eStargz instead, their
+# TOC digest annotated as the stargz snapshotter expects.
 make_layout() {
   local layout=$1 tag=$2
   shift 2
@@ -42,8 +44,16 @@ make_layout() {
   add_layer() {
     tar --numeric-owner --sort=name --mtime=@1700000000 -cf "$layout/layer.tar" "$@" 2>/dev/null || true
     layer_entries=$((layer_entries + $(tar -tf "$layout/layer.tar" | wc -l)))
-    diff_id=$(sha256sum "$layout/layer.tar" | cut -d' ' -f1)
-    gzip "-${GZIP_LEVEL:-6}" -n -c "$layout/layer.tar" > "$layout/layer.gz"
+    local annotation=""
+    if [ -n "${MKSTARGZ:-}" ]; then
+      local made
+      made=$("$MKSTARGZ" estargz "$layout/layer.tar" "$layout/layer.gz")
+      diff_id=${made##* sha256:}
+      annotation=",\"annotations\":{\"containerd.io/snapshot/stargz/toc.digest\":\"${made%% *}\"}"
+    else
+      diff_id=$(sha256sum "$layout/layer.tar" | cut -d' ' -f1)
+      gzip "-${GZIP_LEVEL:-6}" -n -c "$layout/layer.tar" > "$layout/layer.gz"
+    fi
     rm "$layout/layer.tar"
     d=$(sha256sum "$layout/layer.gz" | cut -d' ' -f1)
     size=$(stat -c %s "$layout/layer.gz")
@@ -51,7 +61,7 @@ make_layout() {
     layer_digests+=("$d")
     layer_size=$((layer_size + size))
     diff_ids+="${diff_ids:+,}\"sha256:$diff_id\""
-    descs+="${descs:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$d\",\"size\":$size}"
+    descs+="${descs:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$d\",\"size\":$size$annotation}"
   }
   for arg in "$@"; do
     if [ "$arg" = --- ]; then add_layer "${group[@]}"; group=(); else group+=("$arg"); fi
@@ -74,6 +84,13 @@ make_layout() {
   printf '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
   printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"%s"}}]}' \
     "$manifest" "$manifest_size" "$tag" > "$layout/index.json"
+}
+
+# build_mkstargz DIR: builds tests/support/mkstargz (the estargz Go package's writer, from
+# Debian's golang-github-containerd-stargz-snapshotter-dev) into DIR/mkstargz.
+build_mkstargz() {
+  GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$1/gocache" \
+    go build -o "$1/mkstargz" ./tests/support/mkstargz
 }
 
 # start_registry: Debian's docker-registry on a free 127.0.0.1 port, storage under $work.
