@@ -68,7 +68,7 @@ class LazyReadTest : public ::testing::Test {
     o.writable = writable;
     o.checkpoint_every_uncompressed = checkpoint_every_;
     o.checkpoint_every_compressed = checkpoint_every_;
-    o.read_timeout = std::chrono::milliseconds(500);
+    o.read_timeout = read_timeout_;
     o.cache_size_bytes = cache_size_;
     o.cache_content_while_indexing = capture_;
     o.index_threads = index_threads_;
@@ -120,6 +120,9 @@ class LazyReadTest : public ::testing::Test {
   uint64_t cache_size_ = 0;
   bool capture_ = false;
   unsigned index_threads_ = 0;
+  // Generous: a healthy read on a loaded machine (a parallel build, sanitizers) must not reach
+  // it. The test of a failing fetch sets a short one.
+  std::chrono::milliseconds read_timeout_{10000};
   std::string store_;
   testing::BuiltImage built_;
 };
@@ -242,6 +245,7 @@ TEST_F(LazyReadTest, ManyThreadsReadingManyFilesGetVerifiedData) {
 }
 
 TEST_F(LazyReadTest, AFailingFetchEndsAtTheDeadlineAndIsNotRemembered) {
+  read_timeout_ = std::chrono::milliseconds(500);
   MemoryBlobs blobs;
   ImageDescriptor desc = Add(BigAndSmall(Compression::kGzip), blobs);
   auto o = Open(desc, blobs);
