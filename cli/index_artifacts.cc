@@ -14,6 +14,9 @@ namespace {
 // entries makes an index of some tens of MiB.
 constexpr uint64_t kMaxLayerIndexBlob = 256ull << 20;
 constexpr uint64_t kMaxArtifactManifest = 4 << 20;
+// Artifacts tried before the layers are indexed from their blobs: a registry listing thousands
+// of referrers that all fail gets a few requests, not thousands.
+constexpr size_t kMaxArtifactsTried = 8;
 
 // The artifact's blobs, each with the image layer it names, checked against the image: every
 // blob names a layer of the image, once, in the image's order. Fails with InvalidArgument naming
@@ -100,9 +103,11 @@ Result<ArtifactImport> ImportIndexArtifacts(index::Index& idx, fetch::ImageSourc
     out.refused = referrers.status().message();
     return out;
   }
+  size_t tried = 0;
   for (const fetch::Descriptor& found : *referrers) {
     auto version = found.annotations.find(std::string(kVersionAnnotation));
     if (version != found.annotations.end() && version->second != kArtifactVersion) continue;
+    if (++tried > kMaxArtifactsTried) break;
     size_t layers = 0;
     Status s = ImportArtifact(idx, source, image, found, &layers);
     if (s.ok()) {

@@ -32,9 +32,11 @@ struct ArtifactImport {
 // For an image whose layers `idx` (writable) has not all indexed: looks in the image's registry
 // for an index artifact of its manifest and imports the layers it indexes, so that AddImage
 // then merges them without reading them. Finding none is not an error. An artifact that does
-// not describe this image (another subject, a layer the image does not have, a layer twice, a
-// blob that fails its import) is refused whole and said why in `refused`; the caller indexes
-// from the layers then. Fails only when the index cannot be read or written.
+// not describe this image (another subject, a layer the image does not have, a layer twice) is
+// refused before anything of it is imported, and said why in `refused`; a blob that fails its
+// import stops the rest of the artifact (the layers imported before it stay, as claims checked
+// like any artifact layer's). The caller indexes what is missing from the layers. At most
+// kMaxArtifactsTried artifacts are tried. Fails only when the index cannot be read or written.
 Result<ArtifactImport> ImportIndexArtifacts(index::Index& idx, fetch::ImageSource& source,
                                             const ImageDescriptor& image);
 
