@@ -3,6 +3,7 @@
 // gc, removal and fsck (maintenance.cc).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -64,6 +65,9 @@ class StoredIndex final : public Index {
   Result<std::vector<size_t>> LayersToWarm(const ImageDescriptor& image);
   // Every TOC layer of an image fetched whole and checked (WarmContent).
   Status CheckTocLayers(const ImageDescriptor& image, BlobSource& blobs, unsigned threads);
+  // The image's distinct layers not checked whole yet for which `needs` says yes.
+  Result<std::vector<const LayerDescriptor*>> UncheckedLayers(
+      const ImageDescriptor& image, const std::function<Result<bool>(const Digest&)>& needs);
   // Every layer of an image imported from an index artifact and not checked yet: read whole
   // and compared with what the artifact claimed (WarmContent).
   Status CheckArtifactLayers(const ImageDescriptor& image, BlobSource& blobs, unsigned threads);

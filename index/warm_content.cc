@@ -68,6 +68,21 @@ Result<std::vector<size_t>> StoredIndex::LayersToWarm(const ImageDescriptor& img
   return pick;
 }
 
+// The image's distinct layers that have not passed their whole-layer check and that `needs`
+// says need one, in image order.
+Result<std::vector<const LayerDescriptor*>> StoredIndex::UncheckedLayers(
+    const ImageDescriptor& img, const std::function<Result<bool>(const Digest&)>& needs) {
+  std::vector<const LayerDescriptor*> todo;
+  for (const LayerDescriptor& layer : img.layers) {
+    bool again = false;
+    for (const LayerDescriptor* t : todo) again = again || t->digest == layer.digest;
+    if (again || check_->Passed(layer.digest)) continue;
+    LAZYFS_ASSIGN_OR_RETURN(bool need, needs(layer.digest));
+    if (need) todo.push_back(&layer);
+  }
+  return todo;
+}
+
 // A TOC layer's files are read chunk by chunk, each chunk checked against the TOC; but the TOC
 // itself is checked against the tar stream only once every byte of the layer was seen. A reader
 // that writes the whole image out (materialize) must not write what a TOC claims before that:
@@ -75,14 +90,9 @@ Result<std::vector<size_t>> StoredIndex::LayersToWarm(const ImageDescriptor& img
 // files need), and one that fails is an error naming it.
 Status StoredIndex::CheckTocLayers(const ImageDescriptor& img, BlobSource& blobs,
                                    unsigned threads) {
-  std::vector<const LayerDescriptor*> todo;
-  for (const LayerDescriptor& layer : img.layers) {
-    bool again = false;
-    for (const LayerDescriptor* t : todo) again = again || t->digest == layer.digest;
-    if (again || check_->Passed(layer.digest)) continue;
-    LAZYFS_ASSIGN_OR_RETURN(bool toc, records_.HasTocFiles(layer.digest));
-    if (toc) todo.push_back(&layer);
-  }
+  LAZYFS_ASSIGN_OR_RETURN(
+      std::vector<const LayerDescriptor*> todo,
+      UncheckedLayers(img, [&](const Digest& l) { return records_.HasTocFiles(l); }));
   if (todo.empty()) return Status::Ok();
   SingleFlight<Digest> flights;
   WorkPool pool(StoredTree::kFetchThreads);
@@ -116,14 +126,12 @@ Status StoredIndex::CheckTocLayers(const ImageDescriptor& img, BlobSource& blobs
 // digest by the BlobSource, which keeps it for the extraction that follows) and compared.
 Status StoredIndex::CheckArtifactLayers(const ImageDescriptor& img, BlobSource& blobs,
                                         unsigned threads) {
-  std::vector<const LayerDescriptor*> todo;
-  for (const LayerDescriptor& layer : img.layers) {
-    bool again = false;
-    for (const LayerDescriptor* t : todo) again = again || t->digest == layer.digest;
-    if (again || check_->Passed(layer.digest)) continue;
-    LAZYFS_ASSIGN_OR_RETURN(auto provenance, records_.Provenance(layer.digest));
-    if (provenance) todo.push_back(&layer);
-  }
+  LAZYFS_ASSIGN_OR_RETURN(
+      std::vector<const LayerDescriptor*> todo,
+      UncheckedLayers(img, [&](const Digest& l) -> Result<bool> {
+        LAZYFS_ASSIGN_OR_RETURN(auto provenance, records_.Provenance(l));
+        return provenance.has_value();
+      }));
   std::vector<Status> results(todo.size());
   ParallelFor(todo.size(), threads, [&](size_t k) {
     const LayerDescriptor& layer = *todo[k];
