@@ -58,20 +58,27 @@ forget_content() { rm -rf "$work/store/blobs/sha256" "$work/store/content/sha256
 small=$(cd /etc && find . -maxdepth 1 -type f -size +0 -size -4k -readable | sort | head -1)
 small=${small#./}
 
+# first_byte STORE REF [COUNTER]: mounts REF from STORE, reads the first byte of a small file and
+# unmounts. Sets fb_time (from the mount command to that byte) and, given COUNTER (blob_bytes or
+# all_bytes), fb_bytes (what the registry sent in that time).
+first_byte() {
+  local mark t
+  mark=$(log_mark); t=$(now)
+  "$lazyfs" mount -q --store "$1" "$2" "$work/mnt"
+  head -c1 "$work/mnt/etc/$small" > /dev/null
+  fb_time=$(elapsed "$t")
+  [ -z "${3:-}" ] || fb_bytes=$("$3" "$mark")
+  "$lazyfs" umount "$work/mnt"
+}
+
 # Cold: the first mount indexes (streams the layer once), then the first byte.
-mark=$(log_mark); t=$(now)
-"$lazyfs" mount -q --store "$work/store" "$ref" "$work/mnt"
-head -c1 "$work/mnt/etc/$small" > /dev/null
-t_cold=$(elapsed "$t"); b_cold=$(blob_bytes "$mark")
-"$lazyfs" umount "$work/mnt"
+first_byte "$work/store" "$ref" blob_bytes
+t_cold=$fb_time b_cold=$fb_bytes
 
 # Indexed, content cache empty: mount, first byte.
 forget_content
-mark=$(log_mark); t=$(now)
-"$lazyfs" mount -q --store "$work/store" "$ref" "$work/mnt"
-head -c1 "$work/mnt/etc/$small" > /dev/null
-t_warm=$(elapsed "$t"); b_warm=$(blob_bytes "$mark")
-"$lazyfs" umount "$work/mnt"
+first_byte "$work/store" "$ref" blob_bytes
+t_warm=$fb_time b_warm=$fb_bytes
 
 # Boot-like: read every file under /etc and /bin, content cache empty.
 forget_content
@@ -90,11 +97,8 @@ t_skopeo=$(elapsed "$t"); b_skopeo=$(blob_bytes "$mark")
 # mount of a store that never saw the image imports the layer's index and downloads no layer.
 "$lazyfs" index push -q --store "$work/pusher" "$ref" > /dev/null
 rm -rf "$work/store2"
-mark=$(log_mark); t=$(now)
-"$lazyfs" mount -q --store "$work/store2" "$ref" "$work/mnt"
-head -c1 "$work/mnt/etc/$small" > /dev/null
-t_art=$(elapsed "$t"); b_art=$(all_bytes "$mark")
-"$lazyfs" umount "$work/mnt"
+first_byte "$work/store2" "$ref" all_bytes
+t_art=$fb_time b_art=$fb_bytes
 mark=$(log_mark)
 rm -rf "$work/copy3"
 skopeo copy -q --src-tls-verify=false "$ref" "oci:$work/copy3:boot"
@@ -108,11 +112,8 @@ MKSTARGZ=$work/mkstargz make_layout "$work/layout-stargz" boot -C / --transform 
 stargz_size=$layer_size layer_size=$gzip_size
 "$push" "$work/layout-stargz" boot "$registry" bench/boot-stargz:1 > /dev/null
 rm -rf "$work/store4"
-mark=$(log_mark); t=$(now)
-"$lazyfs" mount -q --store "$work/store4" "docker://$registry/bench/boot-stargz:1" "$work/mnt"
-head -c1 "$work/mnt/etc/$small" > /dev/null
-t_stargz=$(elapsed "$t"); b_stargz=$(all_bytes "$mark")
-"$lazyfs" umount "$work/mnt"
+first_byte "$work/store4" "docker://$registry/bench/boot-stargz:1" all_bytes
+t_stargz=$fb_time b_stargz=$fb_bytes
 
 # The same through a shaped link: the image is indexed under the proxy's reference first (a
 # resolve; the layers are already indexed), then content is forgotten and the clock starts.
@@ -123,17 +124,11 @@ shaped=docker://$(head -1 "$work/proxy.out")/bench/boot:1
 "$lazyfs" mount -q --store "$work/store" "$shaped" "$work/mnt"
 "$lazyfs" umount "$work/mnt"
 forget_content
-t=$(now)
-"$lazyfs" mount -q --store "$work/store" "$shaped" "$work/mnt"
-head -c1 "$work/mnt/etc/$small" > /dev/null
-t_shaped=$(elapsed "$t")
-"$lazyfs" umount "$work/mnt"
+first_byte "$work/store" "$shaped"
+t_shaped=$fb_time
 rm -rf "$work/store3"
-t=$(now)
-"$lazyfs" mount -q --store "$work/store3" "$shaped" "$work/mnt"
-head -c1 "$work/mnt/etc/$small" > /dev/null
-t_art_shaped=$(elapsed "$t")
-"$lazyfs" umount "$work/mnt"
+first_byte "$work/store3" "$shaped"
+t_art_shaped=$fb_time
 rm -rf "$work/copy2"
 t=$(now)
 skopeo copy -q --src-tls-verify=false "$shaped" "oci:$work/copy2:boot"
